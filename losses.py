@@ -1,0 +1,284 @@
+"""Training losses of the multi-scale deblurring models.
+
+Every loss has the signature ``loss(predictions, sharp, **options) -> dict`` where
+
+* ``predictions`` is the model's list of NHWC float32 images ordered coarse to fine
+  (``[1/4, 1/2, full]``; a single-scale model passes a list of one image),
+* ``sharp`` is the full-resolution NHWC label, float32 in [0, 1],
+
+and the returned dict holds scalar float32 tensors: ``"loss"`` (the total to minimise) and every term
+that enters it, unweighted and per scale (``content_0``, ``fft_2``, ``mse_1``, ...; index 0 is the
+coarsest scale), so that the training loop can log the whole dict. The labels of the coarser scales
+are built here from ``sharp`` with :func:`models.blocks.image_pyramid` (bilinear, half-pixel centres,
+no antialias), in the mode each paper uses.
+
+Everything is written with ``keras.ops`` so that it runs inside a ``tf.function`` training step (and
+under the other Keras backends, where the MIMO-UNet reference values must be re-checked first).
+
+:data:`LOSSES` maps a model name to its loss function.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+from models.blocks import image_pyramid
+
+# MIMO-UNet (paper eq. 9, official train.py): weight lambda of the frequency term.
+MIMO_FFT_WEIGHT = 0.1
+# IDC (paper eq. 5-6): alpha on (1 - SSIM) and beta on the gradient term.
+IDC_SSIM_WEIGHT = 0.1
+IDC_GRAD_WEIGHT = 0.1
+# Two-Way (paper eq. 2): alpha_i per scale, coarse to fine; 5 on the full-resolution output.
+TWO_WAY_SCALE_WEIGHTS = (1.0, 1.0, 5.0)
+
+# SSIM constants of Wang et al. 2004 / tf.image.ssim.
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_float32(predictions, sharp):
+    # Mixed-precision models may emit float16; losses are always accumulated in float32.
+    predictions = [ops.cast(p, "float32") for p in predictions]
+    return predictions, ops.cast(sharp, "float32")
+
+
+def label_pyramid(predictions, sharp, mode):
+    """Labels for each prediction, coarse to fine, by bilinear resizing of the NHWC ``sharp``.
+
+    ``mode`` is ``"direct"`` (MIMO-UNet: each level resized straight from the full label) or
+    ``"sequential"`` (IDC / Two-Way: repeated halving). Raises ``ValueError`` when a prediction's
+    static spatial size differs from its label's (e.g. predictions passed fine to coarse).
+    """
+    labels = image_pyramid(sharp, num_scales=len(predictions), mode=mode)
+    for k, (pred, label) in enumerate(zip(predictions, labels, strict=True)):
+        p_shape, l_shape = tuple(pred.shape[1:3]), tuple(label.shape[1:3])
+        if None not in p_shape + l_shape and p_shape != l_shape:
+            raise ValueError(
+                f"Prediction {k} has spatial size {p_shape} but its label has {l_shape}; "
+                "predictions must be ordered coarse to fine ([1/4, 1/2, full])."
+            )
+    return labels
+
+
+def _check_weights(weights, predictions, name):
+    if len(weights) != len(predictions):
+        raise ValueError(
+            f"{name} has {len(weights)} entries but there are {len(predictions)} predictions."
+        )
+
+
+def l1(x, y):
+    """Mean absolute difference over all elements (PyTorch ``L1Loss`` with mean reduction)."""
+    return ops.mean(ops.abs(x - y))
+
+
+def mse(x, y):
+    """Mean squared difference over all elements (``MSELoss`` / ``tf.reduce_mean`` of squares)."""
+    return ops.mean(ops.square(x - y))
+
+
+def fft_l1(x, y):
+    """MIMO-UNet frequency distance of two NHWC batches (mimo_unet.md section 6, step 3).
+
+    ``F`` is the unnormalised, full two-sided 2-D DFT over (H, W) of each image and channel. The
+    result is the L1 mean over the real and imaginary parts of ``F(x) - F(y)`` taken as separate real
+    numbers: ``sum(|Re| + |Im|) / (2 * N * C * H * W)``. By linearity ``F(x) - F(y) = F(x - y)``,
+    so a single FFT of the difference is taken.
+
+    The tensor is transposed to NCHW first because the FFT transforms the two innermost axes; on NHWC
+    it would transform (W, C) instead of (H, W).
+    """
+    diff = ops.transpose(x - y, (0, 3, 1, 2))
+    real, imag = ops.fft2((diff, ops.zeros_like(diff)))
+    return (ops.mean(ops.abs(real)) + ops.mean(ops.abs(imag))) / 2.0
+
+
+def _gaussian_1d(size=SSIM_WINDOW, sigma=SSIM_SIGMA):
+    coords = [i - (size - 1) / 2.0 for i in range(size)]
+    weights = [math.exp(-0.5 * (c / sigma) ** 2) for c in coords]
+    return [w / sum(weights) for w in weights]
+
+
+def _gaussian_filter_valid(x, size=SSIM_WINDOW, sigma=SSIM_SIGMA):
+    """Normalised Gaussian window applied per channel, "valid" positions only (NHWC).
+
+    The 2-D window is the outer product of two normalised 1-D Gaussians (the same window as
+    ``tf.image.ssim``), applied as two depthwise 1-D convolutions: 2k instead of k^2 products.
+    """
+    channels = x.shape[-1]
+    g = ops.convert_to_tensor(_gaussian_1d(size, sigma), dtype=x.dtype)
+    column = ops.tile(ops.reshape(g, (size, 1, 1, 1)), (1, 1, channels, 1))
+    row = ops.tile(ops.reshape(g, (1, size, 1, 1)), (1, 1, channels, 1))
+    x = ops.depthwise_conv(x, column, strides=1, padding="valid", data_format="channels_last")
+    return ops.depthwise_conv(x, row, strides=1, padding="valid", data_format="channels_last")
+
+
+def ssim_per_image(x, y, max_val=1.0):
+    """Per-image SSIM of two NHWC batches; returns an (N,) tensor.
+
+    Wang et al. 2004 with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, dynamic range
+    ``max_val``: the SSIM map over the valid window positions, averaged over H, W and then over the
+    channels. This is the ``tf.image.ssim`` definition (idc.md section 5); it is differentiable and
+    applied to unclipped outputs in training. H and W must be at least 11.
+    """
+    c1 = (SSIM_K1 * max_val) ** 2
+    c2 = (SSIM_K2 * max_val) ** 2
+    channels = x.shape[-1]
+    # One filtering pass for the five local statistics, stacked along the channel axis.
+    stats = _gaussian_filter_valid(ops.concatenate([x, y, x * x, y * y, x * y], axis=-1))
+    mu_x, mu_y, e_xx, e_yy, e_xy = (
+        stats[..., i * channels : (i + 1) * channels] for i in range(5)
+    )
+    luminance = (2.0 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    cov_xy = e_xy - mu_x * mu_y
+    var_sum = e_xx - mu_x**2 + e_yy - mu_y**2
+    contrast_structure = (2.0 * cov_xy + c2) / (var_sum + c2)
+    return ops.mean(luminance * contrast_structure, axis=(1, 2, 3))
+
+
+def gradient_loss(x, y, norm="l1"):
+    """IDC gradient term of two NHWC batches (idc.md section 5, A-IDC-5).
+
+    Forward differences on the valid positions, ``dx F(y, x) = F(y, x+1) - F(y, x)`` and
+    ``dy F(y, x) = F(y+1, x) - F(y, x)``; returns ``mean|dx x - dx y| + mean|dy x - dy y|`` for
+    ``norm="l1"`` or the same with squares for ``norm="l2"``.
+    """
+    if norm not in ("l1", "l2"):
+        raise ValueError(f"Unknown grad_loss_norm {norm!r}; expected 'l1' or 'l2'.")
+    distance = l1 if norm == "l1" else mse
+    dx = distance(x[:, :, 1:, :] - x[:, :, :-1, :], y[:, :, 1:, :] - y[:, :, :-1, :])
+    dy = distance(x[:, 1:, :, :] - x[:, :-1, :, :], y[:, 1:, :, :] - y[:, :-1, :, :])
+    return dx + dy
+
+
+# --------------------------------------------------------------------------------------------------
+# Paper losses
+# --------------------------------------------------------------------------------------------------
+
+
+def mimo_unet_loss(predictions, sharp, fft_weight=MIMO_FFT_WEIGHT):
+    """MIMO-UNet loss ``L_cont + lambda * L_MSFR`` (paper eq. 7-9; mimo_unet.md section 6).
+
+    Labels: ``sharp`` bilinearly resized straight to 1/2 and 1/4 (pyramid mode ``"direct"``,
+    ``align_corners=False``, no antialias): the 1/2 label is the 2x2 block mean, the 1/4 label the
+    mean of the central 2x2 of each 4x4 block. Per scale k:
+
+    * ``content_k = mean|P_k - S_k|`` (L1, mean over N*3*h*w elements);
+    * ``fft_k`` = :func:`fft_l1`: L1 mean over the real and imaginary parts (separate elements,
+      2*N*3*h*w of them) of the difference of the unnormalised full two-sided 2-D DFTs over (h, w).
+
+    Total ``loss = sum_k content_k + fft_weight * sum_k fft_k``, fft_weight = 0.1.
+
+    FFT equivalence (chosj95/MIMO-UNet issue #39, spec section 13.4): the official
+    ``torch.rfft(t, signal_ndim=2, normalized=False, onesided=False)`` (removed in PyTorch 1.8)
+    is exactly ``torch.view_as_real(torch.fft.fft2(t))``, which is exactly TensorFlow's
+    ``tf.signal.fft2d`` / ``keras.ops.fft2`` applied to the NCHW tensor, Re and Im stacked as
+    separate L1 elements. Newer forks that use ``torch.fft.rfft2`` (the one-sided spectrum,
+    W//2 + 1 columns; INVOKERer/DeepRFT issue #13) compute a different loss: +1.4 % on the parity
+    fixture. The modulus of the complex difference (+35 %) or ``norm="ortho"`` (-59 %) are also not
+    this loss.
+
+    Args:
+        predictions: list of NHWC float tensors ``[1/4, 1/2, full]``.
+        sharp: (N, H, W, 3) full-resolution label in [0, 1].
+        fft_weight: lambda of eq. 9.
+
+    Returns:
+        dict of scalars: ``content_k``, ``fft_k`` (unweighted), ``content``, ``fft`` (sums) and
+        ``loss``.
+    """
+    predictions, sharp = _as_float32(predictions, sharp)
+    labels = label_pyramid(predictions, sharp, mode="direct")
+    terms = {}
+    for k, (pred, label) in enumerate(zip(predictions, labels, strict=True)):
+        terms[f"content_{k}"] = l1(pred, label)
+        terms[f"fft_{k}"] = fft_l1(pred, label)
+    terms["content"] = ops.sum(ops.stack([terms[f"content_{k}"] for k in range(len(labels))]))
+    terms["fft"] = ops.sum(ops.stack([terms[f"fft_{k}"] for k in range(len(labels))]))
+    terms["loss"] = terms["content"] + fft_weight * terms["fft"]
+    return terms
+
+
+def idc_loss(
+    predictions,
+    sharp,
+    ssim_weight=IDC_SSIM_WEIGHT,
+    grad_weight=IDC_GRAD_WEIGHT,
+    grad_loss_norm="l1",
+):
+    """IDC mixed loss (paper section 3.3, eq. 2-6; idc.md section 5).
+
+    Labels by the sequential bilinear pyramid (repeated halving; the 1/4 label is the 4x4 box mean).
+    Per scale i, ``L_mix,i = mse_i + ssim_weight * ssim_loss_i + grad_weight * grad_i`` with
+
+    * ``mse_i``: mean squared error over all N*h*w*3 elements (SRN's reduction, A-IDC-12);
+    * ``ssim_loss_i = 1 - SSIM``: :func:`ssim_per_image` (11x11 Gaussian, sigma 1.5, data range 1,
+      channel mean) on the **unclipped** output, then the batch mean;
+    * ``grad_i``: :func:`gradient_loss` with ``grad_loss_norm`` ("l1" default, "l2").
+
+    ``loss = sum_i L_mix,i`` (equal scale weights). Weights default to alpha = beta = 0.1.
+
+    Returns:
+        dict of scalars ``mse_i``, ``ssim_loss_i``, ``grad_i`` (unweighted), ``mix_i`` (the
+        weighted per-scale sum) and ``loss``.
+    """
+    predictions, sharp = _as_float32(predictions, sharp)
+    labels = label_pyramid(predictions, sharp, mode="sequential")
+    terms = {}
+    for i, (pred, label) in enumerate(zip(predictions, labels, strict=True)):
+        terms[f"mse_{i}"] = mse(pred, label)
+        terms[f"ssim_loss_{i}"] = 1.0 - ops.mean(ssim_per_image(pred, label, max_val=1.0))
+        terms[f"grad_{i}"] = gradient_loss(pred, label, norm=grad_loss_norm)
+        terms[f"mix_{i}"] = (
+            terms[f"mse_{i}"]
+            + ssim_weight * terms[f"ssim_loss_{i}"]
+            + grad_weight * terms[f"grad_{i}"]
+        )
+    terms["loss"] = ops.sum(ops.stack([terms[f"mix_{i}"] for i in range(len(labels))]))
+    return terms
+
+
+def two_way_loss(predictions, sharp, scale_weights=TWO_WAY_SCALE_WEIGHTS):
+    """Two-Way loss ``sum_i alpha_i * MSE_i`` (paper eq. 2; two_way.md section 6, A-TW-8).
+
+    Labels by the sequential bilinear pyramid (as IDC). ``MSE_i`` is the mean over the elements of
+    scale i (alpha_i / T_i of eq. 2); ``scale_weights`` = (1, 1, 5) coarse to fine, i.e. weight 5
+    on the full-resolution output. Applied to the summed output F_i only, not to the branches.
+
+    Returns:
+        dict of scalars ``mse_i`` (unweighted) and ``loss``.
+    """
+    predictions, sharp = _as_float32(predictions, sharp)
+    _check_weights(scale_weights, predictions, "scale_weights")
+    labels = label_pyramid(predictions, sharp, mode="sequential")
+    terms = {f"mse_{i}": mse(p, s) for i, (p, s) in enumerate(zip(predictions, labels, strict=True))}
+    terms["loss"] = ops.sum(
+        ops.stack([w * terms[f"mse_{i}"] for i, w in enumerate(scale_weights)])
+    )
+    return terms
+
+
+LOSSES = {
+    "mimo_unet": mimo_unet_loss,
+    "mimo_unet_plus": mimo_unet_loss,
+    "idc": idc_loss,
+    "two_way": two_way_loss,
+}
+
+
+def get_loss(name):
+    """Returns the loss function registered for a model name; ``ValueError`` names the choices."""
+    if name not in LOSSES:
+        raise ValueError(f"Unknown loss {name!r}; registered losses: {sorted(LOSSES)}.")
+    return LOSSES[name]
+
