@@ -6,11 +6,11 @@ Every loss has the signature ``loss(predictions, sharp, **options) -> dict`` whe
   (``[1/4, 1/2, full]``; a single-scale model passes a list of one image),
 * ``sharp`` is the full-resolution NHWC label, float32 in [0, 1],
 
-and the returned dict holds scalar float32 tensors: ``"loss"`` (the total to minimise) and every term
-that enters it, unweighted and per scale (``content_0``, ``fft_2``, ``mse_1``, ...; index 0 is the
-coarsest scale), so that the training loop can log the whole dict. The labels of the coarser scales
-are built here from ``sharp`` with :func:`models.blocks.image_pyramid` (bilinear, half-pixel centres,
-no antialias), in the mode each paper uses.
+and the returned dict holds scalar float32 tensors: ``"loss"`` (the total to minimise) and every
+term that enters it, unweighted and per scale (``content_0``, ``fft_2``, ``mse_1``, ...; index 0 is
+the coarsest scale), so that the training loop can log the whole dict. The labels of the coarser
+scales are built here from ``sharp`` with :func:`models.blocks.image_pyramid` (bilinear, half-pixel
+centres, no antialias), in the mode each paper uses.
 
 Everything is written with ``keras.ops`` so that it runs inside a ``tf.function`` training step (and
 under the other Keras backends, where the MIMO-UNet reference values must be re-checked first).
@@ -91,12 +91,12 @@ def fft_l1(x, y):
     """MIMO-UNet frequency distance of two NHWC batches (mimo_unet.md section 6, step 3).
 
     ``F`` is the unnormalised, full two-sided 2-D DFT over (H, W) of each image and channel. The
-    result is the L1 mean over the real and imaginary parts of ``F(x) - F(y)`` taken as separate real
-    numbers: ``sum(|Re| + |Im|) / (2 * N * C * H * W)``. By linearity ``F(x) - F(y) = F(x - y)``,
-    so a single FFT of the difference is taken.
+    result is the L1 mean over the real and imaginary parts of ``F(x) - F(y)`` taken as separate
+    real numbers: ``sum(|Re| + |Im|) / (2 * N * C * H * W)``. By linearity
+    ``F(x) - F(y) = F(x - y)``, so a single FFT of the difference is taken.
 
-    The tensor is transposed to NCHW first because the FFT transforms the two innermost axes; on NHWC
-    it would transform (W, C) instead of (H, W).
+    The tensor is transposed to NCHW first because the FFT transforms the two innermost axes; on
+    NHWC it would transform (W, C) instead of (H, W).
     """
     diff = ops.transpose(x - y, (0, 3, 1, 2))
     real, imag = ops.fft2((diff, ops.zeros_like(diff)))
@@ -134,14 +134,20 @@ def ssim_per_image(x, y, max_val=1.0):
     c1 = (SSIM_K1 * max_val) ** 2
     c2 = (SSIM_K2 * max_val) ** 2
     channels = x.shape[-1]
+    # Shifting both images by the same per-image, per-channel constant leaves (co)variances
+    # unchanged but avoids float32 cancellation in E[x^2] - mu^2 on flat regions (tf.image.ssim
+    # does not shift and is off by ~3e-5 on constant images).
+    shift = 0.5 * (
+        ops.mean(x, axis=(1, 2), keepdims=True) + ops.mean(y, axis=(1, 2), keepdims=True)
+    )
+    x, y = x - shift, y - shift
     # One filtering pass for the five local statistics, stacked along the channel axis.
     stats = _gaussian_filter_valid(ops.concatenate([x, y, x * x, y * y, x * y], axis=-1))
-    mu_x, mu_y, e_xx, e_yy, e_xy = (
-        stats[..., i * channels : (i + 1) * channels] for i in range(5)
-    )
-    luminance = (2.0 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    mu_x, mu_y, e_xx, e_yy, e_xy = (stats[..., i * channels : (i + 1) * channels] for i in range(5))
     cov_xy = e_xy - mu_x * mu_y
     var_sum = e_xx - mu_x**2 + e_yy - mu_y**2
+    mu_x, mu_y = mu_x + shift, mu_y + shift
+    luminance = (2.0 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
     contrast_structure = (2.0 * cov_xy + c2) / (var_sum + c2)
     return ops.mean(luminance * contrast_structure, axis=(1, 2, 3))
 
@@ -261,10 +267,10 @@ def two_way_loss(predictions, sharp, scale_weights=TWO_WAY_SCALE_WEIGHTS):
     predictions, sharp = _as_float32(predictions, sharp)
     _check_weights(scale_weights, predictions, "scale_weights")
     labels = label_pyramid(predictions, sharp, mode="sequential")
-    terms = {f"mse_{i}": mse(p, s) for i, (p, s) in enumerate(zip(predictions, labels, strict=True))}
-    terms["loss"] = ops.sum(
-        ops.stack([w * terms[f"mse_{i}"] for i, w in enumerate(scale_weights)])
-    )
+    terms = {
+        f"mse_{i}": mse(p, s) for i, (p, s) in enumerate(zip(predictions, labels, strict=True))
+    }
+    terms["loss"] = ops.sum(ops.stack([w * terms[f"mse_{i}"] for i, w in enumerate(scale_weights)]))
     return terms
 
 
@@ -281,4 +287,3 @@ def get_loss(name):
     if name not in LOSSES:
         raise ValueError(f"Unknown loss {name!r}; registered losses: {sorted(LOSSES)}.")
     return LOSSES[name]
-

@@ -2,13 +2,14 @@
 
 Definitions (data_and_evaluation.md section 3; mimo_unet.md sections 9 and 13.2):
 
-* **Output handling, convention ``uint8`` (default).** The model's full-resolution output is clamped
-  to [0, 1], multiplied by 255 and rounded to the nearest integer (``np.rint``: ties to even; ties do
-  not occur in practice) to uint8, i.e. the values a saved PNG holds. The ground truth is the uint8
-  image as read. Metrics use these uint8 RGB arrays at full resolution: no border crop, no Y channel.
-* **Convention ``float``** (MIMO-UNet's official ``eval.py``): the output clamped to [0, 1] as float,
-  against the float ground truth (uint8 / 255), data range 1, no quantisation. It differs from
-  ``uint8`` by about 0.003 dB.
+* **Output handling, convention ``uint8`` (default).** The model's full-resolution output is
+  clamped to [0, 1], multiplied by 255 and rounded to the nearest integer (``np.rint``: ties to
+  even; exact ties do not occur in practice) to uint8, i.e. the values a saved PNG holds. The ground
+  truth is the uint8 image as read. Metrics use these uint8 RGB arrays at full resolution: no border
+  crop, no Y channel.
+* **Convention ``float``** (MIMO-UNet's official ``eval.py``): the output clamped to [0, 1] as
+  float, against the float ground truth (uint8 / 255), data range 1, no quantisation. It differs
+  from ``uint8`` by about 0.003 dB.
 * **PSNR** = 10 * log10(R^2 / MSE), MSE over all H x W x 3 values (as float64), R = 255 (uint8) or
   1 (float); per image, then the arithmetic mean of the per-image values over the data set (not the
   PSNR of the mean MSE). Identical images give +inf; they are left out of the mean and counted
@@ -188,8 +189,10 @@ def average_psnr(values):
     finite = values[~infinite]
     if finite.size:
         mean = float(np.mean(finite))
+    elif values.size:
+        mean = float("inf")  # every image identical
     else:
-        mean = float("inf") if values.size else float("nan")
+        mean = float("nan")  # no images
     return {"psnr": mean, "num_infinite": int(infinite.sum()), "num_images": int(values.size)}
 
 
@@ -248,7 +251,12 @@ def batch_psnr_ssim(pred, target):
     pred_q, target_q = quantize(pred), quantize(target)
     psnr_values = tf.image.psnr(pred_q, target_q, max_val=255.0)
     ssim_values = tf.image.ssim(
-        pred_q, target_q, max_val=255.0, filter_size=SSIM_WINDOW, filter_sigma=SSIM_SIGMA,
-        k1=SSIM_K1, k2=SSIM_K2,
+        pred_q,
+        target_q,
+        max_val=255.0,
+        filter_size=SSIM_WINDOW,
+        filter_sigma=SSIM_SIGMA,
+        k1=SSIM_K1,
+        k2=SSIM_K2,
     )
     return psnr_values, ssim_values
