@@ -239,18 +239,48 @@ def resize_bilinear(x, height, width):
 
     This is PyTorch's ``F.interpolate(mode="bilinear", align_corners=False)`` and TF2's
     ``tf.image.resize(..., "bilinear", antialias=False)``. On an even size, halving gives exactly
-    the 2x2 box mean.
+    the 2x2 box mean. ``height``/``width`` may be scalar tensors (dynamic shapes in a traced
+    function), which ``keras.ops.image.resize`` refuses; a gather-based resize is used then.
     """
-    return ops.image.resize(
-        x, (height, width), interpolation="bilinear", antialias=False, data_format="channels_last"
+    if isinstance(height, int) and isinstance(width, int):
+        return ops.image.resize(
+            x,
+            (height, width),
+            interpolation="bilinear",
+            antialias=False,
+            data_format="channels_last",
+        )
+    return _dynamic_resize_bilinear(x, height, width)
+
+
+def _dynamic_resize_bilinear(x, height, width):
+    """Separable half-pixel bilinear resize written with gathers, for sizes known only at run time.
+
+    Same sampling as ``ops.image.resize(..., "bilinear", antialias=False)``: output pixel i reads
+    the source at (i + 0.5) * in / out - 0.5, clamped to the image.
+    """
+    x = _resize_axis(x, ops.shape(x)[1], height, axis=1)
+    return _resize_axis(x, ops.shape(x)[2], width, axis=2)
+
+
+def _resize_axis(x, size_in, size_out, axis):
+    scale = ops.cast(size_in, "float32") / ops.cast(size_out, "float32")
+    source = (ops.cast(ops.arange(size_out), "float32") + 0.5) * scale - 0.5
+    source = ops.maximum(source, 0.0)
+    lower = ops.cast(ops.floor(source), "int32")
+    upper = ops.minimum(lower + 1, size_in - 1)
+    weight = ops.reshape(
+        source - ops.cast(lower, "float32"), [-1 if a == axis else 1 for a in range(4)]
     )
+    weight = ops.cast(weight, x.dtype)
+    return ops.take(x, lower, axis=axis) * (1 - weight) + ops.take(x, upper, axis=axis) * weight
 
 
 def image_pyramid(x, num_scales=3, mode="sequential"):
     """Bilinear image pyramid of an NHWC batch, ordered coarse to fine ``[1/4, 1/2, 1]``.
 
     Args:
-        x: (N, H, W, C) tensor.
+        x: (N, H, W, C) tensor; H and W may be dynamic (unknown when traced).
         num_scales: number of levels (level k is ``H // 2**k``).
         mode: ``"sequential"`` halves the previous level each time (IDC / Two-Way: "two
             downsamplings of the original blurred image"; level 1/4 is the 4x4 box mean on sizes
@@ -260,9 +290,15 @@ def image_pyramid(x, num_scales=3, mode="sequential"):
     """
     if mode not in ("sequential", "direct"):
         raise ValueError(f"Unknown pyramid mode {mode!r}; expected 'sequential' or 'direct'.")
-    height, width = ops.shape(x)[1], ops.shape(x)[2]
+    height, width = spatial_size(x)
     levels = [x]
     for k in range(1, num_scales):
         source = levels[-1] if mode == "sequential" else x
         levels.append(resize_bilinear(source, height // 2**k, width // 2**k))
     return levels[::-1]
+
+
+def spatial_size(x):
+    """(H, W) of an NHWC tensor: Python ints when static, scalar tensors when dynamic."""
+    dynamic = ops.shape(x)
+    return tuple(x.shape[a] if x.shape[a] is not None else dynamic[a] for a in (1, 2))

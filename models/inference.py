@@ -106,7 +106,16 @@ def ensemble(fn, x, mode: str = "none"):
 
 
 def _rot90(x, k):
-    """Rotates NHWC images by k * 90 degrees counter-clockwise (k in 0..3)."""
-    if k == 0:
-        return x
-    return ops.rot90(x, k=k, axes=(1, 2))
+    """Rotates NHWC images by k * 90 degrees counter-clockwise (``np.rot90(x, k, axes=(1, 2))``).
+
+    Written with flips and transposes because ``keras.ops.rot90`` on the TensorFlow backend leaves
+    the rotated axes last for 4-D inputs (Keras 3.15), scrambling channels.
+    """
+    k %= 4
+    if k == 1:
+        return ops.transpose(ops.flip(x, axis=2), (0, 2, 1, 3))
+    if k == 2:
+        return ops.flip(ops.flip(x, axis=1), axis=2)
+    if k == 3:
+        return ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=2)
+    return x
