@@ -1,0 +1,162 @@
+"""Exports a deblurring model as a TensorFlow SavedModel that takes images of any size.
+
+    python export.py --weights mimo_unet.weights.h5 --model mimo_unet --out exports/mimo_unet
+    python export.py --checkpoint runs/mimo_unet_plus --self_ensemble rot4 --out exports/mimo_pp
+
+Signatures (input name ``images``, output name ``restored``, batch and H x W dynamic):
+
+* ``serving_default``: float32 (N, H, W, 3) RGB in [0, 1] -> float32 (N, H, W, 3), unclamped.
+* ``serving_uint8``: uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): the float output clamped to
+  [0, 1], x255 and rounded (ties to even), as evaluate.py's uint8 metrics and saved PNGs use.
+
+Padding to the model's size multiple (edge replication at the bottom/right) and the crop back are
+inside the graph; an optional ``--self_ensemble`` is baked in. The model name, kwargs, source,
+self-ensemble and size multiple are stored in the variable ``metadata_json`` and in
+``assets.extra/deblur_export.json``.
+The export is written to a temporary folder beside ``--out``, reloaded and compared with the Keras
+model on an odd-sized input, and only then renamed to ``--out``: no half-written export remains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from models import inference
+from training import model_io
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", None, "SavedModel directory to create.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
+flags.DEFINE_bool("verify", True, "Reload the export and compare it with the Keras model.")
+
+VERIFY_SHAPE = (1, 37, 53, 3)  # odd sides: exercises the padding and the crop
+VERIFY_ATOL = 1e-4
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be written or does not match the Keras model."""
+
+
+class DeblurExport(tf.Module):
+    """The exported module: the Keras model, its metadata and the two serving functions."""
+
+    def __init__(self, model, self_ensemble="none", metadata=None):
+        super().__init__(name="deblur_export")
+        self.model = model
+        self.self_ensemble = self_ensemble
+        info = dict(metadata or {}, self_ensemble=self_ensemble)
+        self.metadata_json = tf.Variable(json.dumps(info), trainable=False, name="metadata_json")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    def serve_float(self, images):
+        """float32 NHWC [0, 1], any size -> {"restored": float32 NHWC full resolution}."""
+        return {model_io.SIGNATURE_OUTPUT: self._restore(images)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve_uint8(self, images):
+        """uint8 NHWC, any size -> {"restored": uint8 NHWC}: clamp, x255, round."""
+        restored = self._restore(tf.cast(images, tf.float32) / 255.0)
+        scaled = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
+        return {model_io.SIGNATURE_OUTPUT: tf.cast(scaled, tf.uint8)}
+
+    def _restore(self, images):
+        return inference.restore(self.model, images, self.self_ensemble)
+
+    def signatures(self):
+        return {
+            model_io.SIGNATURE_FLOAT: self.serve_float.get_concrete_function(),
+            model_io.SIGNATURE_UINT8: self.serve_uint8.get_concrete_function(),
+        }
+
+
+def export(model, out, self_ensemble="none", metadata=None, overwrite=False, verify=True):
+    """Writes the SavedModel of a built Keras ``model`` to ``out`` (atomically); returns ``out``."""
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not overwrite:
+        raise ExportError(f"--out {out} exists; pass --overwrite to replace it.")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    try:
+        metadata = dict(metadata or {}, size_multiple=inference.size_multiple(model))
+        module = DeblurExport(model, self_ensemble, metadata)
+        tf.saved_model.save(module, temp, signatures=module.signatures())
+        write_info(temp, json.loads(module.metadata_json.numpy().decode()))
+        if verify:
+            verify_export(model, temp, self_ensemble)
+        _replace_dir(temp, out)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return out
+
+
+def write_info(folder, info):
+    """A human-readable copy of the metadata in ``assets.extra/`` (ignored by TensorFlow)."""
+    path = os.path.join(folder, "assets.extra", model_io.EXPORT_INFO)
+    model_io.atomic_write_bytes(path, (json.dumps(info, indent=2) + "\n").encode())
+
+
+def _replace_dir(temp, out):
+    """Moves ``temp`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
+    old = None
+    if os.path.exists(out):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
+        os.replace(out, os.path.join(old, "export"))
+    os.replace(temp, out)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_export(model, path, self_ensemble="none", shape=VERIFY_SHAPE, atol=VERIFY_ATOL):
+    """Reloads ``path`` and checks both signatures against the Keras model on an odd size.
+
+    Returns the largest float difference; raises :class:`ExportError` on a mismatch.
+    """
+    images = np.random.default_rng(0).random(shape, dtype=np.float32)
+    expected = np.asarray(inference.restore(model, images, self_ensemble))
+    loaded = tf.saved_model.load(path)
+    got = loaded.signatures[model_io.SIGNATURE_FLOAT](images=tf.constant(images))
+    error = float(np.max(np.abs(got[model_io.SIGNATURE_OUTPUT].numpy() - expected)))
+    if got[model_io.SIGNATURE_OUTPUT].shape != expected.shape or error > atol:
+        raise ExportError(f"Reloaded export differs from the Keras model by {error:.3g} > {atol}.")
+    as_uint8 = np.rint(images * 255).astype(np.uint8)
+    got8 = loaded.signatures[model_io.SIGNATURE_UINT8](images=tf.constant(as_uint8))
+    expected8 = np.asarray(inference.restore(model, as_uint8 / np.float32(255), self_ensemble))
+    diff8 = np.abs(got8[model_io.SIGNATURE_OUTPUT].numpy().astype(int) - _to_uint8(expected8))
+    if diff8.max() > 1:  # a rounding tie may fall either way after float32 noise
+        raise ExportError(f"Reloaded uint8 signature differs by {diff8.max()} levels.")
+    logging.info("Verified the reloaded export on %s: max float difference %.3g.", shape, error)
+    return error
+
+
+def _to_uint8(x):
+    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(int)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        if not FLAGS.out:
+            raise ExportError("--out is required (the SavedModel directory to create).")
+        if FLAGS.saved_model:
+            raise ExportError("--saved_model is already an export; give --checkpoint or --weights.")
+        model, source = model_io.load_keras_model(
+            FLAGS.checkpoint, FLAGS.weights, FLAGS.model, FLAGS.model_kwargs
+        )
+        out = export(model, FLAGS.out, FLAGS.self_ensemble, source, FLAGS.overwrite, FLAGS.verify)
+    except (model_io.ModelSourceError, ExportError, OSError) as error:
+        sys.exit(f"export.py: error: {error}")
+    logging.info("Exported %s to %s.", source, out)
+
+
+if __name__ == "__main__":
+    app.run(main)

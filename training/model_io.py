@@ -1,0 +1,425 @@
+"""One loader for every model source of the user commands: evaluate.py, export.py, deblur.py.
+
+Sources (exactly one):
+
+* ``--checkpoint PATH``: a training run directory (``<run>/run_config.json`` names the model and
+  its kwargs; the latest checkpoint of ``<run>/checkpoints/`` is used, or ``<run>/final.weights.h5``
+  when that folder holds none), a checkpoint folder such as ``<run>/best/`` (its latest
+  checkpoint), or a checkpoint prefix such as ``<run>/checkpoints/ckpt-12``. The
+  ``tf.train.Checkpoint`` holds the Keras model under the attribute ``model``; everything else in
+  it (optimizer, step) is ignored.
+  ``run_config.json`` is looked up beside the path and up to two folders above it; ``--model`` /
+  ``--model_kwargs`` stand in when there is none.
+* ``--weights FILE.weights.h5`` with ``--model NAME`` (and ``--model_kwargs`` JSON): Keras weights,
+  including official MIMO-UNet weights converted by ``convert_mimo_unet.py``.
+  ``--weights FILE.keras`` loads a whole saved Keras model (no ``--model`` needed).
+* ``--saved_model DIR``: a SavedModel written by ``export.py``.
+
+Every source gives a :class:`Restorer`: a callable from a (1, H, W, 3) float32 image in [0, 1], any
+H x W, to the (1, H, W, 3) float32 full-resolution output, **not clamped**. Keras models run through
+:func:`models.inference.restore` (pad to the model's multiple by edge replication, run, crop back,
+optional geometric self-ensemble) inside one ``tf.function`` whose input signature has dynamic H and
+W, so a test set of mixed sizes is traced once and memory stays flat. SavedModels run their serving
+signature (padding is inside it); the self-ensemble is applied around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+from absl import flags
+
+import models
+from models import inference
+
+FLAGS = flags.FLAGS
+RUN_CONFIG = "run_config.json"
+EXPORT_INFO = "deblur_export.json"  # beside the SavedModel, in assets.extra/ (see export.py)
+SIGNATURE_FLOAT = "serving_default"
+SIGNATURE_UINT8 = "serving_uint8"
+SIGNATURE_INPUT = "images"
+SIGNATURE_OUTPUT = "restored"
+
+
+class ModelSourceError(ValueError):
+    """A model source that cannot be used; the message names the path and the problem."""
+
+
+def define_flags():
+    """Defines the model-source flags once per process (safe to call from every script)."""
+    _define("checkpoint", flags.DEFINE_string, None, "Training run dir, checkpoint dir or prefix.")
+    _define(
+        "weights", flags.DEFINE_string, None, "Keras FILE.weights.h5 (needs --model) or .keras."
+    )
+    _define("model", flags.DEFINE_string, None, f"Registered model name: {models.model_names()}.")
+    _define("model_kwargs", flags.DEFINE_string, None, 'Model kwargs as JSON, e.g. {"num_res": 8}.')
+    _define("saved_model", flags.DEFINE_string, None, "SavedModel directory written by export.py.")
+    if "self_ensemble" not in FLAGS:
+        flags.DEFINE_enum(
+            "self_ensemble",
+            "none",
+            list(inference.ENSEMBLE_MODES),
+            "Geometric self-ensemble: none, rot4 (MIMO-UNet++: 4 rotations) or x8 (EDSR).",
+        )
+
+
+def _define(name, define, default, help_text):
+    if name not in FLAGS:
+        define(name, default, help_text)
+
+
+define_flags()
+
+
+# --------------------------------------------------------------------------------------------------
+# The restorer
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Restorer:
+    """A loaded model as one function of NHWC float32 images.
+
+    Attributes:
+        fn: (1, H, W, 3) float32 tensor in [0, 1] -> (1, H, W, 3) float32, unclamped.
+        source: JSON-able description (kind, path, model, model_kwargs, self_ensemble).
+        model: the Keras model, or ``None`` for a SavedModel.
+    """
+
+    fn: Callable
+    source: dict
+    model: keras.Model | None = None
+
+    def __call__(self, image):
+        return self.fn(tf.convert_to_tensor(image, tf.float32))
+
+
+def keras_restorer(model, self_ensemble="none", source=None) -> Restorer:
+    """Wraps a built Keras model: one trace for every H x W (batch 1)."""
+    inference.ensemble(lambda x: x, tf.zeros([1, 1, 1, 3]), self_ensemble)  # validates the mode
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)], reduce_retracing=True
+    )
+    def forward(images):
+        return inference.restore(model, images, self_ensemble)
+
+    return Restorer(forward, dict(source or {}, self_ensemble=self_ensemble), model)
+
+
+def saved_model_restorer(path, self_ensemble="none") -> Restorer:
+    """Loads an export.py SavedModel; the self-ensemble (if any) runs around its signature."""
+    loaded = _load_saved_model(path)
+    info = _saved_model_info(loaded)
+    baked = info.get("self_ensemble", "none")
+    if baked != "none" and self_ensemble != "none":
+        raise ModelSourceError(
+            f"{path}: the export already applies the {baked!r} self-ensemble; "
+            f"do not add --self_ensemble {self_ensemble}."
+        )
+    signature = loaded.signatures[SIGNATURE_FLOAT]
+
+    def serve(images):
+        return signature(**{SIGNATURE_INPUT: images})[SIGNATURE_OUTPUT]
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)], reduce_retracing=True
+    )
+    def forward(images):
+        return inference.ensemble(serve, images, self_ensemble)
+
+    forward.loaded = loaded  # keeps the SavedModel's variables alive with the function
+    source = dict(info, kind="saved_model", path=os.path.abspath(path))
+    source["self_ensemble"] = baked if baked != "none" else self_ensemble
+    return Restorer(forward, source, None)
+
+
+def _load_saved_model(path):
+    if not os.path.isdir(path):
+        raise ModelSourceError(f"--saved_model {path}: no such directory.")
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise ModelSourceError(
+            f"--saved_model {path}: not a SavedModel directory (no saved_model.pb). "
+            "Pass the directory written by export.py --out."
+        )
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as error:  # TF raises many types for a damaged SavedModel
+        raise ModelSourceError(f"--saved_model {path}: cannot be loaded ({error}).") from error
+    if SIGNATURE_FLOAT not in loaded.signatures:
+        raise ModelSourceError(
+            f"--saved_model {path}: no {SIGNATURE_FLOAT!r} signature; "
+            f"found {sorted(loaded.signatures)}. Was it written by export.py?"
+        )
+    return loaded
+
+
+def _saved_model_info(loaded) -> dict:
+    """The model name/kwargs/self-ensemble export.py stored in the SavedModel ({} if absent)."""
+    variable = getattr(loaded, "metadata_json", None)
+    if variable is None:
+        return {}
+    try:
+        return json.loads(variable.numpy().decode())
+    except (ValueError, AttributeError):
+        return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Keras models from checkpoints and weight files
+# --------------------------------------------------------------------------------------------------
+
+
+def build(name, model_kwargs=None):
+    """Builds a registered model with all its weights (dynamic H, W); clear error otherwise."""
+    try:
+        model = models.build_model(name, **(model_kwargs or {}))
+    except (ValueError, TypeError) as error:
+        raise ModelSourceError(
+            f"Cannot build model {name!r} with {model_kwargs}: {error}"
+        ) from error
+    model.build((None, None, None, 3))
+    return model
+
+
+def parse_model_kwargs(text) -> dict:
+    """``--model_kwargs`` JSON -> dict (``None``/empty -> {})."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ModelSourceError(f"--model_kwargs is not valid JSON ({error}): {text!r}") from error
+    if not isinstance(value, dict):
+        raise ModelSourceError(f"--model_kwargs must be a JSON object, got {text!r}.")
+    return value
+
+
+def load_weights_file(path, name=None, model_kwargs=None):
+    """A Keras model from ``.weights.h5`` (with a model name) or ``.keras``: (model, info)."""
+    if not os.path.isfile(path):
+        raise ModelSourceError(f"--weights {path}: no such file.")
+    if path.endswith(".keras"):
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except Exception as error:  # Keras raises many types for a damaged archive
+            raise ModelSourceError(
+                f"--weights {path}: not a loadable .keras file ({error})."
+            ) from error
+        return model, {"kind": "keras", "path": os.path.abspath(path), "model": model.name}
+    if not name:
+        raise ModelSourceError(
+            f"--weights {path}: also pass --model (one of {models.model_names()})."
+        )
+    model = build(name, model_kwargs)
+    _load_h5(model, path)
+    info = {"kind": "weights", "path": os.path.abspath(path), "model": name}
+    return model, dict(info, model_kwargs=model_kwargs or {})
+
+
+def _load_h5(model, path):
+    try:
+        model.load_weights(path)
+    except Exception as error:  # h5py / Keras raise many types (missing layer, shape, format)
+        raise ModelSourceError(
+            f"{path}: these weights do not fit model {model.name!r} (wrong --model or "
+            f"--model_kwargs?) or the file is not Keras weights: {error}"
+        ) from error
+
+
+def load_checkpoint(path, name=None, model_kwargs=None):
+    """A Keras model from a run dir, checkpoint dir or prefix; returns (model, info)."""
+    prefix, fallback_h5 = resolve_checkpoint(path)
+    config = find_run_config(prefix or fallback_h5)
+    if config is None and not name:
+        raise ModelSourceError(
+            f"--checkpoint {path}: no {RUN_CONFIG} found beside it; pass --model (and "
+            "--model_kwargs) to name the architecture."
+        )
+    name = name or config["model"]
+    model_kwargs = model_kwargs if model_kwargs else (config or {}).get("model_kwargs", {})
+    model = build(name, model_kwargs)
+    if prefix is None:
+        _load_h5(model, fallback_h5)
+    else:
+        restore_checkpoint(model, prefix)
+    location = os.path.abspath(prefix or fallback_h5)
+    return model, {
+        "kind": "checkpoint",
+        "path": location,
+        "model": name,
+        "model_kwargs": model_kwargs,
+    }
+
+
+def resolve_checkpoint(path):
+    """(checkpoint prefix, None) or (None, final.weights.h5) for a run dir, ckpt dir or prefix."""
+    if tf.io.gfile.exists(path + ".index"):
+        return path, None
+    if not os.path.isdir(path):
+        raise ModelSourceError(f"--checkpoint {path}: neither a directory nor a checkpoint prefix.")
+    for folder in (os.path.join(path, "checkpoints"), path):
+        latest = tf.train.latest_checkpoint(folder) if os.path.isdir(folder) else None
+        if latest:
+            return latest, None
+    final = os.path.join(path, "final.weights.h5")
+    if os.path.isfile(final):
+        return None, final
+    raise ModelSourceError(
+        f"--checkpoint {path}: no checkpoint found (looked for {path}/checkpoints/, a checkpoint "
+        f"folder, and {path}/final.weights.h5)."
+    )
+
+
+def find_run_config(path):
+    """``run_config.json`` beside ``path`` or up to two folders above it; ``None`` if absent."""
+    folder = os.path.dirname(os.path.abspath(path)) if not os.path.isdir(path) else path
+    for _ in range(3):
+        candidate = os.path.join(folder, RUN_CONFIG)
+        if os.path.isfile(candidate):
+            return _read_run_config(candidate)
+        folder = os.path.dirname(folder)
+    return None
+
+
+def _read_run_config(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ModelSourceError(f"{path}: not readable JSON ({error}).") from error
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        raise ModelSourceError(f"{path}: expected an object with a 'model' name.")
+    return config
+
+
+def restore_checkpoint(model, prefix):
+    """Restores ``model`` from the ``model`` entry of a ``tf.train.Checkpoint``, strictly.
+
+    A checkpoint whose ``model`` entry holds a different number of variables than the model is
+    refused: ``expect_partial`` would otherwise leave the missing weights at their random init.
+    """
+    stored = checkpoint_model_variables(prefix)
+    expected = len(model.weights)
+    if len(stored) != expected:
+        raise ModelSourceError(
+            f"{prefix}: the checkpoint's 'model' entry holds {len(stored)} variables, model "
+            f"{model.name!r} has {expected}. Wrong --model/--model_kwargs or run_config.json, or a "
+            "checkpoint that did not track every layer of the model."
+        )
+    try:
+        status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+        status.assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as error:
+        raise ModelSourceError(f"{prefix}: does not fit model {model.name!r}: {error}") from error
+
+
+def checkpoint_model_variables(prefix):
+    """Names of the variables stored under the checkpoint's ``model`` attribute."""
+    try:
+        names = [name for name, _ in tf.train.list_variables(prefix)]
+    except (tf.errors.OpError, ValueError) as error:
+        raise ModelSourceError(f"{prefix}: not a readable checkpoint ({error}).") from error
+    suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
+    return [
+        n
+        for n in names
+        if n.startswith("model/") and n.endswith(suffix) and "OPTIMIZER_SLOT" not in n
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def load_keras_model(checkpoint=None, weights=None, model=None, model_kwargs=None):
+    """(Keras model, source description) from a checkpoint or a weights file."""
+    kwargs = parse_model_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
+    if model is not None and model not in models.model_names():
+        raise ModelSourceError(
+            f"--model {model!r} is not registered; choose from {models.model_names()}."
+        )
+    if checkpoint and weights:
+        raise ModelSourceError("Give either --checkpoint or --weights, not both.")
+    if checkpoint:
+        return load_checkpoint(checkpoint, model, kwargs)
+    if weights:
+        return load_weights_file(weights, model, kwargs)
+    raise ModelSourceError(
+        "Give a model source: --checkpoint, --weights (+ --model) or --saved_model."
+    )
+
+
+def load_restorer(
+    checkpoint=None,
+    weights=None,
+    model=None,
+    model_kwargs=None,
+    saved_model=None,
+    self_ensemble="none",
+) -> Restorer:
+    """The :class:`Restorer` of exactly one model source (see the module docstring)."""
+    given = [
+        n
+        for n, v in (
+            ("--checkpoint", checkpoint),
+            ("--weights", weights),
+            ("--saved_model", saved_model),
+        )
+        if v
+    ]
+    if len(given) != 1:
+        raise ModelSourceError(
+            "Give exactly one model source: --checkpoint, --weights (+ --model) or --saved_model"
+            + (f"; got {' and '.join(given)}." if given else ".")
+        )
+    if saved_model:
+        return saved_model_restorer(saved_model, self_ensemble)
+    keras_model, source = load_keras_model(checkpoint, weights, model, model_kwargs)
+    return keras_restorer(keras_model, self_ensemble, source)
+
+
+def restorer_from_flags() -> Restorer:
+    """:func:`load_restorer` with the values of the shared flags."""
+    return load_restorer(
+        checkpoint=FLAGS.checkpoint,
+        weights=FLAGS.weights,
+        model=FLAGS.model,
+        model_kwargs=FLAGS.model_kwargs,
+        saved_model=FLAGS.saved_model,
+        self_ensemble=FLAGS.self_ensemble,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Small shared helpers of the CLIs
+# --------------------------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path, payload: bytes):
+    """Writes ``payload`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(payload)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def device_description() -> str:
+    """'GPU: <name>' when TensorFlow sees a GPU, else 'CPU (<n> logical cores)'; float32."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)}, float32"
+    return f"CPU ({os.cpu_count()} logical cores), float32"
