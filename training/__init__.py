@@ -1,0 +1,64 @@
+"""Generic training for every paper: one loop, driven by a per-paper step object.
+
+Modules (import them directly; this package imports nothing at load time):
+
+* :mod:`training.loop`: :class:`~training.loop.Trainer` and :class:`~training.loop.LoopConfig`,
+  the one loop (strategy, checkpoints and resume, TensorBoard, progress/ETA, validation, NaN guard).
+* :mod:`training.step`: :class:`~training.step.TrainStep`, the base class of step objects, and
+  :func:`~training.step.minimize` (gradients scaled for the number of replicas).
+* :mod:`training.flags`: the shared absl flags, defined once per process.
+* :mod:`training.inputs`: flags -> data sources, per-epoch datasets and the validation set.
+* :mod:`training.schedules`: learning-rate schedules keyed on the optimizer's iteration counter.
+* :mod:`training.strategy`: ``default|mirrored|multi_worker`` -> ``tf.distribute`` strategy.
+* :mod:`training.summaries`: TensorBoard scalars/images with TensorFlow core only.
+* :mod:`training.mimo_unet_step`: the MIMO-UNet step object.
+* :mod:`training.model_io`, :mod:`training.tiling`: model loading for evaluate/export/deblur.
+
+Step-object interface (subclass :class:`training.step.TrainStep`)
+-----------------------------------------------------------------
+``paper``, ``model_name``, ``model_kwargs``
+    Attributes written to ``run_config.json``: the script/paper name, the registry name of the
+    inference model and the ``models.build_model`` overrides it was built with.
+``build(strategy)``
+    Create every model and optimizer inside ``strategy.scope()`` and build the optimizer slots
+    (``optimizer.build(model.trainable_variables)``). Called once, before any checkpoint restore
+    and before the first step: Keras 3 otherwise drops Adam's moments on restore and cannot create
+    slots inside a ``MirroredStrategy`` replica.
+``checkpoint_items() -> dict``
+    Trackables for ``tf.train.Checkpoint``: ``"model"`` must be the inference Keras model and
+    ``"optimizer"`` its optimizer; GANs add e.g. ``"discriminator"``, ``"d_optimizer"``. The loop
+    adds ``step``, ``epoch`` and ``epoch_step``.
+``train_step(blur, sharp) -> dict[str, scalar tensor]``
+    One update on this replica's share of the global batch, (B/R, H, W, 3) float32 in [0, 1]; it
+    runs under ``strategy.run`` inside the loop's ``tf.function``. Compute the per-replica *mean*
+    loss and call :func:`training.step.minimize` (divides gradients by R; Keras sums them over
+    replicas), so the update equals single-device training on the global batch. Return every term
+    to log, the total as ``"loss"``; the loop averages them over replicas and stops on NaN/Inf. A
+    step with several optimizers (GAN) calls ``minimize`` once per optimizer.
+``learning_rates() -> dict[str, float]``
+    Current learning rate of each optimizer (the base class reads every optimizer it finds in
+    ``checkpoint_items()``).
+``inference_model``
+    The Keras model evaluation and export use (default ``checkpoint_items()["model"]``).
+``describe() -> dict``
+    Optional extra lines for the run summary and ``run_config.json``.
+
+Run-directory contract (``--run_dir DIR``)
+------------------------------------------
+``run_config.json``
+    ``{"model": <registry name>, "model_kwargs": {...}, "paper": ..., "flags": {...}, ...}`` plus
+    the loop's bookkeeping (strategy, replicas, global batch, steps per epoch, total steps,
+    validation description, versions). Written atomically at every (re)start.
+``checkpoints/``
+    A ``tf.train.CheckpointManager`` folder (``ckpt-<step>``, last ``--keep_checkpoints``) of a
+    ``tf.train.Checkpoint(model=..., optimizer=..., step=..., epoch=..., epoch_step=...)``.
+``best/``
+    The same format, one checkpoint: the best validation PSNR so far; ``best/best.json`` holds
+    ``{"step", "epoch", "psnr", "ssim", "num_images", "validation"}``.
+``tensorboard/``
+    Event files: ``train/<loss terms>``, ``train/learning_rate``, ``train/steps_per_second``,
+    ``train/epoch``, ``val/psnr``, ``val/ssim``, ``val/blurred_input_psnr|ssim`` and the images
+    ``val_images/<i>/{blur,output,sharp}``.
+``final.weights.h5``
+    Keras weights of the inference model, written at the end of the run.
+"""
