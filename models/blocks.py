@@ -36,9 +36,9 @@ class DeblurModel(keras.Model):
 
     def build(self, input_shape):
         if not self.built:
-            self.compute_output_spec(
-                keras.KerasTensor(tuple(input_shape), dtype=self.compute_dtype)
-            )
+            # Unknown sides become a valid size: some backends trace None as an arbitrary size.
+            shape = [d if d is not None else 2 * self.size_multiple for d in input_shape]
+            self.compute_output_spec(keras.KerasTensor(tuple(shape), dtype=self.compute_dtype))
         super().build(input_shape)
 
     def check_input_size(self, x):

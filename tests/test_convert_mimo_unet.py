@@ -58,3 +58,46 @@ def test_pkl_without_torch_gives_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(CheckpointError, match="requirements-torch.txt"):
         read_checkpoint(str(path))
+
+
+@pytest.mark.parametrize("legacy_format", [False, True])
+def test_official_pickle_format_is_read_with_torch(fixture_path, tmp_path, legacy_format):
+    """``{'model': state_dict}`` as ``torch.save`` writes it; the released files were saved by
+    PyTorch 1.4, whose default was the legacy (non-zip) format."""
+    torch = pytest.importorskip("torch")
+    arrays = np.load(fixture_path)
+    state = {k: torch.from_numpy(arrays[k]) for k in arrays.files if "." in k}
+    src = tmp_path / "MIMO-UNet.pkl"
+    torch.save({"model": state, "epoch": 3}, src, _use_new_zipfile_serialization=not legacy_format)
+    from models.mimo_unet_weights import read_checkpoint
+
+    loaded = read_checkpoint(str(src))
+    assert list(loaded) == list(state)
+    np.testing.assert_array_equal(
+        loaded["SCM1.conv.main.0.weight"], arrays["SCM1.conv.main.0.weight"]
+    )
+
+
+def test_model_runs_under_the_torch_backend(fixture_path):
+    """models/ uses keras.ops only: the same weights give the same outputs under PyTorch."""
+    pytest.importorskip("torch")
+    code = (
+        "import numpy as np, models;"
+        "from models.mimo_unet_weights import load_state_dict, read_checkpoint;"
+        f"p = {str(fixture_path)!r}; a = np.load(p);"
+        "m = models.build_model('mimo_unet'); load_state_dict(m, read_checkpoint(p));"
+        "o = m(a['input_nhwc']);"
+        "print(max(float(np.abs(o[k].detach().numpy() - a[f'output_{k}'].transpose(0, 2, 3, 1))"
+        ".max()) for k in range(3)))"
+    )
+    env = {**__import__("os").environ, "KERAS_BACKEND": "torch"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip().splitlines()[-1]) < 1e-5
