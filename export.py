@@ -45,36 +45,42 @@ class ExportError(RuntimeError):
     """An export that cannot be written or does not match the Keras model."""
 
 
-class DeblurExport(tf.Module):
-    """The exported module: the Keras model, its metadata and the two serving functions."""
+def build_module(model, self_ensemble="none", metadata=None):
+    """(tf.Module to save, its signatures): the model's variables, metadata and two functions.
 
-    def __init__(self, model, self_ensemble="none", metadata=None):
-        super().__init__(name="deblur_export")
-        self.model = model
-        self.self_ensemble = self_ensemble
-        info = dict(metadata or {}, self_ensemble=self_ensemble)
-        self.metadata_json = tf.Variable(json.dumps(info), trainable=False, name="metadata_json")
+    The serving functions are closures, not attributes of the module, so that
+    ``tf.saved_model.save`` stores only the two traced signatures and does not trace every Keras
+    layer again (several seconds even for a tiny model).
+    """
+    module = tf.Module(name="deblur_export")
+    module.model_variables = list(model.variables)
+    info = dict(metadata or {}, self_ensemble=self_ensemble)
+    module.metadata_json = tf.Variable(json.dumps(info), trainable=False, name="metadata_json")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-    def serve_float(self, images):
+    def restore_float(images):
         """float32 NHWC [0, 1], any size -> {"restored": float32 NHWC full resolution}."""
-        return {model_io.SIGNATURE_OUTPUT: self._restore(images)}
+        return {model_io.SIGNATURE_OUTPUT: inference.restore(model, images, self_ensemble)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    def serve_uint8(self, images):
-        """uint8 NHWC, any size -> {"restored": uint8 NHWC}: clamp, x255, round."""
-        restored = self._restore(tf.cast(images, tf.float32) / 255.0)
+    float_fn = _traced(restore_float, tf.float32)
+
+    def restore_uint8(images):
+        """uint8 NHWC, any size -> {"restored": uint8 NHWC}: clamp, x255, round (ties to even)."""
+        restored = float_fn(tf.cast(images, tf.float32) / 255.0)[model_io.SIGNATURE_OUTPUT]
         scaled = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
         return {model_io.SIGNATURE_OUTPUT: tf.cast(scaled, tf.uint8)}
 
-    def _restore(self, images):
-        return inference.restore(self.model, images, self.self_ensemble)
+    signatures = {
+        model_io.SIGNATURE_FLOAT: float_fn,
+        model_io.SIGNATURE_UINT8: _traced(restore_uint8, tf.uint8),
+    }
+    return module, signatures
 
-    def signatures(self):
-        return {
-            model_io.SIGNATURE_FLOAT: self.serve_float.get_concrete_function(),
-            model_io.SIGNATURE_UINT8: self.serve_uint8.get_concrete_function(),
-        }
+
+def _traced(fn, dtype):
+    """The concrete function of ``fn`` on (N, H, W, 3) ``dtype`` input named ``images``."""
+    spec = tf.TensorSpec([None, None, None, 3], dtype, name=model_io.SIGNATURE_INPUT)
+    # No autograph: the model code has no tensor-dependent Python control flow; traces 2x faster.
+    return tf.function(fn, input_signature=[spec], autograph=False).get_concrete_function()
 
 
 def export(model, out, self_ensemble="none", metadata=None, overwrite=False, verify=True):
@@ -87,8 +93,8 @@ def export(model, out, self_ensemble="none", metadata=None, overwrite=False, ver
     temp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
     try:
         metadata = dict(metadata or {}, size_multiple=inference.size_multiple(model))
-        module = DeblurExport(model, self_ensemble, metadata)
-        tf.saved_model.save(module, temp, signatures=module.signatures())
+        module, signatures = build_module(model, self_ensemble, metadata)
+        tf.saved_model.save(module, temp, signatures=signatures)
         write_info(temp, json.loads(module.metadata_json.numpy().decode()))
         if verify:
             verify_export(model, temp, self_ensemble)

@@ -1,0 +1,143 @@
+"""export.py: SavedModel round trip (float32 and uint8 signatures, odd sizes), atomicity, errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+import export
+import models
+from models import inference
+from training import model_io
+
+FLAGS = flags.FLAGS
+TINY = {"num_res": 1, "base_channels": 8}
+
+
+def run_main(module, *args):
+    """Calls ``module.main`` with flags parsed from ``args``; returns its exit code or message."""
+    FLAGS.unparse_flags()
+    FLAGS([module.__name__ + ".py", *args])
+    try:
+        module.main([module.__name__ + ".py"])
+    except SystemExit as stop:
+        return stop.code
+    finally:
+        FLAGS.unparse_flags()
+    return 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model, weights path, SavedModel path) of a tiny MIMO-UNet, exported once."""
+    model = models.build_model("mimo_unet", **TINY)
+    model.build((None, None, None, 3))
+    folder = tmp_path_factory.mktemp("export")
+    weights = str(folder / "tiny.weights.h5")
+    model.save_weights(weights)
+    out = export.export(model, str(folder / "saved"), metadata={"model": "mimo_unet"})
+    return model, weights, out
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny):
+    return tf.saved_model.load(tiny[2])
+
+
+def test_round_trip_odd_size_float_and_uint8(tiny, loaded):
+    model = tiny[0]
+    images = np.random.default_rng(1).random((2, 37, 53, 3), dtype=np.float32)
+    expected = inference.restore(model, images).numpy()
+    got = loaded.signatures["serving_default"](images=tf.constant(images))["restored"].numpy()
+    assert got.shape == (2, 37, 53, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    as_uint8 = np.rint(images * 255).astype(np.uint8)
+    got8 = loaded.signatures["serving_uint8"](images=tf.constant(as_uint8))["restored"].numpy()
+    assert got8.dtype == np.uint8 and got8.shape == (2, 37, 53, 3)
+    reference = inference.restore(model, as_uint8 / np.float32(255)).numpy()
+    reference8 = np.rint(np.clip(reference, 0, 1) * 255)
+    assert np.abs(got8.astype(int) - reference8).max() <= 1
+    assert np.mean(got8 == reference8) > 0.999
+
+
+def test_metadata_and_no_temporary_folders_left(tiny, loaded):
+    path = tiny[2]
+    info = json.loads(loaded.metadata_json.numpy().decode())
+    assert info["model"] == "mimo_unet" and info["size_multiple"] == 4
+    assert info["self_ensemble"] == "none"
+    with open(os.path.join(path, "assets.extra", model_io.EXPORT_INFO)) as handle:
+        assert json.load(handle) == info
+    assert [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".")] == []
+
+
+def test_saved_model_restorer_with_self_ensemble_matches_keras(tiny):
+    model, _, path = tiny
+    image = np.random.default_rng(2).random((1, 21, 30, 3), dtype=np.float32)
+    restorer = model_io.load_restorer(saved_model=path, self_ensemble="rot4")
+    expected = inference.restore(model, image, "rot4").numpy()
+    np.testing.assert_allclose(restorer(image).numpy(), expected, atol=1e-5)
+    assert restorer.source["model"] == "mimo_unet" and restorer.source["self_ensemble"] == "rot4"
+
+
+def test_main_exports_over_existing_out_and_refuses_bad_inputs(tiny, tmp_path):
+    _, weights, _ = tiny
+    source = ["--weights", weights, "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]
+    out = tmp_path / "cli"
+    out.mkdir()
+    (out / "old.txt").write_text("an earlier export")
+    assert "pass --overwrite" in run_main(export, *source, "--out", str(out))
+    assert run_main(export, *source, "--out", str(out), "--overwrite", "--noverify") == 0
+    assert (out / "saved_model.pb").is_file() and not (out / "old.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["cli"]  # no temporary or moved-aside folders left
+    out = str(out)
+    cases = {
+        "--out is required": ["--weights", weights, "--model", "mimo_unet"],
+        "no such file": [
+            "--weights",
+            str(tmp_path / "missing.weights.h5"),
+            "--model",
+            "mimo_unet",
+            "--out",
+            out + "2",
+        ],
+        "not registered": ["--weights", weights, "--model", "no_such_net", "--out", out + "3"],
+        "do not fit": [
+            "--weights",
+            weights,
+            "--model",
+            "mimo_unet",
+            "--model_kwargs",
+            '{"num_res": 2, "base_channels": 8}',
+            "--out",
+            out + "4",
+        ],
+        "already an export": ["--saved_model", out, "--out", out + "5"],
+        "valid JSON": [
+            "--weights",
+            weights,
+            "--model",
+            "mimo_unet",
+            "--model_kwargs",
+            "{num",
+            "--out",
+            out + "6",
+        ],
+        "either --checkpoint or --weights": [
+            "--weights",
+            weights,
+            "--checkpoint",
+            out,
+            "--model",
+            "mimo_unet",
+            "--out",
+            out + "7",
+        ],
+    }
+    for message, args in cases.items():
+        code = run_main(export, *args)
+        assert isinstance(code, str) and message in code, (message, code)
+    assert not any(os.path.exists(out + str(i)) for i in range(2, 8))
