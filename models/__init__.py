@@ -9,11 +9,13 @@ other size.
 
 from __future__ import annotations
 
-from models import mimo_unet
+from models import idc, mimo_unet, two_way
 
 MODEL_BUILDERS = {
     "mimo_unet": mimo_unet.mimo_unet,
     "mimo_unet_plus": mimo_unet.mimo_unet_plus,
+    "idc": idc.idc,
+    "two_way": two_way.two_way,
 }
 
 
