@@ -1,0 +1,168 @@
+"""Flags shared by every ``train_*.py`` script, defined once per process.
+
+Each ``train_<paper>.py`` calls :func:`define_common_flags` at import time; the call is idempotent,
+so several training scripts (and evaluate.py, which guards ``--data_dir``/``--blur_variant`` the
+same way) can be imported in one process. Paper defaults and presets are applied in the script's
+``main`` with :func:`apply_defaults`, which only changes flags not given on the command line, so
+importing one script never changes another's defaults.
+
+Paper-specific flags are defined the same way with :func:`define_once`.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from training.strategy import STRATEGIES
+
+FLAGS = flags.FLAGS
+PRESETS = ("none", "quick")
+COMMON_FLAGS: list[str] = []  # names defined here, in definition order (for run_config.json)
+
+
+def define_once(define, name, default, help_text, **kwargs):
+    """``define(name, default, help_text, **kwargs)`` unless a flag ``name`` already exists."""
+    if name not in FLAGS:
+        define(name, default, help_text, **kwargs)
+
+
+def _common(define, name, default, help_text, **kwargs):
+    if name not in COMMON_FLAGS:
+        COMMON_FLAGS.append(name)
+    define_once(define, name, default, help_text, **kwargs)
+
+
+def define_common_flags(defaults: dict | None = None):
+    """Defines the shared training flags (once) and sets ``defaults`` (flag name -> value)."""
+    _define_data_flags()
+    _define_schedule_flags()
+    _define_run_flags()
+    if defaults:
+        apply_defaults(defaults)
+
+
+def _define_data_flags():
+    s, i, b = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool
+    _common(
+        s,
+        "data_dir",
+        None,
+        "Data folder (any reader layout), 'tfds:gopro', or none for the embedded "
+        "synthetic set (generated on first use).",
+    )
+    _common(
+        flags.DEFINE_enum,
+        "blur_variant",
+        "blur",
+        "GoPro input variant.",
+        enum_values=["blur", "blur_gamma"],
+    )
+    _common(i, "batch_size", 4, "Global batch size (split over replicas).", lower_bound=1)
+    _common(i, "crop_size", 256, "Random square training crop in pixels.", lower_bound=8)
+    _common(b, "hflip", True, "Random horizontal flip of each pair.")
+    _common(b, "vflip", False, "Random vertical flip of each pair.")
+    _common(b, "rot90", False, "Random 90-degree rotation of each pair.")
+    _common(b, "cache", False, "Cache decoded training images in memory.")
+    _common(b, "pad_small", False, "Pad images smaller than the crop instead of failing.")
+    _common(i, "seed", 0, "Seed of shuffling/cropping (epoch e uses seed + e; -1: unseeded).")
+    _common(s, "val_data_dir", None, "Validation data folder (default: --data_dir).")
+    _common(
+        s,
+        "val_split",
+        "test",
+        "Validation split. GoPro has no validation split: the default is a fixed subset "
+        "of the test split (labelled as such); a missing split skips validation.",
+    )
+    _common(
+        i, "val_images", 20, "Validate on the first N images of the split (0 = all).", lower_bound=0
+    )
+    _common(
+        i, "val_crop", 0, "Centre crop for validation in pixels (0 = full size).", lower_bound=0
+    )
+
+
+def _define_schedule_flags():
+    i, f = flags.DEFINE_integer, flags.DEFINE_float
+    _common(
+        i, "epochs", 3000, "Training epochs (epoch = len(train set) // batch steps).", lower_bound=1
+    )
+    _common(
+        i,
+        "max_steps",
+        0,
+        "Stop after this many steps; overrides --epochs (0 = off).",
+        lower_bound=0,
+    )
+    _common(f, "learning_rate", 1e-4, "Initial learning rate.", lower_bound=0.0)
+    _common(
+        f, "adam_epsilon", 1e-8, "Adam epsilon (PyTorch default 1e-8; Keras 1e-7).", lower_bound=0.0
+    )
+    _common(
+        i, "val_every_epochs", 100, "Validate every N epochs (0 = only at the end).", lower_bound=0
+    )
+    _common(
+        i,
+        "val_every_steps",
+        0,
+        "Validate every N steps; overrides --val_every_epochs.",
+        lower_bound=0,
+    )
+
+
+def _define_run_flags():
+    s, i, b = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool
+    _common(
+        s, "run_dir", None, "Run directory (default runs/<model>); resumed if it holds checkpoints."
+    )
+    _common(b, "resume", True, "Resume from the latest checkpoint in --run_dir.")
+    _common(
+        i,
+        "checkpoint_every",
+        1000,
+        "Checkpoint every N steps (0 = epoch ends only).",
+        lower_bound=0,
+    )
+    _common(b, "checkpoint_every_epoch", True, "Also checkpoint at every epoch end.")
+    _common(
+        i,
+        "keep_checkpoints",
+        3,
+        "Checkpoints kept in checkpoints/ (best/ is separate).",
+        lower_bound=1,
+    )
+    _common(
+        i, "log_every", 50, "Progress line and TensorBoard scalars every N steps.", lower_bound=1
+    )
+    _common(i, "summary_images", 2, "Validation images written to TensorBoard.", lower_bound=0)
+    _common(
+        flags.DEFINE_enum,
+        "strategy",
+        "default",
+        "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
+        "multi_worker (cluster from TF_CONFIG).",
+        enum_values=list(STRATEGIES),
+    )
+    _common(
+        flags.DEFINE_enum,
+        "preset",
+        "none",
+        "quick: a small run that finishes in minutes on a laptop CPU.",
+        enum_values=list(PRESETS),
+    )
+
+
+def apply_defaults(defaults: dict):
+    """Sets flag defaults; flags given on the command line keep their value."""
+    for name, value in defaults.items():
+        FLAGS.set_default(name, value)
+
+
+def given(name: str) -> bool:
+    """True if ``--name`` was given on the command line (parsed flags only)."""
+    return FLAGS[name].present > 0
+
+
+def snapshot(names=None) -> dict:
+    """``{name: value}`` of the shared flags plus ``names`` (for ``run_config.json``)."""
+    names = list(COMMON_FLAGS) + [n for n in (names or []) if n not in COMMON_FLAGS]
+    return {name: FLAGS[name].value for name in names if name in FLAGS}

@@ -1,0 +1,620 @@
+"""The one generic training loop: strategy, checkpoints, resume, summaries, progress, validation and
+the NaN/Inf guard. A paper plugs in a :class:`training.step.TrainStep`; nothing here is paper
+specific.
+
+Run directory (the contract ``evaluate.py`` / ``export.py`` / ``deblur.py`` read)::
+
+    run_dir/
+      run_config.json      {"model", "model_kwargs", "paper", "flags", ...}  (atomic write)
+      checkpoints/         tf.train.CheckpointManager: model, optimizer(s), step, epoch, epoch_step
+      best/                the same format, best validation PSNR; best/best.json {"step", "psnr"..}
+      tensorboard/         scalars (losses, learning rates, steps/s, val PSNR/SSIM) and images
+      final.weights.h5     Keras weights of the inference model, written at the end
+
+Epochs and resume: ``epoch`` counts completed epochs and ``epoch_step`` the updates done in the
+current one. Each epoch's data comes from ``make_epoch_dataset(epoch)`` (one pass, drop remainder);
+a run resumed mid-epoch rebuilds that epoch's dataset and skips the ``epoch_step`` batches already
+used, so with a seeded, deterministic input pipeline the resumed run sees exactly the batches of an
+uninterrupted one (and the same losses); otherwise it sees a fresh shuffle for the rest of that
+epoch. Step, epoch, optimizer state and learning-rate schedule position (keyed on the optimizer's
+iteration counter) are always restored exactly. A killed run loses at most the updates since its
+last checkpoint (``checkpoint_every`` steps); Ctrl-C / SIGTERM save a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import keras
+import tensorflow as tf
+
+import metrics
+from models.inference import restore
+from training import strategy as strategy_lib
+from training import summaries
+
+CHECKPOINTS, BEST, TENSORBOARD = "checkpoints", "best", "tensorboard"
+RUN_CONFIG, BEST_JSON, FINAL_WEIGHTS = "run_config.json", "best.json", "final.weights.h5"
+
+
+class ConfigError(ValueError):
+    """A run that cannot start as configured (e.g. ``run_dir`` holds another model's run)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training step returns a NaN or Inf value (nothing is saved after it)."""
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """Bookkeeping of one run (all step counts are optimizer updates of the global batch).
+
+    ``max_steps > 0`` overrides ``epochs``; ``checkpoint_every``/``val_every`` of 0 disable the
+    periodic checkpoint/validation (epoch-end checkpoints follow ``checkpoint_every_epoch``).
+    """
+
+    run_dir: str
+    steps_per_epoch: int
+    epochs: int = 1
+    max_steps: int = 0
+    checkpoint_every: int = 1000
+    checkpoint_every_epoch: bool = True
+    keep_checkpoints: int = 3
+    resume: bool = True
+    log_every: int = 50
+    val_every: int = 0
+    summary_images: int = 2
+    global_batch_size: int = 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.max_steps if self.max_steps > 0 else self.epochs * self.steps_per_epoch
+
+
+@dataclasses.dataclass
+class ValidationSet:
+    """Held-out pairs for periodic validation, kept in memory as uint8 H x W x 3 RGB arrays.
+
+    ``label`` says what they are (e.g. "first 8 images of the test split, centre 256 px") and is
+    printed and logged, because on GoPro they are a subset of the test split, not a held-out set.
+    """
+
+    pairs: list  # of (name, blur uint8 HxWx3, sharp uint8 HxWx3)
+    label: str
+
+    def blurred_metrics(self) -> dict:
+        """Mean PSNR/SSIM of the blurred inputs themselves (the baseline a model must beat)."""
+        mean = metrics.MeanMetrics()
+        for _, blur, sharp in self.pairs:
+            mean.update(**metrics.image_metrics(blur / 255.0, sharp))
+        return mean.result()
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    run_dir: str
+    final_weights: str | None
+    last_validation: dict | None
+    best: dict | None
+    seconds: float
+
+
+def write_json_atomic(path, payload) -> None:
+    """Writes JSON to a temporary file in the same folder, then renames it over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def read_json(path):
+    """The parsed JSON file at ``path``, or None if it does not exist."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class Progress:
+    """Progress line with step rate and ETA: in place on a terminal, one line per log interval
+    otherwise (log files, CI)."""
+
+    def __init__(self, total_steps, out=None):
+        self.total = total_steps
+        self.out = out or sys.stdout
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
+        self.last_draw = 0.0
+
+    def line(self, step, epoch, rate, values) -> str:
+        pct = 100.0 * step / max(self.total, 1)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        parts = [f"step {step}/{self.total} ({pct:5.1f}%)", f"epoch {epoch}"]
+        parts += [f"{k} {_fmt(v)}" for k, v in values.items()]
+        parts += [f"{rate:.2f} step/s", f"ETA {_duration(eta)}"]
+        return " | ".join(parts)
+
+    def update(self, step, epoch, rate, values, final=False):
+        now = time.monotonic()
+        if not final and (not self.tty or now - self.last_draw < 0.5):
+            return
+        self.last_draw = now
+        text = self.line(step, epoch, rate, values)
+        if self.tty:
+            self.out.write("\r\033[K" + text + ("\n" if final else ""))
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def message(self, text):
+        self.out.write(("\r\033[K" if self.tty else "") + text + "\n")
+        self.out.flush()
+
+
+def _fmt(value) -> str:
+    value = float(value)
+    return (
+        f"{value:.3e}"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4)
+        else f"{value:.4f}"
+    )
+
+
+def _duration(seconds) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Trainer:
+    """Runs a :class:`training.step.TrainStep` to ``config.total_steps`` updates.
+
+    Args:
+        step: the paper's step object (not yet built; :meth:`run` builds it in the strategy scope).
+        make_epoch_dataset: ``epoch -> tf.data.Dataset`` of ``(blur, sharp)`` global batches, one
+            epoch, (B, H, W, 3) float32 in [0, 1], at least ``steps_per_epoch`` batches.
+        config: :class:`LoopConfig`.
+        strategy: a ``tf.distribute.Strategy`` (default: the default strategy).
+        validation: a :class:`ValidationSet` or None (no validation).
+        run_config: extra entries for ``run_config.json`` (``flags`` etc.).
+        out: stream for the summary and progress (stdout).
+    """
+
+    def __init__(
+        self,
+        step,
+        make_epoch_dataset,
+        config,
+        *,
+        strategy=None,
+        validation=None,
+        run_config=None,
+        out=None,
+    ):
+        self.step_obj, self.make_epoch_dataset, self.config = step, make_epoch_dataset, config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.validation, self.extra_config = validation, dict(run_config or {})
+        self.chief = strategy_lib.is_chief(self.strategy)
+        self.progress = Progress(config.total_steps, out)
+        self.step = self.epoch = self.epoch_step = 0
+        self.saved_step, self.last_val_step = -1, -1
+        self.last_validation, self.best = None, None
+        self._counters = None
+        self._stop = StopRequest()
+
+    # ---------------------------------------------------------------------------------------------
+    # Setup: build, checkpoints, resume, run summary
+    # ---------------------------------------------------------------------------------------------
+
+    def path(self, *parts):
+        return os.path.join(self.config.run_dir, *parts)
+
+    def setup(self):
+        """Builds the step object, the checkpoint (managers) and restores the latest checkpoint."""
+        if self.config.steps_per_epoch < 1:
+            raise ConfigError(
+                "steps_per_epoch must be >= 1 (is the training set smaller than one batch?)."
+            )
+        self.step_obj.build(self.strategy)
+        # Counters live outside the strategy scope: plain variables, assigned before each save.
+        self._counters = {
+            k: tf.Variable(0, dtype=tf.int64, trainable=False, name=k)
+            for k in ("step", "epoch", "epoch_step")
+        }
+        self.checkpoint = tf.train.Checkpoint(**self.step_obj.checkpoint_items(), **self._counters)
+        self.manager = self._manager(CHECKPOINTS, self.config.keep_checkpoints)
+        self.best_manager = self._manager(BEST, 1)
+        self._maybe_restore()
+        self._write_run_config()
+        self.writer = (
+            tf.summary.create_file_writer(self.path(TENSORBOARD))
+            if self.chief
+            else tf.summary.create_noop_writer()
+        )
+        self._train_fn = self._make_train_fn()
+        self._predict_fn = tf.function(self._predict, reduce_retracing=True)
+
+    def _manager(self, name, keep):
+        # Non-chief workers of a multi-worker run must take part in every save (collectives) but
+        # write to a scratch folder that is deleted after each save.
+        if self.chief:
+            folder = self.path(name)
+        else:
+            _, task_id = strategy_lib.task_info(self.strategy)
+            folder = self.path(".workers", f"worker_{task_id}", name)
+        return tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=keep)
+
+    def _maybe_restore(self):
+        latest = (
+            self.manager.latest_checkpoint
+            if self.chief
+            else tf.train.latest_checkpoint(self.path(CHECKPOINTS))
+        )
+        if latest is None:
+            return
+        if not self.config.resume:
+            raise ConfigError(
+                f"{self.path(CHECKPOINTS)} already holds checkpoints; pass --resume to "
+                "continue that run or choose another --run_dir."
+            )
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self.step, self.epoch, self.epoch_step = (
+            int(self._counters[k].numpy()) for k in ("step", "epoch", "epoch_step")
+        )
+        self.saved_step = self.step
+        self.best = read_json(self.path(BEST, BEST_JSON))
+        self.progress.message(
+            f"Resumed from {latest}: step {self.step}, epoch {self.epoch} "
+            f"(+{self.epoch_step} steps)."
+        )
+
+    def _write_run_config(self):
+        payload = {**self.step_obj.run_config(), **self.extra_config}
+        old = read_json(self.path(RUN_CONFIG))
+        if old is not None and self.step > 0:
+            for key in ("model", "model_kwargs"):
+                if old.get(key) != payload.get(key):
+                    raise ConfigError(
+                        f"{self.config.run_dir} holds a run of {key}={old.get(key)!r}, but this "
+                        f"command asks for {payload.get(key)!r}; use another --run_dir."
+                    )
+        payload.update(self._loop_summary(old))
+        if self.chief:
+            write_json_atomic(self.path(RUN_CONFIG), payload)
+        self._print_summary(payload)
+
+    def _loop_summary(self, old):
+        cfg = self.config
+        now = datetime.datetime.now().isoformat(timespec="seconds")
+        summary = {
+            "strategy": strategy_lib.describe(self.strategy),
+            "num_replicas": self.strategy.num_replicas_in_sync,
+            "global_batch_size": cfg.global_batch_size,
+            "steps_per_epoch": cfg.steps_per_epoch,
+            "total_steps": cfg.total_steps,
+            "epochs": math.ceil(cfg.total_steps / cfg.steps_per_epoch),
+            "checkpoint_every": cfg.checkpoint_every,
+            "validation": self.validation.label if self.validation else "none",
+            "versions": {
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "python": sys.version.split()[0],
+            },
+            "created": (old or {}).get("created", now),
+            "updated": now,
+        }
+        summary.update(self.step_obj.describe())
+        if self.step:
+            summary["resumed_from_step"] = self.step
+        return summary
+
+    def _print_summary(self, payload):
+        lines = [f"Run directory: {os.path.abspath(self.config.run_dir)}"]
+        for key in sorted(payload):
+            if key != "flags":
+                lines.append(f"  {key}: {payload[key]}")
+        if payload.get("flags"):
+            flags = ", ".join(f"{k}={v}" for k, v in sorted(payload["flags"].items()))
+            lines.append(f"  flags: {flags}")
+        self.progress.message("\n".join(lines))
+
+    # ---------------------------------------------------------------------------------------------
+    # Steps
+    # ---------------------------------------------------------------------------------------------
+
+    def _make_train_fn(self):
+        strategy, step_obj = self.strategy, self.step_obj
+
+        @tf.function
+        def train_fn(batch):
+            args = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+            per_replica = strategy.run(step_obj.train_step, args=args)
+            return {
+                k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in per_replica.items()
+            }
+
+        return train_fn
+
+    def _predict(self, blur):
+        return restore(self.step_obj.inference_model, blur)
+
+    def _epoch_batches(self):
+        """The distributed batches still to run in the current epoch (skipping used ones)."""
+        cfg = self.config
+        remaining = min(cfg.steps_per_epoch - self.epoch_step, cfg.total_steps - self.step)
+        dataset = self.make_epoch_dataset(self.epoch)
+        if self.epoch_step:
+            dataset = dataset.skip(self.epoch_step)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        dataset = dataset.take(remaining).with_options(options)
+        return remaining, self.strategy.experimental_distribute_dataset(dataset)
+
+    def run(self) -> TrainResult:
+        """Trains to ``total_steps`` (resuming if possible), validates, saves; returns a summary.
+
+        Raises :class:`NonFiniteLossError` on NaN/Inf (the last good checkpoint is kept) and
+        ``KeyboardInterrupt`` after Ctrl-C / SIGTERM, once the current step is saved.
+        """
+        start = time.monotonic()
+        if self._counters is None:
+            self.setup()
+        with StopRequest() as self._stop:
+            try:
+                self._train_epochs()
+            finally:
+                self.writer.flush()
+        return self._finish(time.monotonic() - start)
+
+    def _train_epochs(self):
+        cfg = self.config
+        self._rate_start = (time.monotonic(), self.step)
+        self._interval = {"values": {}, "count": 0, "time": time.monotonic(), "step": self.step}
+        while self.step < cfg.total_steps:
+            expected, batches = self._epoch_batches()
+            done = 0
+            for batch in batches:
+                self._after_step(self._train_fn(batch))
+                done += 1
+            if done < expected:
+                if done == 0:
+                    raise RuntimeError(
+                        f"The training dataset of epoch {self.epoch} yielded no "
+                        "batch; is the training set smaller than one batch?"
+                    )
+                self.progress.message(
+                    f"Warning: epoch {self.epoch} had {done} of {expected} "
+                    "expected batches; treating it as complete."
+                )
+            if self.epoch_step >= cfg.steps_per_epoch or done < expected:
+                self.epoch, self.epoch_step = self.epoch + 1, 0
+                if cfg.checkpoint_every_epoch:
+                    self._save(reason="epoch end")
+
+    def _after_step(self, outputs):
+        values = {k: float(v) for k, v in outputs.items()}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            self._non_finite(bad)
+        self.step += 1
+        self.epoch_step += 1
+        interval = self._interval
+        for k, v in values.items():
+            interval["values"][k] = interval["values"].get(k, 0.0) + v
+        interval["count"] += 1
+        cfg = self.config
+        self.progress.update(self.step, self.epoch + 1, self._rate(), {"loss": values["loss"]})
+        if self.step % max(cfg.log_every, 1) == 0 or self.step == cfg.total_steps:
+            self._log_interval()
+        if cfg.val_every and (self.step % cfg.val_every == 0):
+            self.validate()
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self._save(reason="interval")
+        if self._stop.signum is not None:
+            self._save(reason="interrupted")
+            self.progress.message(
+                f"Stopped by signal {self._stop.signum} at step {self.step}; "
+                "checkpoint saved. Run the same command again to resume."
+            )
+            raise KeyboardInterrupt(f"signal {self._stop.signum}")
+
+    def _rate(self):
+        t0, s0 = self._rate_start
+        elapsed = time.monotonic() - t0
+        return (self.step - s0) / elapsed if elapsed > 0 else 0.0
+
+    def _non_finite(self, bad):
+        self.writer.flush()
+        last = self.manager.latest_checkpoint if self.chief else None
+        where = (
+            f"the last good checkpoint is {last} (step {self.saved_step})"
+            if last
+            else "no checkpoint was written yet"
+        )
+        names = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise NonFiniteLossError(
+            f"Non-finite training value at step {self.step + 1} ({names}); stopped without "
+            f"saving: {where}. Lower --learning_rate or check the data, then rerun to resume."
+        )
+
+    def _log_interval(self):
+        interval = self._interval
+        now = time.monotonic()
+        count = max(interval["count"], 1)
+        means = {k: v / count for k, v in interval["values"].items()}
+        rate = (self.step - interval["step"]) / max(now - interval["time"], 1e-9)
+        rates = self.step_obj.learning_rates()
+        with self.writer.as_default(step=self.step):
+            for k, v in means.items():
+                summaries.scalar(f"train/{k}", v)
+            for k, v in rates.items():
+                summaries.scalar(f"train/{k}", v)
+            summaries.scalar("train/steps_per_second", rate)
+            summaries.scalar(
+                "train/epoch", self.epoch + self.epoch_step / self.config.steps_per_epoch
+            )
+        shown = {"loss": means.get("loss", float("nan"))}
+        shown.update({k.replace("learning_rate", "lr"): v for k, v in rates.items()})
+        self.progress.update(self.step, self.epoch + 1, self._rate(), shown, final=True)
+        self._interval = {"values": {}, "count": 0, "time": time.monotonic(), "step": self.step}
+
+    # ---------------------------------------------------------------------------------------------
+    # Validation, checkpoints, end of run
+    # ---------------------------------------------------------------------------------------------
+
+    def validate(self) -> dict | None:
+        """PSNR/SSIM (uint8 convention, metrics.batch_psnr_ssim) of the inference model on the
+        validation set; logs them, updates ``best/``. Returns the means or None."""
+        if not self.validation or not self.validation.pairs:
+            return None
+        started = time.monotonic()
+        mean, images = metrics.MeanMetrics(), []
+        for i, (_, blur, sharp) in enumerate(self.validation.pairs):
+            blur_f = tf.constant(blur[None], tf.float32) / 255.0
+            sharp_f = tf.constant(sharp[None], tf.float32) / 255.0
+            output = self._predict_fn(blur_f)
+            psnr, ssim = metrics.batch_psnr_ssim(output, sharp_f)
+            mean.update(psnr=psnr.numpy(), ssim=ssim.numpy())
+            if i < self.config.summary_images:
+                images.append((blur_f, tf.clip_by_value(output, 0.0, 1.0), sharp_f))
+        result = mean.result()
+        self._log_validation(result, images)
+        self.last_validation, self.last_val_step = result, self.step
+        self.progress.message(
+            f"validation @ step {self.step}: PSNR {result['psnr']:.3f} dB, SSIM "
+            f"{result['ssim']:.4f} on {result['num_images']} image(s) "
+            f"({time.monotonic() - started:.1f}s; {self.validation.label})"
+        )
+        self._update_best(result)
+        return result
+
+    def _log_validation(self, result, images):
+        first = self.last_val_step < 0
+        with self.writer.as_default(step=self.step):
+            summaries.scalar("val/psnr", result["psnr"])
+            summaries.scalar("val/ssim", result["ssim"])
+            if first:  # the baseline, inputs and labels do not change: log them once per process
+                baseline = self.validation.blurred_metrics()
+                summaries.scalar("val/blurred_input_psnr", baseline["psnr"])
+                summaries.scalar("val/blurred_input_ssim", baseline["ssim"])
+            for i, (blur, output, sharp) in enumerate(images):
+                summaries.image(f"val_images/{i}/output", output)
+                if first:
+                    summaries.image(f"val_images/{i}/blur", blur)
+                    summaries.image(f"val_images/{i}/sharp", sharp)
+
+    def _update_best(self, result):
+        psnr = result["psnr"]
+        if not math.isfinite(psnr) or (self.best and psnr <= self.best["psnr"]):
+            return
+        self._assign_counters()
+        self._save_with(self.best_manager)
+        self.best = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "psnr": psnr,
+            "ssim": result["ssim"],
+            "num_images": result["num_images"],
+            "validation": self.validation.label,
+        }
+        if self.chief:
+            write_json_atomic(self.path(BEST, BEST_JSON), self.best)
+
+    def _assign_counters(self):
+        self._counters["step"].assign(self.step)
+        self._counters["epoch"].assign(self.epoch)
+        self._counters["epoch_step"].assign(self.epoch_step)
+
+    def _save_with(self, manager):
+        path = manager.save(checkpoint_number=self.step)
+        if not self.chief:
+            shutil.rmtree(manager.directory, ignore_errors=True)
+        return path
+
+    def _save(self, reason=""):
+        """Saves ``checkpoints/ckpt-<step>`` unless this step is already saved."""
+        if self.step == self.saved_step or self._counters is None:
+            return None
+        self._assign_counters()
+        path = self._save_with(self.manager)
+        self.saved_step = self.step
+        return path
+
+    def _finish(self, seconds) -> TrainResult:
+        if self.validation and self.last_val_step != self.step:
+            self.validate()
+        self._save(reason="end")
+        final = None
+        if self.chief:
+            final = self.path(FINAL_WEIGHTS)
+            tmp = self.path("final.partial.weights.h5")
+            self.step_obj.inference_model.save_weights(tmp)
+            os.replace(tmp, final)
+        self.writer.flush()
+        where = os.path.abspath(self.config.run_dir)
+        self.progress.message(
+            f"Done: step {self.step}, epoch {self.epoch} in {_duration(seconds)}. Outputs in "
+            f"{where}: checkpoints/, best/, tensorboard/ (tensorboard --logdir {where}/tensorboard"
+            f"), final.weights.h5."
+        )
+        return TrainResult(
+            self.step,
+            self.epoch,
+            self.config.run_dir,
+            final,
+            self.last_validation,
+            self.best,
+            seconds,
+        )
+
+
+class StopRequest:
+    """Turns the first SIGINT (Ctrl-C) / SIGTERM into a request that the loop honours after the
+    current step (so the saved checkpoint is consistent); a second signal interrupts at once.
+    Handlers are only installed in the main thread."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"signal {signum} (second)")
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
