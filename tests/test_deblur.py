@@ -1,0 +1,265 @@
+"""deblur.py and training/tiling.py: tiling geometry and seams, image formats, files, bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from absl import flags
+
+import deblur
+import metrics
+import models
+from training import model_io, tiling
+
+FLAGS = flags.FLAGS
+TINY = {"num_res": 1, "base_channels": 8}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(module, *args):
+    """Calls ``module.main`` with flags parsed from ``args``; returns its exit code or message."""
+    FLAGS.unparse_flags()
+    FLAGS([module.__name__ + ".py", *args])
+    try:
+        module.main([module.__name__ + ".py"])
+    except SystemExit as stop:
+        return stop.code
+    finally:
+        FLAGS.unparse_flags()
+    return 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(Keras restorer, weights path) of a tiny MIMO-UNet (effective receptive field ~ +-6 px)."""
+    model = models.build_model("mimo_unet", **TINY)
+    model.build((None, None, None, 3))
+    path = str(tmp_path_factory.mktemp("weights") / "tiny.weights.h5")
+    model.save_weights(path)
+    return model_io.keras_restorer(model), path
+
+
+def identity():
+    return model_io.Restorer(lambda x: x, {"kind": "identity"}, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiling
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 40, 41, 64, 97, 300, 1283])
+@pytest.mark.parametrize(("tile", "overlap", "align"), [(40, 16, 4), (64, 8, 1), (512, 32, 4)])
+def test_tile_spans_cover_overlap_align_and_touch_the_border(size, tile, overlap, align):
+    spans = tiling.tile_spans(size, tile, overlap, align)
+    assert spans[0][0] == 0 and spans[-1][1] == size
+    for (start, stop), (next_start, _) in zip(spans, spans[1:], strict=False):
+        assert start % align == 0 and next_start % align == 0
+        assert stop - next_start >= overlap and next_start > start
+    assert all(stop - start <= tile + align - 1 for start, stop in spans)
+
+
+def test_bad_tiling_is_refused():
+    with pytest.raises(ValueError, match="too small"):
+        tiling.check_tiling(32, 16, 4)
+
+
+def test_identity_tiling_is_exact():
+    image = np.random.default_rng(0).random((45, 70, 3), dtype=np.float32)
+    np.testing.assert_allclose(tiling.restore_tiled(identity(), image, 24, 8, 4), image, atol=1e-6)
+
+
+def test_tiled_matches_untiled_without_seams(tiny):
+    """Overlap 16 > the tiny model's receptive field: the PSNR difference is far below 0.05 dB."""
+    from skimage import data as skdata
+
+    restorer = tiny[0]
+    sharp = cv2.resize(skdata.astronaut(), (64, 64), interpolation=cv2.INTER_AREA)
+    blur = cv2.GaussianBlur(sharp, (7, 7), 2.0).astype(np.float32) / 255
+    whole = restorer(blur[None]).numpy()[0]
+    tiled = tiling.restore_tiled(restorer, blur, 40, 16, 4)  # 3 x 3 tiles
+    hard = tiling.restore_tiled(restorer, blur, 40, 0, 4)  # no overlap: hard seams
+    psnr_whole = metrics.psnr(metrics.to_uint8(whole), sharp)
+    assert abs(metrics.psnr(metrics.to_uint8(tiled), sharp) - psnr_whole) < 0.05
+    agreement = metrics.psnr(np.clip(tiled, 0, 1), np.clip(whole, 0, 1))
+    assert (
+        agreement > 60 and agreement > metrics.psnr(np.clip(hard, 0, 1), np.clip(whole, 0, 1)) + 20
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Image formats (identity restorer: the round trip must be exact)
+# --------------------------------------------------------------------------------------------------
+
+
+def _round_trip(tmp_path, image, name="in.png"):
+    source, target = str(tmp_path / name), str(tmp_path / "out.png")
+    assert cv2.imwrite(source, image)
+    deblur.deblur_file(identity(), source, target)
+    return cv2.imread(target, cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.parametrize(
+    "shape_dtype",
+    [
+        ((13, 17, 3), np.uint8),
+        ((13, 17), np.uint8),
+        ((13, 17, 4), np.uint8),
+        ((13, 17, 3), np.uint16),
+        ((13, 17), np.uint16),
+        ((13, 17, 4), np.uint16),
+    ],
+)
+def test_formats_round_trip_exactly(tmp_path, shape_dtype):
+    shape, dtype = shape_dtype
+    image = np.random.default_rng(1).integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    out = _round_trip(tmp_path, image)
+    assert out.dtype == dtype and out.shape == image.shape
+    np.testing.assert_array_equal(out, image)
+
+
+def test_alpha_is_kept_and_colour_order_is_rgb(tmp_path):
+    seen = []
+
+    def record(x):
+        seen.append(np.asarray(x))
+        return 1.0 - x  # invert the colour
+
+    bgra = np.zeros((12, 12, 4), np.uint8)
+    bgra[..., 0], bgra[..., 3] = 255, np.arange(12, dtype=np.uint8)[:, None] * 20  # blue; alpha
+    source, target = str(tmp_path / "a.png"), str(tmp_path / "b.png")
+    cv2.imwrite(source, bgra)
+    deblur.deblur_file(model_io.Restorer(record, {}, None), source, target)
+    assert seen[0][0, 0, 0].tolist() == [0.0, 0.0, 1.0]  # the model sees RGB
+    out = cv2.imread(target, cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(out[..., 3], bgra[..., 3])
+    assert out[0, 0, :3].tolist() == [0, 255, 255]
+
+
+def test_jpeg_input_gives_png_output_next_to_it(tmp_path):
+    image = np.random.default_rng(2).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), image)
+    inputs = deblur.list_inputs(str(tmp_path), "_deblurred")
+    assert deblur.run(identity(), inputs, None, "_deblurred", 0, 32) == []
+    assert (tmp_path / "photo_deblurred.png").is_file()
+    assert deblur.list_inputs(str(tmp_path), "_deblurred") == [str(tmp_path / "photo.jpg")]
+    with pytest.raises(deblur.ImageError, match="overwrite the input"):
+        deblur.output_path(str(tmp_path / "x.png"), None, "")
+
+
+def test_unsupported_images_are_refused_clearly(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cv2.imwrite(str(tmp_path / "float.tiff"), np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(deblur.ImageError, match="broken.png: not readable"):
+        deblur.read_image(str(tmp_path / "broken.png"))
+    with pytest.raises(deblur.ImageError, match="float32 samples are not supported"):
+        deblur.read_image(str(tmp_path / "float.tiff"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------
+
+
+def test_main_tiles_continues_after_a_bad_file_and_exits_nonzero(tiny, tmp_path):
+    restorer, weights = tiny
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    image = np.random.default_rng(3).integers(0, 256, (50, 61, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "good.png"), image)
+    (folder / "bad.png").write_bytes(b"garbage")
+    (folder / "notes.txt").write_text("not an image: skipped")
+    source = ["--weights", weights, "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]
+    code = run_main(
+        deblur,
+        *source,
+        "--input",
+        str(folder),
+        "--out",
+        str(out),
+        "--tile",
+        "40",
+        "--tile_overlap",
+        "16",
+    )
+    assert isinstance(code, str) and "1 of 2 image(s) failed" in code and "bad.png" in code
+    assert sorted(os.listdir(out)) == ["good_deblurred.png"]
+    whole = restorer(image[None, ..., ::-1] / np.float32(255)).numpy()[0]
+    written = cv2.imread(str(out / "good_deblurred.png"))[..., ::-1]
+    assert metrics.psnr(written, metrics.to_uint8(whole)) > 45
+
+
+def test_main_bad_inputs(tiny, tmp_path):
+    weights = tiny[1]
+    image = str(tmp_path / "x.png")
+    cv2.imwrite(image, np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "--input is required": ["--weights", weights, "--model", "mimo_unet"],
+        "no such file or folder": [
+            "--input",
+            str(tmp_path / "nope.png"),
+            "--weights",
+            weights,
+            "--model",
+            "mimo_unet",
+        ],
+        "no image files": [
+            "--input",
+            str(tmp_path / "empty"),
+            "--weights",
+            weights,
+            "--model",
+            "mimo_unet",
+        ],
+        "not registered": ["--input", image, "--weights", weights, "--model", "unet9000"],
+        "not a SavedModel": ["--input", image, "--saved_model", str(tmp_path / "empty")],
+        "too small": [
+            "--input",
+            image,
+            "--weights",
+            weights,
+            "--model",
+            "mimo_unet",
+            "--tile",
+            "16",
+            "--tile_overlap",
+            "16",
+        ],
+    }
+    for message, args in cases.items():
+        code = run_main(deblur, *args)
+        assert isinstance(code, str) and message in code, (message, code)
+
+
+@pytest.mark.slow
+def test_the_three_commands_run_as_subprocesses(tmp_path):
+    """Each CLI as a user runs it: bad input -> non-zero exit and a message on stderr."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cases = [
+        (
+            "deblur.py",
+            ["--input", str(tmp_path / "missing.png"), "--saved_model", str(tmp_path)],
+            "no such file or folder",
+        ),
+        ("evaluate.py", ["--saved_model", str(tmp_path)], "not a SavedModel directory"),
+        (
+            "export.py",
+            ["--weights", "w.weights.h5", "--model", "nonet", "--out", "x"],
+            "not registered",
+        ),
+    ]
+    for script, args, message in cases:
+        done = subprocess.run(
+            [sys.executable, script, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode != 0 and message in done.stderr, (script, done.stderr[-2000:])
