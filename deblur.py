@@ -33,11 +33,12 @@ from absl import app, flags, logging
 from training import model_io, tiling
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "An image file or a folder of images.")
-flags.DEFINE_string("out", None, "Output folder (default: next to each input).")
-flags.DEFINE_integer("tile", 0, "Tile side in pixels for large images (0 = whole image).")
-flags.DEFINE_integer("tile_overlap", 32, "Minimum overlap of neighbouring tiles in pixels.")
-flags.DEFINE_string("suffix", "_deblurred", "Appended to the input's stem for the output name.")
+_define = model_io.define_once
+_define(flags.DEFINE_string, "input", None, "An image file or a folder of images.")
+_define(flags.DEFINE_string, "out", None, model_io.OUT_HELP + " Default: next to each input.")
+_define(flags.DEFINE_integer, "tile", 0, "Tile side in pixels for large images (0 = whole).")
+_define(flags.DEFINE_integer, "tile_overlap", 32, "Minimum overlap of neighbouring tiles (px).")
+_define(flags.DEFINE_string, "suffix", "_deblurred", "Appended to the input's stem for outputs.")
 
 # Extensions OpenCV can decode (cv2.imread); other files in a folder are skipped, not failed.
 IMAGE_EXTENSIONS = frozenset(

@@ -42,26 +42,40 @@ from training import model_io
 FLAGS = flags.FLAGS
 
 
-def _define_data_flags():
-    """``--data_dir/--split/--blur_variant`` unless another script (training) defined them."""
-    if "data_dir" not in FLAGS:
-        flags.DEFINE_string(
-            "data_dir", None, "Data folder, 'tfds:gopro', or none for the embedded synthetic set."
-        )
-    if "split" not in FLAGS:
-        flags.DEFINE_string("split", "test", "Data split to evaluate.")
-    if "blur_variant" not in FLAGS:
-        flags.DEFINE_enum("blur_variant", "blur", ["blur", "blur_gamma"], "GoPro input variant.")
+def _define_flags():
+    """Defines evaluate.py's flags; ``--data_dir``/``--blur_variant`` are shared with training
+    (training/flags.py), so every definition is skipped when the name already exists."""
+    define = model_io.define_once
+    define(
+        flags.DEFINE_string,
+        "data_dir",
+        None,
+        "Data folder (any reader layout), 'tfds:gopro', or none for the embedded synthetic set.",
+    )
+    define(flags.DEFINE_string, "split", "test", "Data split to evaluate.")
+    define(
+        flags.DEFINE_enum,
+        "blur_variant",
+        "blur",
+        "GoPro input variant.",
+        enum_values=["blur", "blur_gamma"],
+    )
+    define(
+        flags.DEFINE_enum,
+        "metric_input",
+        "uint8",
+        "uint8 (PNG values) or float (official).",
+        enum_values=list(metrics.CONVENTIONS),
+    )
+    define(flags.DEFINE_string, "out_dir", None, "Folder for per_image.csv and summary.json.")
+    define(flags.DEFINE_string, "save_images", None, "Folder for the restored <name>.png images.")
+    define(flags.DEFINE_integer, "warmup", 2, "Untimed passes on the first image.", lower_bound=0)
+    define(
+        flags.DEFINE_integer, "limit", 0, "Evaluate the first N images (0 = all).", lower_bound=0
+    )
 
 
-_define_data_flags()
-flags.DEFINE_enum(
-    "metric_input", "uint8", list(metrics.CONVENTIONS), "uint8 (PNG values) or float."
-)
-flags.DEFINE_string("out_dir", None, "Folder for per_image.csv and summary.json (else printed).")
-flags.DEFINE_string("save_images", None, "Folder to write the restored images as <name>.png.")
-flags.DEFINE_integer("warmup", 2, "Untimed forward passes on the first image.", lower_bound=0)
-flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = all).", lower_bound=0)
+_define_flags()
 
 
 class EvaluationError(RuntimeError):

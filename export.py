@@ -33,9 +33,9 @@ from models import inference
 from training import model_io
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "SavedModel directory to create.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
-flags.DEFINE_bool("verify", True, "Reload the export and compare it with the Keras model.")
+model_io.define_once(flags.DEFINE_string, "out", None, model_io.OUT_HELP)
+model_io.define_once(flags.DEFINE_bool, "overwrite", False, "Replace an existing --out folder.")
+model_io.define_once(flags.DEFINE_bool, "verify", True, "Reload the export and compare it.")
 
 VERIFY_SHAPE = (1, 37, 53, 3)  # odd sides: exercises the padding and the crop
 VERIFY_ATOL = 1e-4

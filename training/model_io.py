@@ -69,8 +69,17 @@ def define_flags():
 
 
 def _define(name, define, default, help_text):
+    define_once(define, name, default, help_text)
+
+
+def define_once(define, name, default, help_text, **kwargs):
+    """``define(name, ...)`` unless a flag ``name`` exists: the CLIs, the training scripts and the
+    tests import each other's modules in one process, and absl refuses duplicate names."""
     if name not in FLAGS:
-        define(name, default, help_text)
+        define(name, default, help=help_text, **kwargs)
+
+
+OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the results folder."
 
 
 define_flags()
