@@ -198,3 +198,26 @@ def test_bad_inputs_exit_nonzero_with_a_clear_message(dataset, tiny, tmp_path):
     for message, args in cases.items():
         code = run_main(evaluate, *args, *data)
         assert isinstance(code, str) and message in code, (message, code)
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_many_images_of_varying_sizes(tiny):
+    """300 images of 60 different sizes: one trace, and no growth of the process's memory."""
+    import psutil
+
+    restorer = model_io.keras_restorer(tiny[0])
+    rng = np.random.default_rng(4)
+
+    def pairs(count):
+        for i in range(count):
+            h, w = 16 + (i * 7) % 33, 16 + (i * 11) % 37
+            sharp = rng.random((h, w, 3), dtype=np.float32)
+            yield f"{i:04d}", sharp[None], sharp
+
+    process = psutil.Process()
+    evaluate.evaluate(restorer, pairs(60), warmup=1)
+    before = process.memory_info().rss
+    rows = evaluate.evaluate(restorer, pairs(300), warmup=0)
+    growth_mb = (process.memory_info().rss - before) / 2**20
+    assert len(rows) == 300 and restorer.fn.experimental_get_tracing_count() == 1
+    assert growth_mb < 30, f"memory grew by {growth_mb:.1f} MB over 300 images"
