@@ -13,17 +13,16 @@ from __future__ import annotations
 
 from absl import flags
 
-from training.strategy import STRATEGIES
-
 FLAGS = flags.FLAGS
 PRESETS = ("none", "quick")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 COMMON_FLAGS: list[str] = []  # names defined here, in definition order (for run_config.json)
 
 
 def define_once(define, name, default, help_text, **kwargs):
     """``define(name, default, help_text, **kwargs)`` unless a flag ``name`` already exists."""
     if name not in FLAGS:
-        define(name, default, help_text, **kwargs)
+        define(name=name, default=default, help=help_text, **kwargs)
 
 
 def _common(define, name, default, help_text, **kwargs):

@@ -43,6 +43,7 @@ import metrics
 from models.inference import restore
 from training import strategy as strategy_lib
 from training import summaries
+from training.tracking import track_layer_lists, untrack_model_variables
 
 CHECKPOINTS, BEST, TENSORBOARD = "checkpoints", "best", "tensorboard"
 RUN_CONFIG, BEST_JSON, FINAL_WEIGHTS = "run_config.json", "best.json", "final.weights.h5"
@@ -222,6 +223,7 @@ class Trainer:
         self.step = self.epoch = self.epoch_step = 0
         self.saved_step, self.last_val_step = -1, -1
         self.last_validation, self.best = None, None
+        self.last_values = {}  # the scalars of the latest step (Python floats)
         self._counters = None
         self._stop = StopRequest()
 
@@ -244,7 +246,13 @@ class Trainer:
             k: tf.Variable(0, dtype=tf.int64, trainable=False, name=k)
             for k in ("step", "epoch", "epoch_step")
         }
-        self.checkpoint = tf.train.Checkpoint(**self.step_obj.checkpoint_items(), **self._counters)
+        items = self.step_obj.checkpoint_items()
+        for item in items.values():
+            if isinstance(item, keras.layers.Layer):
+                track_layer_lists(item)  # Keras 3 hides list-held layers from tf.train.Checkpoint
+            elif isinstance(item, keras.optimizers.Optimizer):
+                untrack_model_variables(item)  # so model variables are stored under model/
+        self.checkpoint = tf.train.Checkpoint(**items, **self._counters)
         self.manager = self._manager(CHECKPOINTS, self.config.keep_checkpoints)
         self.best_manager = self._manager(BEST, 1)
         self._maybe_restore()
@@ -418,7 +426,7 @@ class Trainer:
                     self._save(reason="epoch end")
 
     def _after_step(self, outputs):
-        values = {k: float(v) for k, v in outputs.items()}
+        values = self.last_values = {k: float(v) for k, v in outputs.items()}
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
             self._non_finite(bad)

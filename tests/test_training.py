@@ -1,0 +1,336 @@
+"""Tests of the generic training loop (training/) on a tiny MIMO-UNet and in-memory data.
+
+No file I/O for data here: the datasets are small ``tf.data`` pipelines built in memory, seeded per
+epoch like the real input pipeline. The script and the data layer are tested in
+test_train_mimo_unet.py.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import build_model
+from training import schedules, summaries
+from training.loop import (
+    ConfigError,
+    LoopConfig,
+    NonFiniteLossError,
+    Trainer,
+    ValidationSet,
+    write_json_atomic,
+)
+from training.mimo_unet_step import MimoUnetStep
+from training.tracking import checkpointed_variable_count, track_layer_lists
+
+TINY = {"num_res": 1, "base_channels": 8}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pairs(n=8, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    sharp = rng.uniform(0.0, 1.0, (n, size, size, 3)).astype(np.float32)
+    blur = np.clip(0.5 * sharp + 0.5 * np.roll(sharp, 2, axis=2), 0, 1).astype(np.float32)
+    return blur, sharp
+
+
+def _epoch_fn(blur, sharp, batch=2):
+    def make(epoch):
+        ds = tf.data.Dataset.from_tensor_slices((blur, sharp))
+        return ds.shuffle(len(blur), seed=100 + epoch).batch(batch, drop_remainder=True)
+
+    return make
+
+
+def _validation(blur, sharp, n=2):
+    def u8(x):
+        return np.rint(x * 255).astype(np.uint8)
+
+    return ValidationSet([(f"v{i}", u8(blur[i]), u8(sharp[i])) for i in range(n)], "in-memory")
+
+
+def _trainer(run_dir, max_steps, data=None, validation=None, **config):
+    keras.utils.set_random_seed(0)
+    blur, sharp = data if data is not None else _pairs()
+    spe = len(blur) // 2
+    cfg = {"checkpoint_every": 1, "log_every": 2, "global_batch_size": 2, **config}
+    config = LoopConfig(str(run_dir), steps_per_epoch=spe, epochs=3, max_steps=max_steps, **cfg)
+    step = MimoUnetStep(steps_per_epoch=spe, model_kwargs=TINY)
+    return Trainer(step, _epoch_fn(blur, sharp), config, validation=validation, out=io.StringIO())
+
+
+def _optimizer_state(trainer):
+    opt = trainer.step_obj.optimizer
+    return int(opt.iterations.numpy()), [np.array(v) for v in opt.variables]
+
+
+# ---- schedules ----------------------------------------------------------------------------------
+
+
+def test_mimo_schedule_halves_per_epoch_milestone():
+    schedule = schedules.mimo_unet_schedule(1e-4, steps_per_epoch=526)
+    assert schedule.get_config()["milestones"] == [500, 1000, 1500, 2000, 2500, 3000]
+
+    def lr(epoch, offset=0):
+        return float(schedule(epoch * 526 + offset))
+
+    assert lr(0) == pytest.approx(1e-4) and lr(499, 525) == pytest.approx(1e-4)
+    assert lr(500) == pytest.approx(5e-5)
+    assert lr(2499, 525) == pytest.approx(6.25e-6) and lr(2500) == pytest.approx(3.125e-6)
+    assert lr(2999, 525) == pytest.approx(3.125e-6)
+    restored = schedules.EpochMultiStepDecay.from_config(schedule.get_config())
+    assert float(restored(500 * 526)) == pytest.approx(5e-5)
+
+
+def test_schedule_follows_optimizer_iterations():
+    optimizer = keras.optimizers.Adam(schedules.mimo_unet_schedule(1e-4, 10, 2, 6))
+    optimizer.build([keras.Variable(np.zeros(3, np.float32))])
+    optimizer.iterations.assign(19)
+    assert float(optimizer.learning_rate) == pytest.approx(1e-4)
+    optimizer.iterations.assign(20)
+    assert float(optimizer.learning_rate) == pytest.approx(5e-5)
+
+
+def test_polynomial_decay_helper():
+    schedule = schedules.polynomial_decay(1e-4, decay_steps=100, end_learning_rate=1e-6, power=0.3)
+    assert float(schedule(0)) == pytest.approx(1e-4)
+    assert float(schedule(50)) == pytest.approx((1e-4 - 1e-6) * 0.5**0.3 + 1e-6, rel=1e-5)
+    assert float(schedule(100)) == pytest.approx(1e-6) and float(schedule(500)) == pytest.approx(
+        1e-6
+    )
+
+
+def test_write_json_atomic_replaces(tmp_path):
+    path = tmp_path / "a" / "x.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert os.listdir(path.parent) == ["x.json"]
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+
+def test_steps_change_weights_and_write_run_dir(tmp_path):
+    data = _pairs()
+    trainer = _trainer(tmp_path, 3, data=data, validation=_validation(*data), val_every=2)
+    trainer.setup()
+    before = [np.array(w) for w in trainer.step_obj.model.weights]
+    result = trainer.run()
+    after = trainer.step_obj.model.weights
+    assert result.step == 3 and np.isfinite(trainer.last_values["loss"])
+    assert any(not np.array_equal(b, np.array(a)) for b, a in zip(before, after, strict=True))
+    assert all(np.isfinite(np.array(a)).all() for a in after)
+    assert int(trainer.step_obj.optimizer.iterations.numpy()) == 3
+
+    config = json.loads((tmp_path / "run_config.json").read_text())
+    assert config["model"] == "mimo_unet" and config["model_kwargs"] == TINY
+    assert config["paper"] == "mimo_unet" and config["steps_per_epoch"] == 4
+    best = json.loads((tmp_path / "best" / "best.json").read_text())
+    assert best["step"] in (2, 3) and np.isfinite(best["psnr"])
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
+
+    # The contract readers use: a fresh model restored from checkpoint attribute "model", and the
+    # final Keras weights, both reproduce the trained model.
+    x = tf.constant(data[0][:1])
+    expected = trainer.step_obj.model(x)[-1].numpy()
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    fresh = build_model("mimo_unet", **TINY)
+    fresh.build((None, None, None, 3))
+    assert checkpointed_variable_count(latest) == len(fresh.weights)  # every layer, not just some
+    track_layer_lists(fresh)
+    tf.train.Checkpoint(model=fresh).restore(
+        latest
+    ).expect_partial().assert_existing_objects_matched()
+    np.testing.assert_allclose(fresh(x)[-1].numpy(), expected, atol=1e-6)
+    other = build_model("mimo_unet", **TINY)
+    other.build((None, None, None, 3))
+    other.load_weights(str(tmp_path / "final.weights.h5"))
+    np.testing.assert_allclose(other(x)[-1].numpy(), expected, atol=1e-6)
+
+    scalars = summaries.read_scalars(str(tmp_path / "tensorboard"))
+    for tag in (
+        "train/loss",
+        "train/learning_rate",
+        "train/steps_per_second",
+        "val/psnr",
+        "val/ssim",
+        "val/blurred_input_psnr",
+    ):
+        assert tag in scalars, tag
+    images = summaries.read_image_tags(str(tmp_path / "tensorboard"))
+    assert {"val_images/0/blur", "val_images/0/output", "val_images/0/sharp"} <= images
+
+
+def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
+    # Uninterrupted: 4 steps (steps_per_epoch 4). Interrupted: 3 steps (last checkpoint at step
+    # 3, mid-epoch), then a fresh process state resumes and runs step 4.
+    full = _trainer(tmp_path / "full", 4)
+    full.run()
+    _trainer(tmp_path / "cut", 3).run()
+    resumed = _trainer(tmp_path / "cut", 4)
+    resumed.setup()
+    assert (resumed.step, resumed.epoch, resumed.epoch_step) == (3, 0, 3)
+    assert int(resumed.step_obj.optimizer.iterations.numpy()) == 3
+    resumed.run()
+
+    assert resumed.step == full.step == 4 and resumed.epoch == full.epoch == 1
+    np.testing.assert_allclose(resumed.last_values["loss"], full.last_values["loss"], rtol=1e-5)
+    it_a, state_a = _optimizer_state(full)
+    it_b, state_b = _optimizer_state(resumed)
+    assert it_a == it_b == 4
+    for a, b in zip(state_a, state_b, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert "Resumed from" in resumed.progress.out.getvalue()
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
+    blur, sharp = _pairs()
+    blur = blur.copy()
+    blur[6] = np.nan  # one of the last two elements of the (seeded) epoch-0 shuffle order
+    order = list(_epoch_fn(blur, sharp, batch=1)(0).as_numpy_iterator())
+    bad_step = 1 + [np.isnan(b).any() for b, _ in order].index(True) // 2
+    trainer = _trainer(tmp_path, 4, data=(blur, sharp), checkpoint_every=1)
+    with pytest.raises(NonFiniteLossError, match="Non-finite") as info:
+        trainer.run()
+    assert f"step {bad_step}" in str(info.value)
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    if bad_step > 1:
+        assert latest.endswith(f"ckpt-{bad_step - 1}") and latest in str(info.value)
+    else:
+        assert latest is None
+
+
+def test_sigterm_saves_current_step_and_stops(tmp_path):
+    blur, sharp = _pairs()
+
+    def generator():
+        for i in range(0, len(blur), 2):
+            if i == 4:  # while the third batch is prepared
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield blur[i : i + 2], sharp[i : i + 2]
+
+    spec = (tf.TensorSpec((2, 32, 32, 3), tf.float32),) * 2
+    trainer = _trainer(tmp_path, 8, checkpoint_every=100)
+    trainer.make_epoch_dataset = lambda epoch: tf.data.Dataset.from_generator(
+        generator, output_signature=spec
+    )
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest is not None and latest.endswith(f"ckpt-{trainer.step}") and trainer.step >= 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_resume_refuses_other_model_and_noresume(tmp_path):
+    _trainer(tmp_path, 1).run()
+    with pytest.raises(ConfigError, match="--resume"):
+        _trainer(tmp_path, 2, resume=False).setup()
+    keras.utils.set_random_seed(0)
+    blur, sharp = _pairs()
+    step = MimoUnetStep("mimo_unet_plus", steps_per_epoch=4, model_kwargs=TINY)
+    config = LoopConfig(str(tmp_path), steps_per_epoch=4, max_steps=2, global_batch_size=2)
+    other = Trainer(step, _epoch_fn(blur, sharp), config, out=io.StringIO())
+    with pytest.raises((ConfigError, AssertionError, ValueError)):
+        other.setup()
+
+
+def test_flags_defined_once_and_paper_defaults():
+    from absl import flags
+
+    from training import flags as train_flags
+
+    train_flags.define_common_flags()
+    train_flags.define_common_flags({"crop_size": 128})
+    import train_mimo_unet  # noqa: F401  (defines its flags again: must not raise)
+
+    assert flags.FLAGS["crop_size"].default == 128
+    train_flags.apply_defaults({"crop_size": 256})
+    assert "run_dir" in train_flags.snapshot() and "variant" in train_flags.snapshot(["variant"])
+
+
+# ---- distribution ------------------------------------------------------------------------------
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import io, json, sys
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from training.loop import LoopConfig, Trainer
+    from training.mimo_unet_step import MimoUnetStep
+    from training.strategy import make_strategy
+    tiny = {"num_res": 1, "base_channels": 8}
+    rng = np.random.default_rng(0)
+    sharp = rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+    blur = np.clip(sharp + rng.normal(0, 0.1, sharp.shape), 0, 1).astype("float32")
+
+    def one_step(strategy, weights):
+        step = MimoUnetStep(steps_per_epoch=1, model_kwargs=tiny)
+        step.build(strategy)
+        step.model.set_weights(weights)
+        ds = tf.data.Dataset.from_tensors((blur, sharp))
+        batch = next(iter(strategy.experimental_distribute_dataset(ds)))
+        fn = tf.function(lambda b: strategy.run(step.train_step, args=b))
+        out = fn(batch)
+        loss = strategy.reduce("MEAN", out["loss"], axis=None)
+        return step, float(loss)
+
+    keras.utils.set_random_seed(0)
+    ref = MimoUnetStep(steps_per_epoch=1, model_kwargs=tiny)
+    ref.build(tf.distribute.get_strategy())
+    init = ref.model.get_weights()
+    mirrored = make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+    single, loss1 = one_step(tf.distribute.get_strategy(), init)
+    multi, loss2 = one_step(mirrored, init)
+    diff = max(float(np.max(np.abs(a - b)))
+               for a, b in zip(single.model.get_weights(), multi.model.get_weights()))
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(init, multi.model.get_weights()))
+
+    def make(epoch):
+        return tf.data.Dataset.from_tensor_slices((blur, sharp)).batch(2, drop_remainder=True)
+
+    runs = []
+    for max_steps in (2, 3):  # the second run resumes under the strategy
+        step = MimoUnetStep(steps_per_epoch=2, model_kwargs=tiny)
+        cfg = LoopConfig(sys.argv[1], steps_per_epoch=2, max_steps=max_steps, checkpoint_every=1,
+                         global_batch_size=2, log_every=1)
+        trainer = Trainer(step, make, cfg, strategy=mirrored, out=io.StringIO())
+        trainer.run()
+        runs.append([trainer.step, int(step.optimizer.iterations.numpy()),
+                     trainer.last_values["loss"]])
+    print("RESULT " + json.dumps({"replicas": mirrored.num_replicas_in_sync, "diff": diff,
+                                  "moved": moved, "loss1": loss1, "loss2": loss2, "runs": runs}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_mirrored_two_replicas_match_one_device(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[0][len("RESULT ") :])
+    assert result["replicas"] == 2
+    assert result["moved"] > 1e-6  # the step changed the weights...
+    assert result["diff"] < 1e-5  # ...exactly as one device on the global batch
+    assert result["loss1"] == pytest.approx(result["loss2"], rel=1e-5)
+    assert result["runs"][0][:2] == [2, 2] and result["runs"][1][:2] == [3, 3]
+    assert np.isfinite(result["runs"][1][2])
