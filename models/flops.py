@@ -1,14 +1,15 @@
 """Analytic multiply-accumulate (MAC) counts of a built Keras model's convolutions.
 
-:func:`conv_costs` traces the model symbolically (``compute_output_spec``: no pixel is computed, so
-1280×720 costs the same as 16×16) on a (batch, H, W, 3) input, records the static input and output
-shape of every ``Conv2D`` / ``Conv2DTranspose`` call (a layer shared across scales is recorded once
-per call) and returns one :class:`ConvCost` per call. Counted: kernel-weight multiply-accumulates
-only, ``pixels × k_h × k_w × C_in / groups × C_out``; biases, activations, additions, resizes and
-concatenations are not. A conv counts its output pixels; a transposed conv counts its **input**
-pixels (every input pixel meets every kernel tap once: the true MAC count, the convention of the
-project specs) or, with ``transposed_by="output"``, its output pixels (PyTorch's ``thop``
-convention, 4× for stride 2). Other layer types (depthwise, dense, 1-D/3-D convs) are not counted.
+:func:`conv_costs` traces the model's forward symbolically (``compute_output_spec``: no pixel is
+computed, so 1280×720 costs the same as 16×16) on a (batch, H, W, 3) input, records the static
+input and output shape of every ``Conv2D`` / ``Conv2DTranspose`` call (a layer shared across scales
+is recorded once per call) and returns one :class:`ConvCost` per call. Counted: kernel-weight
+multiply-accumulates only, ``pixels × k_h × k_w × C_in / groups × C_out``; biases, activations,
+additions, resizes and concatenations are not. A conv counts its output pixels; a transposed conv
+counts its **input** pixels (every input pixel meets every kernel tap once: the true MAC count, the
+convention of the project specs) or, with ``transposed_by="output"``, its output pixels (PyTorch's
+``thop`` convention, 4× for stride 2). Other layer types (depthwise, dense, 1-D/3-D convs) are not
+counted.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def conv_costs(model, height, width, *, batch=1, channels=3, transposed_by="inpu
         if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose))
     ]
     with _recording(convs, calls):
-        model.compute_output_spec(keras.KerasTensor((batch, height, width, channels)))
+        _Forward(model).compute_output_spec(keras.KerasTensor((batch, height, width, channels)))
     return [
         _cost(layer, shape_in, shape_out, transposed_by) for layer, shape_in, shape_out in calls
     ]
@@ -67,6 +68,21 @@ def conv_costs(model, height, width, *, batch=1, channels=3, transposed_by="inpu
 def count_macs(model, height, width, **options) -> int:
     """Total convolution MACs of one forward (see :func:`conv_costs` for the options)."""
     return sum(cost.macs for cost in conv_costs(model, height, width, **options))
+
+
+class _Forward(layers.Layer):
+    """Runs ``model.__call__`` inside a symbolic trace.
+
+    ``Layer.compute_output_spec`` traces ``call`` on placeholders, so every sub-layer's ``call``
+    runs; a Functional model's own ``compute_output_spec`` would only propagate shapes.
+    """
+
+    def __init__(self, model):
+        super().__init__(name="flops_forward")
+        self.model = model
+
+    def call(self, x):
+        return self.model(x)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,114 @@
+"""The analytic MAC counter (models/flops.py) and the models' ``multiply_adds`` (spec tables).
+
+GMAC = 1e9 multiply-accumulates of conv / transposed-conv weights for one forward; transposed
+convolutions counted by input pixels unless ``transposed_by="output"`` (thop's convention).
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import models
+from models import flops, idc, two_way
+
+GOPRO = (720, 1280)
+
+
+def gmac(macs):
+    return round(macs / 1e9, 2)
+
+
+# ---- the counter on hand-computable layers --------------------------------------------------
+
+
+def toy_model():
+    """Strided conv, grouped conv, transposed conv, and one conv applied twice (shared)."""
+    inputs = keras.Input((None, None, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="strided")(inputs)
+    x = layers.Conv2D(8, 3, padding="same", groups=2, name="grouped")(x)
+    shared = layers.Conv2D(8, 1, name="shared")
+    x = shared(shared(x))
+    outputs = layers.Conv2DTranspose(4, 4, strides=2, padding="same", name="up")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_counter_matches_hand_counts_and_leaves_the_model_untouched():
+    model = toy_model()
+    x = np.random.default_rng(0).random((1, 12, 20, 3), dtype=np.float32)
+    before = np.asarray(model(x))
+    costs = flops.conv_costs(model, 12, 20)
+    pixels = 6 * 10  # every layer but the transposed conv's output runs at half size
+    by_layer = [(c.path.split("/")[-1], c.macs) for c in costs]
+    assert by_layer == [
+        ("strided", pixels * 9 * 3 * 8),
+        ("grouped", pixels * 9 * (8 // 2) * 8),
+        ("shared", pixels * 8 * 8),
+        ("shared", pixels * 8 * 8),
+        ("up", pixels * 16 * 8 * 4),  # by input pixels
+    ]
+    thop = flops.count_macs(model, 12, 20, transposed_by="output")
+    assert thop - flops.count_macs(model, 12, 20) == 3 * pixels * 16 * 8 * 4
+    assert all("call" not in vars(layer) for layer in model.layers)
+    np.testing.assert_array_equal(np.asarray(model(x)), before)
+    with pytest.raises(ValueError, match="transposed_by"):
+        flops.count_macs(model, 12, 20, transposed_by="kernel")
+
+
+def test_sizes_are_padded_to_the_model_multiple_like_restore():
+    model = idc.idc(base_channels=4, num_res=1)
+    assert flops.count_macs(model, 37, 53) == flops.count_macs(model, 48, 64)
+
+
+def test_mimo_unet_layers_match_a_hand_computation():
+    model = models.build_model("mimo_unet", base_channels=8, num_res=1)
+    costs = {c.path.split("/", 1)[1]: c for c in flops.conv_costs(model, *GOPRO)}
+    # feat_extract0: 3x3 conv, 3 -> 8 channels, at full resolution.
+    assert costs["feat_extract0"].macs == 720 * 1280 * 9 * 3 * 8
+    # feat_extract1: stride-2 3x3 conv 8 -> 16 (symmetric padding, then a "valid" conv).
+    assert costs["feat_extract1/conv"].macs == 360 * 640 * 9 * 8 * 16
+    # feat_extract3: 4x4 stride-2 transposed conv 32 -> 16, counted on its 1/4-size input.
+    assert costs["feat_extract3"].macs == 180 * 320 * 16 * 32 * 16
+
+
+# ---- IDC (idc.md section 4.4 and 6) ------------------------------------------------------------
+
+
+def test_idc_multiply_adds_match_the_spec():
+    assert gmac(idc.multiply_adds(*GOPRO)) == 2884.03
+    assert gmac(idc.multiply_adds(*GOPRO, decoder_reading="srn")) == 1996.79
+
+
+def thop_style(cost):
+    """The cost with a transposed conv counted by output pixels (thop), from its recorded shapes."""
+    if not cost.transposed:
+        return cost.macs
+    return cost.macs * np.prod(cost.output_shape[1:3]) // np.prod(cost.input_shape[1:3])
+
+
+def test_idc_cost_breakdown_matches_the_spec():
+    costs = flops.conv_costs(idc.idc(), *GOPRO)
+    per_scale = np.array_split(np.array([c.macs for c in costs]), 3)  # one pass per scale
+    assert [gmac(int(s.sum())) for s in per_scale] == [137.33, 549.34, 2197.36]
+
+    def part(names, scale_costs):
+        return gmac(sum(c.macs for c in scale_costs if any(f"/{n}" in c.path for n in names)))
+
+    full = costs[2 * len(costs) // 3 :]
+    blocks = ["e1", "e2", "e3", "d1", "d2", "d3", "texture", "fusion"]
+    assert [part([b], full) for b in blocks] == [
+        98.80, 106.17, 106.17, 392.59, 422.79, 139.67, 858.19, 72.99,
+    ]  # fmt: skip
+    sub_deblur = ["encoder", "decoder"]
+    assert [part(p, costs) for p in (sub_deblur, ["texture"], ["fusion"])] == [
+        1661.85, 1126.38, 95.80,
+    ]  # fmt: skip
+    assert gmac(sum(thop_style(c) for c in costs)) == 3121.85
+
+
+# ---- Two-Way (two_way.md section 5) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [({}, 656.94), ({"two_way": False}, 435.42)])
+def test_two_way_multiply_adds_match_the_spec(overrides, expected):
+    assert gmac(two_way.multiply_adds(*GOPRO, **overrides)) == expected
