@@ -45,8 +45,10 @@ def folder_name(cfg: synthetic.SynthConfig) -> str:
     return name
 
 
-def default_data_dir(cfg: synthetic.SynthConfig = DEFAULT_CONFIG, workers: int = 2) -> str:
-    """Path of the embedded synthetic data set, generated on first use (atomically)."""
+def default_data_dir(cfg: synthetic.SynthConfig | None = None, workers: int = 2) -> str:
+    """Path of the embedded synthetic data set (``DEFAULT_CONFIG`` unless ``cfg``), generated on
+    first use (atomically)."""
+    cfg = cfg or DEFAULT_CONFIG
     path = os.path.join(cache_root(), folder_name(cfg))
     if os.path.isfile(os.path.join(path, synthetic.MANIFEST)):
         return path

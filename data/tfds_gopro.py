@@ -112,9 +112,13 @@ def _split_parent(folder: str, depth: int = 2) -> str | None:
 
 
 def gopro_builder(blur_variant: str = "blur", data_dir: str | None = None) -> Gopro:
-    """The builder for one blur variant; ``data_dir`` defaults to TFDS's data folder."""
+    """The builder for one blur variant.
+
+    ``data_dir`` defaults to ``$TFDS_DATA_DIR`` read at call time, else TFDS's default folder.
+    """
     if blur_variant not in readers.BLUR_VARIANTS:
         raise DataError(f"blur_variant must be one of {readers.BLUR_VARIANTS}: {blur_variant!r}.")
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     return Gopro(config=blur_variant, data_dir=data_dir)
 
 
