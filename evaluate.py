@@ -88,27 +88,40 @@ class EvaluationError(RuntimeError):
 
 
 def open_pairs(data_dir, split, blur_variant):
-    """Yields (name, blur (1, H, W, 3) float32 [0, 1], sharp (H, W, 3) float32) in data order."""
-    import tensorflow as tf
+    """Opens a split through the data layer.
 
+    Returns:
+        (description dict, iterator of (name, blur (1, H, W, 3) float32 [0, 1], sharp (H, W, 3)
+        float32 [0, 1])) in the data set's order. Errors raise :class:`EvaluationError`.
+    """
     try:
         import data
         from data import pipeline
     except ImportError as error:
         raise EvaluationError(f"The data layer (data/) is not importable: {error}") from error
+    where = f"{data_dir or 'the embedded synthetic set'} (split {split!r})"
     try:
         source = data.open_split(data_dir, split, blur_variant=blur_variant)
-        for element in pipeline.eval_dataset(source):
+    except data.DataError as error:
+        raise EvaluationError(str(error)) from error
+    info = {
+        "data_dir": data_dir or "embedded synthetic set",
+        "split": split,
+        "blur_variant": blur_variant,
+        "source": repr(source),
+    }
+    return info, _iterate(pipeline.eval_dataset(source), (data.DataError,), where)
+
+
+def _iterate(dataset, errors, where):
+    import tensorflow as tf
+
+    try:
+        for element in dataset:
             name = element["name"].numpy()[0].decode("utf-8")
             yield name, element["blur"].numpy(), element["sharp"].numpy()[0]
-    except (data.DataError, tf.errors.OpError) as error:
-        where = data_dir or "the embedded set"
-        raise EvaluationError(f"{where} (split {split!r}): {error}") from error
-
-
-def describe_data(data_dir, split, blur_variant):
-    location = data_dir if data_dir else "embedded synthetic set"
-    return {"data_dir": location, "split": split, "blur_variant": blur_variant}
+    except (*errors, tf.errors.OpError) as error:
+        raise EvaluationError(f"{where}: {error}") from error
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,13 +259,12 @@ def report(summary):
 
 def run(restorer):
     """Evaluates with the flag values; returns the summary dict."""
-    data_info = describe_data(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
-    pairs = open_pairs(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
+    data_info, pairs = open_pairs(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
     rows = evaluate(
         restorer, pairs, FLAGS.metric_input, FLAGS.warmup, FLAGS.save_images, FLAGS.limit
     )
     if not rows:
-        raise EvaluationError(f"No images in split {FLAGS.split!r} of {data_info['data_dir']}.")
+        raise EvaluationError(f"No images in {data_info['data_dir']} (split {FLAGS.split!r}).")
     summary = summarize(rows, restorer, data_info, FLAGS.metric_input)
     if FLAGS.out_dir:
         write_results(FLAGS.out_dir, rows, summary)

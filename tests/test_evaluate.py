@@ -42,30 +42,15 @@ def write_png(path, rgb):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """A flat ``{blur,sharp}/<name>.png`` folder; image 'c' has blur == sharp (PSNR +inf)."""
+    """``test/{blur,sharp}/<name>.png``; image 'c' has blur == sharp (PSNR +inf)."""
     root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
     for name, (h, w) in zip("abc", SIZES, strict=True):
         sharp = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         blur = sharp if name == "c" else cv2.GaussianBlur(sharp, (5, 5), 1.0)
-        write_png(root / "blur" / f"{name}.png", blur)
-        write_png(root / "sharp" / f"{name}.png", sharp)
+        write_png(root / "test" / "blur" / f"{name}.png", blur)
+        write_png(root / "test" / "sharp" / f"{name}.png", sharp)
     return root
-
-
-def _folder_pairs(data_dir, split, blur_variant):
-    """Reads the flat test layout (stands in for the data layer until data.open_split exists)."""
-    for name in sorted(os.listdir(os.path.join(data_dir, "blur"))):
-        read = lambda kind: cv2.imread(os.path.join(data_dir, kind, name))[..., ::-1] / 255.0  # noqa: B023
-        yield os.path.splitext(name)[0], read("blur")[None].astype(np.float32), read("sharp")
-
-
-@pytest.fixture(autouse=True)
-def data_layer(monkeypatch):
-    import data
-
-    if not hasattr(data, "open_split"):
-        monkeypatch.setattr(evaluate, "open_pairs", _folder_pairs)
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +68,14 @@ def identity_restorer():
 
 
 def test_metrics_outputs_and_identical_images(dataset, tmp_path):
-    rows = evaluate.evaluate(identity_restorer(), evaluate.open_pairs(str(dataset), "test", "blur"))
-    assert [r["name"] for r in rows] == ["a", "b", "c"]
+    data_info, pairs = evaluate.open_pairs(str(dataset), "test", "blur")
+    rows = evaluate.evaluate(identity_restorer(), pairs)
+    assert [r["name"] for r in rows] == ["a.png", "b.png", "c.png"]
     assert math.isinf(rows[2]["psnr"]) and rows[2]["ssim"] == pytest.approx(1.0)
-    blur = cv2.imread(str(dataset / "blur" / "a.png"))[..., ::-1]
-    sharp = cv2.imread(str(dataset / "sharp" / "a.png"))[..., ::-1]
+    blur = cv2.imread(str(dataset / "test" / "blur" / "a.png"))[..., ::-1]
+    sharp = cv2.imread(str(dataset / "test" / "sharp" / "a.png"))[..., ::-1]
     assert rows[0]["psnr"] == pytest.approx(metrics.psnr(blur, sharp), abs=1e-9)
     assert rows[0]["ssim"] == pytest.approx(metrics.ssim(blur, sharp), abs=1e-9)
-    data_info = evaluate.describe_data(str(dataset), "test", "blur")
     summary = evaluate.summarize(rows, identity_restorer(), data_info, "uint8")
     assert summary["num_identical"] == 1 and "left out" in summary["note"]
     assert summary["psnr_mean"] == pytest.approx((rows[0]["psnr"] + rows[1]["psnr"]) / 2)
@@ -99,7 +84,7 @@ def test_metrics_outputs_and_identical_images(dataset, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["num_images"] == 3
     with open(tmp_path / "per_image.csv") as handle:
         table = list(csv.DictReader(handle))
-    assert [t["name"] for t in table] == ["a", "b", "c"] and table[2]["psnr"] == "inf"
+    assert [t["name"] for t in table] == ["a.png", "b.png", "c.png"] and table[2]["psnr"] == "inf"
     assert sorted(os.listdir(tmp_path)) == ["per_image.csv", "summary.json"]
 
 
@@ -131,7 +116,7 @@ def test_main_with_weights_saves_images_and_traces_once(dataset, tiny, tmp_path)
     assert summary["model_source"]["model_kwargs"] == TINY
     assert summary["runtime_median_seconds"] > 0 and "CPU" in summary["device"]
     assert set(summary["definitions"]) == {"input", "psnr", "ssim"}
-    blur = cv2.imread(str(dataset / "blur" / "b.png"))[..., ::-1][None] / np.float32(255)
+    blur = cv2.imread(str(dataset / "test" / "blur" / "b.png"))[..., ::-1][None] / np.float32(255)
     expected = metrics.to_uint8(inference.restore(model, blur.astype(np.float32)).numpy()[0])
     saved = cv2.imread(str(images / "b.png"))[..., ::-1]
     assert saved.shape == (23, 31, 3) and np.abs(saved.astype(int) - expected).max() <= 1
@@ -198,6 +183,9 @@ def test_bad_inputs_exit_nonzero_with_a_clear_message(dataset, tiny, tmp_path):
     for message, args in cases.items():
         code = run_main(evaluate, *args, *data)
         assert isinstance(code, str) and message in code, (message, code)
+    source = ["--weights", weights, "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]
+    code = run_main(evaluate, *source, "--data_dir", str(tmp_path / "nodata"))
+    assert isinstance(code, str) and "nodata" in code and "not found" in code, code
 
 
 @pytest.mark.slow
