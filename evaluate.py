@@ -148,7 +148,10 @@ def evaluate(restorer, pairs, convention="uint8", warmup=2, save_dir=None, limit
         for _ in range(warmup if index == 0 else 0):
             restorer(blur)
         output, seconds = timed(restorer, blur)
-        values = metrics.image_metrics(output, sharp, convention=convention)
+        try:
+            values = metrics.image_metrics(output, sharp, convention=convention)
+        except ValueError as error:  # e.g. smaller than the SSIM window, size mismatch
+            raise EvaluationError(f"{name}: {error}") from error
         rows.append({"name": name, **values, "seconds": seconds})
         if save_dir:
             save_png(save_dir, name, output)
