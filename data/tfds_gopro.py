@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 from data import readers
 from data.errors import DataError
@@ -54,6 +55,13 @@ Download GOPRO_Large.zip from https://seungjunnah.github.io/Datasets/gopro (the 
 archive, ~8.9 GB; "GOPRO_Large_all" is not needed) and place either the zip file itself or its
 extracted GOPRO_Large/ folder (holding train/ and test/) in the manual_dir.
 """
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS's default looks the module up through ``importlib_resources``, which
+        # tensorflow-datasets 4.9.10 uses without declaring it; the answer is this file.
+        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         image = tfds.features.Image(shape=(None, None, 3), encoding_format="png")
