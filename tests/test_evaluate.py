@@ -129,6 +129,17 @@ def test_one_trace_for_all_sizes(tiny):
     assert restorer.fn.experimental_get_tracing_count() == 1
 
 
+def test_keras_file_source(tiny, tmp_path):
+    model = tiny[0]
+    path = str(tmp_path / "tiny.keras")
+    model.save(path)
+    restorer = model_io.load_restorer(weights=path)
+    image = np.random.default_rng(5).random((1, 15, 22, 3), dtype=np.float32)
+    expected = inference.restore(model, image).numpy()
+    np.testing.assert_allclose(restorer(image).numpy(), expected, atol=1e-6)
+    assert restorer.source["kind"] == "keras"
+
+
 def _write_run(tmp_path, model, kwargs):
     run = tmp_path / "run"
     checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(7, dtype=tf.int64))

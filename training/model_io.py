@@ -50,33 +50,28 @@ class ModelSourceError(ValueError):
     """A model source that cannot be used; the message names the path and the problem."""
 
 
-def define_flags():
-    """Defines the model-source flags once per process (safe to call from every script)."""
-    _define("checkpoint", flags.DEFINE_string, None, "Training run dir, checkpoint dir or prefix.")
-    _define(
-        "weights", flags.DEFINE_string, None, "Keras FILE.weights.h5 (needs --model) or .keras."
-    )
-    _define("model", flags.DEFINE_string, None, f"Registered model name: {models.model_names()}.")
-    _define("model_kwargs", flags.DEFINE_string, None, 'Model kwargs as JSON, e.g. {"num_res": 8}.')
-    _define("saved_model", flags.DEFINE_string, None, "SavedModel directory written by export.py.")
-    if "self_ensemble" not in FLAGS:
-        flags.DEFINE_enum(
-            "self_ensemble",
-            "none",
-            list(inference.ENSEMBLE_MODES),
-            "Geometric self-ensemble: none, rot4 (MIMO-UNet++: 4 rotations) or x8 (EDSR).",
-        )
-
-
-def _define(name, define, default, help_text):
-    define_once(define, name, default, help_text)
-
-
 def define_once(define, name, default, help_text, **kwargs):
     """``define(name, ...)`` unless a flag ``name`` exists: the CLIs, the training scripts and the
     tests import each other's modules in one process, and absl refuses duplicate names."""
     if name not in FLAGS:
         define(name, default, help=help_text, **kwargs)
+
+
+def define_flags():
+    """Defines the model-source flags and ``--self_ensemble`` (once per process)."""
+    string = flags.DEFINE_string
+    define_once(string, "checkpoint", None, "Training run dir, checkpoint dir or prefix.")
+    define_once(string, "weights", None, "Keras FILE.weights.h5 (needs --model) or FILE.keras.")
+    define_once(string, "model", None, f"Registered model name: {models.model_names()}.")
+    define_once(string, "model_kwargs", None, 'Model kwargs as JSON, e.g. {"num_res": 8}.')
+    define_once(string, "saved_model", None, "SavedModel directory written by export.py.")
+    define_once(
+        flags.DEFINE_enum,
+        "self_ensemble",
+        "none",
+        "Geometric self-ensemble: none, rot4 (MIMO-UNet++: 4 rotations) or x8 (EDSR).",
+        enum_values=list(inference.ENSEMBLE_MODES),
+    )
 
 
 OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the results folder."
@@ -110,7 +105,7 @@ class Restorer:
 
 def keras_restorer(model, self_ensemble="none", source=None) -> Restorer:
     """Wraps a built Keras model: one trace for every H x W (batch 1)."""
-    inference.ensemble(lambda x: x, tf.zeros([1, 1, 1, 3]), self_ensemble)  # validates the mode
+    check_ensemble_mode(self_ensemble)
 
     @tf.function(
         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)],
@@ -123,8 +118,16 @@ def keras_restorer(model, self_ensemble="none", source=None) -> Restorer:
     return Restorer(forward, dict(source or {}, self_ensemble=self_ensemble), model)
 
 
+def check_ensemble_mode(mode):
+    if mode not in inference.ENSEMBLE_MODES:
+        raise ModelSourceError(
+            f"--self_ensemble {mode!r}: expected one of {inference.ENSEMBLE_MODES}."
+        )
+
+
 def saved_model_restorer(path, self_ensemble="none") -> Restorer:
     """Loads an export.py SavedModel; the self-ensemble (if any) runs around its signature."""
+    check_ensemble_mode(self_ensemble)
     loaded = _load_saved_model(path)
     info = _saved_model_info(loaded)
     baked = info.get("self_ensemble", "none")
