@@ -127,12 +127,16 @@ def check_dataset(root, splits=None, variant="all", datalist=None, quick=False, 
     """Reports of every split and blur variant of a data set."""
     if not splits:
         splits = ["."] if datalist else find_splits(root)
-    decoded, reports = {}, []
+    decoded, reports, seen = {}, [], set()
     for split in splits:
         split_dir = os.path.join(root, split)
         variants = [variant] if variant != "all" else _variants(split_dir, datalist)
         for v in variants:
-            reports.append(check_split(root, split, v, datalist, quick, workers, decoded))
+            report = check_split(root, split, v, datalist, quick, workers, decoded)
+            # A sharp file's problem shows up once per blur variant: report it once.
+            fresh = [p for p in report.problems if p not in seen]
+            seen.update(fresh)
+            reports.append(report._replace(problems=fresh))
     return reports
 
 
@@ -146,7 +150,8 @@ def format_report(reports: list[SplitReport], max_listed: int = 10) -> str:
     lines = []
     for r in reports:
         sequences = len({os.path.dirname(os.path.dirname(p.blur)) for p in r.pairs})
-        seq = f", {sequences} sequences" if r.layout == "gopro" else ""
+        plural = "s" if sequences != 1 else ""
+        seq = f", {sequences} sequence{plural}" if r.layout == "gopro" else ""
         sizes = ", ".join(f"{k} ({n})" for k, n in r.sizes.most_common(5)) or "-"
         lines.append(f"[{r.split}] {r.variant}: {r.layout} layout, {len(r.pairs)} pairs{seq}")
         lines.append(f"  sizes: {sizes}")
