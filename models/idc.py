@@ -59,6 +59,9 @@ class LiteralDecoder(layers.Layer):
 
     D1 = DBlock(4c, ×2)(e3); D2 = DBlock(2c, ×2)(concat(d1, e2)); D3 = DBlock(c, stride 1)(
     concat(d2, e1)). ``call([e1, e2, e3])`` returns the c-channel full-size features d3.
+    D3's stride-1 4×4 transposed conv keeps the size under TF "same" padding; with an even kernel
+    its output is shifted by half a pixel, which is harmless when trained from scratch and kept
+    as the table states.
     """
 
     def __init__(self, channels=32, num_res=2, kernel_size=5, **kw):
@@ -232,6 +235,11 @@ class IDC(ScaleRecurrent):
     * A-IDC-11: pyramid by sequential bilinear halving (half-pixel centres, no antialias);
       ``pyramid_mode="direct"`` resizes B straight to each size (SRN code).
     * A-IDC-15: no ConvLSTM between scales (the paper mentions none).
+    * A-IDC-5, 6, 12, 13, 14, 16 (gradient-loss norm, noise, L2 normalisation, training length,
+      crops, GoPro variant) concern the loss, data and training code, not this network.
+    * Sizes: a direct call needs multiples of ``size_multiple`` and raises a ``ValueError``
+      otherwise; :func:`models.inference.restore` (and the export built on it) does the spec's
+      bottom/right edge-replication padding and crops back.
 
     Ablations of the paper: ``use_texture=False`` ("IDC without Sub-Texture", Fig. 7: Fusion sees
     the Sub-Deblur output alone) and ``n_scales=1`` (single-scale input, Fig. 6). Loss, noise and

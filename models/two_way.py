@@ -121,7 +121,10 @@ class TwoWay(ScaleRecurrent):
     * A-TW-7: no ConvLSTM between scales.
     * A-TW-9: additive skips (SRN).
     * Pyramid (as IDC, A-IDC-11): sequential bilinear halving; ``pyramid_mode="direct"``.
-    The loss (A-TW-8: weights 1, 1, 5 on the summed outputs) is :func:`losses.two_way_loss`.
+    * A-TW-8 (loss weights 1, 1, 5 on the summed outputs F_i only) is
+      :func:`losses.two_way_loss`; A-TW-10 (batch, length, data) belongs to the training code.
+    * Sizes: a direct call needs multiples of ``size_multiple`` and raises a ``ValueError``
+      otherwise; :func:`models.inference.restore` pads (bottom/right edge replication) and crops.
 
     Ablation of the paper: ``two_way=False`` is the "w/o TWNNet" row (SRN at 3×3 without LSTM,
     up branch only): 2,584,035 parameters, 435.42 GMAC.
