@@ -83,9 +83,9 @@ def test_saved_model_restorer_with_self_ensemble_matches_keras(tiny):
     assert restorer.source["model"] == "mimo_unet" and restorer.source["self_ensemble"] == "rot4"
 
 
-def test_main_exports_over_existing_out_and_refuses_bad_inputs(tiny, tmp_path):
-    _, weights, _ = tiny
-    source = ["--weights", weights, "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]
+@pytest.mark.slow
+def test_main_exports_over_existing_out_only_with_overwrite(tiny, tmp_path):
+    source = ["--weights", tiny[1], "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]
     out = tmp_path / "cli"
     out.mkdir()
     (out / "old.txt").write_text("an earlier export")
@@ -93,46 +93,30 @@ def test_main_exports_over_existing_out_and_refuses_bad_inputs(tiny, tmp_path):
     assert run_main(export, *source, "--out", str(out), "--overwrite", "--noverify") == 0
     assert (out / "saved_model.pb").is_file() and not (out / "old.txt").exists()
     assert sorted(os.listdir(tmp_path)) == ["cli"]  # no temporary or moved-aside folders left
-    out = str(out)
+
+
+def test_main_refuses_bad_inputs(tiny, tmp_path):
+    out = str(tmp_path / "cli")
+    weights, net = ["--weights", tiny[1]], ["--model", "mimo_unet"]
     cases = {
-        "--out is required": ["--weights", weights, "--model", "mimo_unet"],
-        "no such file": [
-            "--weights",
-            str(tmp_path / "missing.weights.h5"),
-            "--model",
-            "mimo_unet",
-            "--out",
-            out + "2",
-        ],
-        "not registered": ["--weights", weights, "--model", "no_such_net", "--out", out + "3"],
+        "--out is required": weights + net,
+        "no such file": ["--weights", str(tmp_path / "no.weights.h5"), *net, "--out", out + "2"],
+        "not registered": [*weights, "--model", "no_such_net", "--out", out + "3"],
         "do not fit": [
-            "--weights",
-            weights,
-            "--model",
-            "mimo_unet",
+            *weights,
+            *net,
             "--model_kwargs",
             '{"num_res": 2, "base_channels": 8}',
             "--out",
             out + "4",
         ],
         "already an export": ["--saved_model", out, "--out", out + "5"],
-        "valid JSON": [
-            "--weights",
-            weights,
-            "--model",
-            "mimo_unet",
-            "--model_kwargs",
-            "{num",
-            "--out",
-            out + "6",
-        ],
+        "valid JSON": [*weights, *net, "--model_kwargs", "{num", "--out", out + "6"],
         "either --checkpoint or --weights": [
-            "--weights",
-            weights,
+            *weights,
             "--checkpoint",
             out,
-            "--model",
-            "mimo_unet",
+            *net,
             "--out",
             out + "7",
         ],
