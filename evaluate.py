@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -142,9 +143,7 @@ def evaluate(restorer, pairs, convention="uint8", warmup=2, save_dir=None, limit
     Only the rows are kept, so memory stays flat over any number of images.
     """
     rows = []
-    for index, (name, blur, sharp) in enumerate(pairs):
-        if limit and index >= limit:
-            break
+    for index, (name, blur, sharp) in enumerate(itertools.islice(pairs, limit or None)):
         for _ in range(warmup if index == 0 else 0):
             restorer(blur)
         output, seconds = timed(restorer, blur)
