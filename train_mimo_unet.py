@@ -207,23 +207,21 @@ def build_trainer(out=None):
 
 
 def main(argv):
-    from training.loop import ConfigError, NonFiniteLossError
-
+    fail = "train_mimo_unet.py: error: {}".format
     if len(argv) > 1:
-        sys.exit(f"train_mimo_unet.py: error: unexpected arguments: {' '.join(argv[1:])}")
-
-    try:
-        import data
-
-        data_errors = (data.DataError,)
-    except ImportError:  # the loop itself does not need the data layer
-        data_errors = ()
-    try:
+        sys.exit(fail(f"unexpected arguments: {' '.join(argv[1:])}"))
+    try:  # flag checks first: they need no TensorFlow import
         apply_flag_defaults()
         check_flags()
+    except app.UsageError as error:
+        sys.exit(fail(error))
+    import data
+    from training.loop import ConfigError, NonFiniteLossError
+
+    try:
         build_trainer().run()
-    except (*data_errors, ConfigError, app.UsageError) as error:
-        sys.exit(f"train_mimo_unet.py: error: {error}")
+    except (data.DataError, ConfigError, app.UsageError) as error:
+        sys.exit(fail(error))
     except NonFiniteLossError as error:
         sys.exit(f"train_mimo_unet.py: {error}")
     except KeyboardInterrupt:

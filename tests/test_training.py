@@ -8,6 +8,7 @@ test_train_mimo_unet.py.
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,44 +120,63 @@ def test_write_json_atomic_replaces(tmp_path):
 # ---- the loop -----------------------------------------------------------------------------------
 
 
-def test_steps_change_weights_and_write_run_dir(tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 4-step run (steps_per_epoch 4, a checkpoint per step, validation every 2 steps), shared
+    by the tests below so the tiny model is traced once (tracing dominates their time)."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
     data = _pairs()
-    trainer = _trainer(tmp_path, 3, data=data, validation=_validation(*data), val_every=2)
+    trainer = _trainer(
+        run_dir, 4, data=data, validation=_validation(*data), val_every=2, keep_checkpoints=10
+    )
     trainer.setup()
-    before = [np.array(w) for w in trainer.step_obj.model.weights]
+    initial = [np.array(w) for w in trainer.step_obj.model.weights]
     result = trainer.run()
-    after = trainer.step_obj.model.weights
-    assert result.step == 3 and np.isfinite(trainer.last_values["loss"])
-    assert any(not np.array_equal(b, np.array(a)) for b, a in zip(before, after, strict=True))
-    assert all(np.isfinite(np.array(a)).all() for a in after)
-    assert int(trainer.step_obj.optimizer.iterations.numpy()) == 3
+    return {
+        "trainer": trainer,
+        "run_dir": run_dir,
+        "initial": initial,
+        "result": result,
+        "data": data,
+    }
 
-    config = json.loads((tmp_path / "run_config.json").read_text())
+
+def test_steps_change_weights_and_write_run_dir(trained):
+    trainer, run_dir = trained["trainer"], trained["run_dir"]
+    after = trainer.step_obj.model.weights
+    assert trained["result"].step == 4 and np.isfinite(trainer.last_values["loss"])
+    assert any(
+        not np.array_equal(b, np.array(a)) for b, a in zip(trained["initial"], after, strict=True)
+    )
+    assert all(np.isfinite(np.array(a)).all() for a in after)
+    assert int(trainer.step_obj.optimizer.iterations.numpy()) == 4
+
+    config = json.loads((run_dir / "run_config.json").read_text())
     assert config["model"] == "mimo_unet" and config["model_kwargs"] == TINY
     assert config["paper"] == "mimo_unet" and config["steps_per_epoch"] == 4
-    best = json.loads((tmp_path / "best" / "best.json").read_text())
-    assert best["step"] in (2, 3) and np.isfinite(best["psnr"])
-    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
+    best = json.loads((run_dir / "best" / "best.json").read_text())
+    assert best["step"] in (2, 4) and np.isfinite(best["psnr"])
+    assert tf.train.latest_checkpoint(str(run_dir / "best")).endswith(f"ckpt-{best['step']}")
+    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    assert latest.endswith("ckpt-4")
 
     # The contract readers use: a fresh model restored from checkpoint attribute "model", and the
     # final Keras weights, both reproduce the trained model.
-    x = tf.constant(data[0][:1])
+    x = tf.constant(trained["data"][0][:1])
     expected = trainer.step_obj.model(x)[-1].numpy()
-    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     fresh = build_model("mimo_unet", **TINY)
     fresh.build((None, None, None, 3))
     assert checkpointed_variable_count(latest) == len(fresh.weights)  # every layer, not just some
     track_layer_lists(fresh)
-    tf.train.Checkpoint(model=fresh).restore(
-        latest
-    ).expect_partial().assert_existing_objects_matched()
+    status = tf.train.Checkpoint(model=fresh).restore(latest).expect_partial()
+    status.assert_existing_objects_matched()
     np.testing.assert_allclose(fresh(x)[-1].numpy(), expected, atol=1e-6)
     other = build_model("mimo_unet", **TINY)
     other.build((None, None, None, 3))
-    other.load_weights(str(tmp_path / "final.weights.h5"))
+    other.load_weights(str(run_dir / "final.weights.h5"))
     np.testing.assert_allclose(other(x)[-1].numpy(), expected, atol=1e-6)
 
-    scalars = summaries.read_scalars(str(tmp_path / "tensorboard"))
+    scalars = summaries.read_scalars(str(run_dir / "tensorboard"))
     for tag in (
         "train/loss",
         "train/learning_rate",
@@ -166,17 +186,25 @@ def test_steps_change_weights_and_write_run_dir(tmp_path):
         "val/blurred_input_psnr",
     ):
         assert tag in scalars, tag
-    images = summaries.read_image_tags(str(tmp_path / "tensorboard"))
+    images = summaries.read_image_tags(str(run_dir / "tensorboard"))
     assert {"val_images/0/blur", "val_images/0/output", "val_images/0/sharp"} <= images
 
 
-def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
-    # Uninterrupted: 4 steps (steps_per_epoch 4). Interrupted: 3 steps (last checkpoint at step
-    # 3, mid-epoch), then a fresh process state resumes and runs step 4.
-    full = _trainer(tmp_path / "full", 4)
-    full.run()
-    _trainer(tmp_path / "cut", 3).run()
-    resumed = _trainer(tmp_path / "cut", 4)
+def _copy_run_until(src, dst, step):
+    """A run directory as a run killed right after writing ckpt-<step> would have left it."""
+    (dst / "checkpoints").mkdir(parents=True)
+    shutil.copy(src / "run_config.json", dst / "run_config.json")
+    for path in (src / "checkpoints").glob(f"ckpt-{step}.*"):
+        shutil.copy(path, dst / "checkpoints" / path.name)
+    tf.compat.v1.train.update_checkpoint_state(str(dst / "checkpoints"), f"ckpt-{step}")
+
+
+def test_resume_mid_epoch_matches_uninterrupted_run(trained, tmp_path):
+    # The uninterrupted run did 4 steps (one epoch); the "killed" one stopped after its
+    # checkpoint at step 3, mid-epoch, and a fresh process state resumes it to step 4.
+    full = trained["trainer"]
+    _copy_run_until(trained["run_dir"], tmp_path, 3)
+    resumed = _trainer(tmp_path, 4)
     resumed.setup()
     assert (resumed.step, resumed.epoch, resumed.epoch_step) == (3, 0, 3)
     assert int(resumed.step_obj.optimizer.iterations.numpy()) == 3
@@ -189,7 +217,21 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
     assert it_a == it_b == 4
     for a, b in zip(state_a, state_b, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    for a, b in zip(full.step_obj.model.weights, resumed.step_obj.model.weights, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)
     assert "Resumed from" in resumed.progress.out.getvalue()
+
+
+def test_resume_refuses_other_model_and_noresume(trained, tmp_path):
+    _copy_run_until(trained["run_dir"], tmp_path, 4)
+    with pytest.raises(ConfigError, match="--resume"):
+        _trainer(tmp_path, 5, resume=False).setup()
+    blur, sharp = trained["data"]
+    step = MimoUnetStep("mimo_unet", steps_per_epoch=4, model_kwargs={**TINY, "init": "glorot"})
+    config = LoopConfig(str(tmp_path), steps_per_epoch=4, max_steps=5, global_batch_size=2)
+    other = Trainer(step, _epoch_fn(blur, sharp), config, out=io.StringIO())
+    with pytest.raises(ConfigError, match="model_kwargs"):
+        other.setup()
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -228,19 +270,6 @@ def test_sigterm_saves_current_step_and_stops(tmp_path):
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert latest is not None and latest.endswith(f"ckpt-{trainer.step}") and trainer.step >= 2
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-
-
-def test_resume_refuses_other_model_and_noresume(tmp_path):
-    _trainer(tmp_path, 1).run()
-    with pytest.raises(ConfigError, match="--resume"):
-        _trainer(tmp_path, 2, resume=False).setup()
-    keras.utils.set_random_seed(0)
-    blur, sharp = _pairs()
-    step = MimoUnetStep("mimo_unet_plus", steps_per_epoch=4, model_kwargs=TINY)
-    config = LoopConfig(str(tmp_path), steps_per_epoch=4, max_steps=2, global_batch_size=2)
-    other = Trainer(step, _epoch_fn(blur, sharp), config, out=io.StringIO())
-    with pytest.raises((ConfigError, AssertionError, ValueError)):
-        other.setup()
 
 
 def test_flags_defined_once_and_paper_defaults():

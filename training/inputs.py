@@ -46,8 +46,10 @@ def epoch_dataset_fn(
     """``epoch -> tf.data.Dataset`` of (blur, sharp) batches of one epoch (drop remainder).
 
     With ``seed >= 0`` epoch ``e`` is built with seed ``seed + e`` (a fixed shuffle and crop
-    sequence per epoch, which makes a mid-epoch resume see the same batches); ``seed < 0`` lets the
-    pipeline reshuffle freely. Datasets are built once and reused when unseeded or cached.
+    sequence per epoch, which makes a mid-epoch resume see the same batches). With ``seed < 0`` or
+    ``cache`` (the decoded-image cache lives in one dataset) a single dataset is built and iterated
+    once per epoch: the pipeline reshuffles it each time, reproducibly for a seed, but a resumed
+    run then restarts that sequence (it sees a different shuffle, not different data).
     """
     from data import pipeline
 
@@ -65,8 +67,8 @@ def epoch_dataset_fn(
             drop_remainder=True,
         )
 
-    if seed is None or seed < 0:
-        shared = build(None)
+    if seed is None or seed < 0 or cache:
+        shared = build(None if seed is None or seed < 0 else seed)
         return lambda epoch: shared
     return lambda epoch: build(seed + epoch)
 

@@ -356,7 +356,7 @@ class Trainer:
     def _make_train_fn(self):
         strategy, step_obj = self.strategy, self.step_obj
 
-        @tf.function
+        @tf.function(autograph=False)
         def train_fn(batch):
             args = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
             per_replica = strategy.run(step_obj.train_step, args=args)
