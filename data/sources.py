@@ -80,22 +80,21 @@ class FolderSource(PairedSource):
         return indices.map(to_dict, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def tf_pair_loader(source: FolderSource, cache: dict | None = None):
-    """A graph function index -> (blur, sharp) uint8 (H, W, 3) tensors decoding with OpenCV.
+def load_cached(source: FolderSource, index: int, cache: dict | None):
+    """``source.load_pair(index)``, kept in ``cache`` (a dict) after the first use if given."""
+    if cache is None:
+        return source.load_pair(index)
+    if index not in cache:
+        cache[index] = source.load_pair(index)
+    return cache[index]
 
-    With ``cache`` (a dict), decoded pairs are kept in memory after their first use.
-    """
+
+def tf_pair_loader(source: FolderSource, cache: dict | None = None):
+    """A graph function index -> (blur, sharp) uint8 (H, W, 3) tensors decoded with OpenCV."""
     import tensorflow as tf
 
-    def load(index):
-        index = int(index)
-        if cache is None:
-            return source.load_pair(index)
-        if index not in cache:
-            cache[index] = source.load_pair(index)
-        return cache[index]
-
     def tf_load(index):
+        load = lambda i: load_cached(source, int(i), cache)
         blur, sharp = tf.py_function(load, [index], [tf.uint8, tf.uint8])
         blur.set_shape([None, None, 3])
         sharp.set_shape([None, None, 3])
