@@ -3,8 +3,9 @@
 Training (:func:`train_dataset`), per pair and per epoch:
 
 1. decode (OpenCV inside ``tf.py_function``, parallel; with ``cache=True`` the decoded uint8 pairs
-   stay in memory after their first use: about 5.5 MB per 1280x720 pair, i.e. ~11.6 GB for the
-   GoPro training split);
+   stay in memory after their first use, in the source object, so every dataset built from the
+   same source shares them: about 5.5 MB per 1280x720 pair, i.e. ~11.6 GB for the GoPro training
+   split);
 2. a **paired random crop**: one window is drawn per pair and cut from both images (for folder
    sources in numpy right after decoding, so only the crop reaches TensorFlow; for TFDS sources
    blur and sharp are concatenated along the channels and cropped by one
@@ -140,7 +141,7 @@ def _folder_crops(source: FolderSource, randoms, crop_size, pad_small, flips, ca
     crop reaches TensorFlow (a full 1280x720 pair would be copied twice more).
     """
     n = len(source)
-    memory = {} if cache else None
+    memory = source.decoded if cache else None  # shared by every dataset of this source
 
     def load_crop(index, random):
         index, random = int(index), int(random)

@@ -55,6 +55,7 @@ class FolderSource(PairedSource):
         self.pairs = list(pairs)
         self.name = name
         self.sizes = sizes if sizes is not None else [None] * len(self.pairs)
+        self.decoded = {}  # index -> (blur, sharp): the in-memory cache of cached pipelines
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -190,3 +190,47 @@ def test_argument_errors(source):
         len(list(pipeline.train_dataset(source, batch_size=4, crop_size=8, drop_remainder=False)))
         == 2
     )
+
+
+class MemorySource(data.PairedSource):
+    """A non-folder source (the TFDS code path) over in-memory arrays."""
+
+    def __init__(self, pairs):
+        self._pairs, self.name = pairs, "memory"
+
+    def __len__(self):
+        return len(self._pairs)
+
+    def images(self):
+        blur = tf.constant(np.stack([b for b, _ in self._pairs]))
+        sharp = tf.constant(np.stack([s for _, s in self._pairs]))
+        names = tf.constant([f"{i}.png" for i in range(len(self._pairs))])
+        return tf.data.Dataset.from_tensor_slices({"blur": blur, "sharp": sharp, "name": names})
+
+
+def test_generic_source_crops_flips_and_rotates_both(source):
+    memory = MemorySource([source.load_pair(i) for i in range(len(source))])
+    ds = pipeline.train_dataset(memory, batch_size=3, crop_size=24, vflip=True, rot90=True, seed=1)
+    (batches,) = epochs(ds)
+    assert len(batches) == 2
+    for blur, sharp in batches:
+        np.testing.assert_allclose(blur, 1.0 - sharp, atol=1e-6)
+
+
+def test_numpy_and_tensorflow_flips_agree():
+    pair = np.random.default_rng(0).integers(0, 256, (5, 5, 6), dtype=np.uint8)
+    for bits in range(8):
+        expected = pipeline.flip_np(pair, bits, True, True, True)
+        blur, sharp = pipeline.augment_batch(
+            tf.constant(pair[None]), tf.constant([bits], tf.int64), True, True, True, "off", 0.0
+        )
+        got = np.concatenate([blur.numpy()[0], sharp.numpy()[0]], axis=-1)
+        np.testing.assert_allclose(got, expected / 255.0, atol=1e-7)
+
+
+def test_cache_is_shared_by_datasets_of_one_source(folder):
+    src = data.open_split(str(folder), "train")
+    list(pipeline.train_dataset(src, batch_size=3, crop_size=16, cache=True, seed=0))
+    assert sorted(src.decoded) == list(range(6))
+    list(pipeline.train_dataset(src, batch_size=3, crop_size=16, cache=False, seed=0))
+    assert len(src.decoded) == 6
