@@ -170,7 +170,7 @@ def test_checkpoint_run_dir_restores_the_model(tiny, tmp_path):
 
 def test_checkpoint_that_does_not_fit_is_refused(tiny, tmp_path):
     run = _write_run(tmp_path, tiny[0], {"num_res": 2, "base_channels": 8})
-    with pytest.raises(model_io.ModelSourceError, match="variables"):
+    with pytest.raises(model_io.ModelSourceError, match="missing from the checkpoint"):
         model_io.load_restorer(checkpoint=str(run))
 
 

@@ -31,6 +31,7 @@ import os
 from collections.abc import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import flags
 
@@ -322,22 +323,30 @@ def _read_run_config(path):
 def restore_checkpoint(model, prefix):
     """Restores ``model`` from the ``model`` entry of a ``tf.train.Checkpoint``, strictly.
 
-    A checkpoint whose ``model`` entry holds a different number of variables than the model is
-    refused: ``expect_partial`` would otherwise leave the missing weights at their random init.
+    ``expect_partial`` (needed to skip the optimizer) would silently leave weights missing from the
+    checkpoint at their random init, so every float weight is first set to NaN and any weight still
+    NaN afterwards is reported; a checkpoint with more model variables than the model is refused.
     """
     stored = checkpoint_model_variables(prefix)
-    expected = len(model.weights)
-    if len(stored) != expected:
+    if len(stored) > len(model.variables):
         raise ModelSourceError(
-            f"{prefix}: the checkpoint's 'model' entry holds {len(stored)} variables, model "
-            f"{model.name!r} has {expected}. Wrong --model/--model_kwargs or run_config.json, or a "
+            f"{prefix}: the checkpoint's 'model' holds {len(stored)} variables, model "
+            f"{model.name!r} has {len(model.variables)}: wrong --model/--model_kwargs?"
+        )
+    weights = [v for v in model.weights if "float" in str(v.dtype)]
+    for variable in weights:
+        variable.assign(tf.fill(variable.shape, float("nan")))
+    try:
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    except (ValueError, tf.errors.OpError) as error:  # shape mismatch, unreadable file
+        raise ModelSourceError(f"{prefix}: does not fit model {model.name!r}: {error}") from error
+    missing = [v.path for v in weights if np.isnan(v.numpy()).any()]
+    if missing:
+        raise ModelSourceError(
+            f"{prefix}: {len(missing)} of the {len(weights)} weights of model {model.name!r} are "
+            f"missing from the checkpoint (or NaN), e.g. {missing[:3]}. Wrong --model_kwargs, or a "
             "checkpoint that did not track every layer of the model."
         )
-    try:
-        status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
-        status.assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as error:
-        raise ModelSourceError(f"{prefix}: does not fit model {model.name!r}: {error}") from error
 
 
 def checkpoint_model_variables(prefix):
