@@ -165,10 +165,13 @@ def deblur_file(restorer, path, target, tile=0, overlap=32):
 
 def run(restorer, inputs, out_dir, suffix, tile, overlap):
     """Processes every input; returns the list of failure messages."""
-    failures = []
+    failures, written = [], set()
     for path in inputs:
         try:
             target = output_path(path, out_dir, suffix)
+            if target in written:  # e.g. a.jpg and a.png in one folder
+                raise ImageError(f"{path}: {target} was already written from another input.")
+            written.add(target)
             deblur_file(restorer, path, target, tile, overlap)
             logging.info("%s -> %s", path, target)
         except (ImageError, OSError, cv2.error) as error:

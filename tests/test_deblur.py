@@ -147,6 +147,11 @@ def test_jpeg_input_gives_png_output_next_to_it(tmp_path):
     assert deblur.run(identity(), inputs, None, "_deblurred", 0, 32) == []
     assert (tmp_path / "photo_deblurred.png").is_file()
     assert deblur.list_inputs(str(tmp_path), "_deblurred") == [str(tmp_path / "photo.jpg")]
+    cv2.imwrite(str(tmp_path / "photo.png"), image)
+    failures = deblur.run(
+        identity(), deblur.list_inputs(str(tmp_path), "_deblurred"), None, "_deblurred", 0, 32
+    )
+    assert len(failures) == 1 and "already written" in failures[0]
     with pytest.raises(deblur.ImageError, match="overwrite the input"):
         deblur.output_path(str(tmp_path / "x.png"), None, "")
 
