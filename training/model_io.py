@@ -37,6 +37,7 @@ from absl import flags
 
 import models
 from models import inference
+from training.tracking import track_layer_lists
 
 FLAGS = flags.FLAGS
 RUN_CONFIG = "run_config.json"
@@ -333,6 +334,7 @@ def restore_checkpoint(model, prefix):
             f"{prefix}: the checkpoint's 'model' holds {len(stored)} variables, model "
             f"{model.name!r} has {len(model.variables)}: wrong --model/--model_kwargs?"
         )
+    track_layer_lists(model)  # the layout the training loop writes (training/tracking.py)
     weights = [v for v in model.weights if "float" in str(v.dtype)]
     for variable in weights:
         variable.assign(tf.fill(variable.shape, float("nan")))
