@@ -120,15 +120,17 @@ def main(argv):
             rate, cpu = time_synthetic(kind, os.path.join(tmp, f"syn_{kind}"))
             rows.append((f"synthetic kind '{kind}', 256x256, 1 process", rate, cpu))
         if FLAGS.default_set:
-            wall, cpu = time_default_set(os.path.join(tmp, "default"))
+            default_wall, default_cpu = time_default_set(os.path.join(tmp, "default"))
     print(f"\nCPU cores visible: {os.cpu_count()}\n")
     print("| what | pairs/s (wall) | CPU s / pair |")
     print("|---|---:|---:|")
     for label, rate, cpu in rows:
         print(f"| {label} | {rate:.1f} | {cpu:.3f} |")
     if FLAGS.default_set:
-        print(f"\nEmbedded default set (200 + 50 pairs, 256x256, 2 workers): {wall:.1f} s wall, ")
-        print(f"{cpu:.1f} CPU s.")
+        print(
+            f"\nEmbedded default set (200 + 50 pairs, 256x256, 2 worker processes): "
+            f"{default_wall:.1f} s wall, {default_cpu:.1f} CPU s."
+        )
 
 
 if __name__ == "__main__":

@@ -413,7 +413,7 @@ def generate_one(cfg: SynthConfig, split: str, index: int, split_dir: str) -> st
 def generate_split(root: str, split: str, cfg: SynthConfig, workers: int = 1, log=None) -> None:
     """Generates every pair of a split into ``root/split``.
 
-    ``workers > 1`` runs shards in separate ``python -m data.synthetic`` processes rather than a
+    ``workers > 1`` runs shards in separate Python processes (``subprocess``) rather than a
     multiprocessing pool: it is safe whatever the caller (no fork of a process holding
     TensorFlow's or OpenCV's threads, no re-import of an unguarded main script), and the output is
     identical because every pair has its own generator.
@@ -438,7 +438,8 @@ def _start_shard(cfg: SynthConfig, split: str, split_dir: str, shard: int, count
     env = dict(os.environ, OPENCV_FOR_THREADS_NUM="1")  # the shards already use the cores
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     config = json.dumps(dataclasses.asdict(cfg))
-    cmd = [sys.executable, "-m", "data.synthetic", config, split, split_dir, str(shard), str(count)]
+    code = "import sys; from data.synthetic import _shard_main; _shard_main(sys.argv[1:])"
+    cmd = [sys.executable, "-c", code, config, split, split_dir, str(shard), str(count)]
     return subprocess.Popen(cmd, env=env)
 
 
@@ -501,7 +502,3 @@ def _replace_dir(new: str, target: str, overwrite: bool) -> None:
     else:
         os.rename(new, target)
     os.chmod(target, 0o755)  # mkdtemp creates 0700 folders
-
-
-if __name__ == "__main__":
-    _shard_main(sys.argv[1:])
