@@ -294,7 +294,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import numpy as np, tensorflow as tf, keras
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from training.loop import LoopConfig, Trainer
+    from training.loop import LoopConfig, Trainer, ValidationSet
     from training.mimo_unet_step import MimoUnetStep
     from training.strategy import make_strategy
     tiny = {"num_res": 1, "base_channels": 8}
@@ -332,10 +332,12 @@ MIRRORED_SCRIPT = textwrap.dedent(
         step = MimoUnetStep(steps_per_epoch=2, model_kwargs=tiny)
         cfg = LoopConfig(sys.argv[1], steps_per_epoch=2, max_steps=max_steps, checkpoint_every=1,
                          global_batch_size=2, log_every=1)
-        trainer = Trainer(step, make, cfg, strategy=mirrored, out=io.StringIO())
+        u8 = lambda x: np.rint(x * 255).astype(np.uint8)
+        val = ValidationSet([("v", u8(blur[0]), u8(sharp[0]))], "in-memory")
+        trainer = Trainer(step, make, cfg, strategy=mirrored, validation=val, out=io.StringIO())
         trainer.run()
         runs.append([trainer.step, int(step.optimizer.iterations.numpy()),
-                     trainer.last_values["loss"]])
+                     trainer.last_values["loss"], trainer.last_validation["psnr"]])
     print("RESULT " + json.dumps({"replicas": mirrored.num_replicas_in_sync, "diff": diff,
                                   "moved": moved, "loss1": loss1, "loss2": loss2, "runs": runs}))
     """
@@ -362,4 +364,4 @@ def test_mirrored_two_replicas_match_one_device(tmp_path):
     assert result["diff"] < 1e-5  # ...exactly as one device on the global batch
     assert result["loss1"] == pytest.approx(result["loss2"], rel=1e-5)
     assert result["runs"][0][:2] == [2, 2] and result["runs"][1][:2] == [3, 3]
-    assert np.isfinite(result["runs"][1][2])
+    assert np.isfinite(result["runs"][1][2]) and np.isfinite(result["runs"][1][3])

@@ -224,6 +224,7 @@ class Trainer:
         self.saved_step, self.last_val_step = -1, -1
         self.last_validation, self.best = None, None
         self.last_values = {}  # the scalars of the latest step (Python floats)
+        self._baseline = None  # validation metrics of the blurred inputs themselves
         self._counters = None
         self._stop = StopRequest()
 
@@ -512,25 +513,30 @@ class Trainer:
             if i < self.config.summary_images:
                 images.append((blur_f, tf.clip_by_value(output, 0.0, 1.0), sharp_f))
         result = mean.result()
-        self._log_validation(result, images)
+        if hasattr(self, "_interval"):  # keep validation time out of the logged steps/s
+            self._interval["time"] += time.monotonic() - started
+        first = self._baseline is None
+        if first:
+            self._baseline = self.validation.blurred_metrics()
+        self._log_validation(result, images, first)
         self.last_validation, self.last_val_step = result, self.step
+        base = self._baseline
         self.progress.message(
             f"validation @ step {self.step}: PSNR {result['psnr']:.3f} dB, SSIM "
-            f"{result['ssim']:.4f} on {result['num_images']} image(s) "
-            f"({time.monotonic() - started:.1f}s; {self.validation.label})"
+            f"{result['ssim']:.4f} on {result['num_images']} image(s) (blurred inputs: "
+            f"{base['psnr']:.3f} dB, {base['ssim']:.4f}; {time.monotonic() - started:.1f}s)"
+            + (f"\n  validation set: {self.validation.label}" if first else "")
         )
         self._update_best(result)
         return result
 
-    def _log_validation(self, result, images):
-        first = self.last_val_step < 0
+    def _log_validation(self, result, images, first):
         with self.writer.as_default(step=self.step):
             summaries.scalar("val/psnr", result["psnr"])
             summaries.scalar("val/ssim", result["ssim"])
             if first:  # the baseline, inputs and labels do not change: log them once per process
-                baseline = self.validation.blurred_metrics()
-                summaries.scalar("val/blurred_input_psnr", baseline["psnr"])
-                summaries.scalar("val/blurred_input_ssim", baseline["ssim"])
+                summaries.scalar("val/blurred_input_psnr", self._baseline["psnr"])
+                summaries.scalar("val/blurred_input_ssim", self._baseline["ssim"])
             for i, (blur, output, sharp) in enumerate(images):
                 summaries.image(f"val_images/{i}/output", output)
                 if first:
