@@ -11,6 +11,7 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.schedules`: learning-rate schedules keyed on the optimizer's iteration counter.
 * :mod:`training.strategy`: ``default|mirrored|multi_worker`` -> ``tf.distribute`` strategy.
 * :mod:`training.summaries`: TensorBoard scalars/images with TensorFlow core only.
+* :mod:`training.tracking`: makes list-held layers visible to ``tf.train.Checkpoint``.
 * :mod:`training.mimo_unet_step`: the MIMO-UNet step object.
 * :mod:`training.model_io`, :mod:`training.tiling`: model loading for evaluate/export/deblur.
 
@@ -51,7 +52,11 @@ Run-directory contract (``--run_dir DIR``)
     validation description, versions). Written atomically at every (re)start.
 ``checkpoints/``
     A ``tf.train.CheckpointManager`` folder (``ckpt-<step>``, last ``--keep_checkpoints``) of a
-    ``tf.train.Checkpoint(model=..., optimizer=..., step=..., epoch=..., epoch_step=...)``.
+    ``tf.train.Checkpoint(model=..., optimizer=..., step=..., epoch=..., epoch_step=...)``. Every
+    model variable is stored under ``model/...`` (:mod:`training.tracking`: list-held layers are
+    tracked as ``<attribute>/<index>``). To read one: build the model from ``run_config.json``,
+    ``model.build((None, None, None, 3))``, ``training.tracking.track_layer_lists(model)``, then
+    ``tf.train.Checkpoint(model=model).restore(prefix).expect_partial()``.
 ``best/``
     The same format, one checkpoint: the best validation PSNR so far; ``best/best.json`` holds
     ``{"step", "epoch", "psnr", "ssim", "num_images", "validation"}``.
