@@ -16,9 +16,10 @@ What is read (``cv2.IMREAD_UNCHANGED``) and written:
   the file; the other files are still processed and the exit status is non-zero at the end.
 
 Outputs are clamped to [0, 1] and rounded to the file's bit depth. ``--tile SIZE`` restores large
-images in overlapping tiles blended with a raised-cosine window (:mod:`training.tiling`), so memory
-is bounded by the tile size; ``--tile_overlap`` should exceed the model's receptive field for
-seamless results. When a folder is given, files already ending in the suffix are skipped.
+images in overlapping tiles blended with a raised-cosine window (:mod:`training.tiling`): the
+network's memory is then bounded by the tile size (the image and its float32 accumulators still take
+about 30 bytes per pixel); ``--tile_overlap`` should exceed the model's effective receptive field
+for seamless results. When a folder is given, files already ending in the suffix are skipped.
 """
 
 from __future__ import annotations
