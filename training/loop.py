@@ -585,6 +585,11 @@ class Trainer:
             self.validate()
         self._save(reason="end")
         final = None
+        if not self.chief:  # this worker's scratch checkpoints
+            _, task_id = strategy_lib.task_info(self.strategy)
+            shutil.rmtree(self.path(".workers", f"worker_{task_id}"), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path(".workers"))
         if self.chief:
             final = self.path(FINAL_WEIGHTS)
             tmp = self.path("final.partial.weights.h5")
