@@ -19,15 +19,19 @@ import tempfile
 
 from absl import app, flags
 
+from training.flags import define_once
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("src", None, "Official checkpoint: .pkl/.pth (PyTorch) or .npz state dict.")
-flags.DEFINE_enum(
+# define_once: evaluate.py / export.py / deblur.py and the training scripts share flag names (--out,
+# --variant) and may be imported in one process with this script.
+define_once(flags.DEFINE_string, "src", None, "Official .pkl/.pth (PyTorch) or .npz state dict.")
+define_once(
+    flags.DEFINE_string,
     "variant",
     None,
-    ["mimo_unet", "mimo_unet_plus"],
-    "Model variant; guessed from the number of tensors (244 or 532) when omitted.",
+    "mimo_unet or mimo_unet_plus; guessed from the number of tensors (244 or 532) if omitted.",
 )
-flags.DEFINE_string("out", None, "Output Keras weights file; must end in .weights.h5.")
+define_once(flags.DEFINE_string, "out", None, "Output file (here: FILE.weights.h5).")
 
 TENSORS_PER_VARIANT = {244: "mimo_unet", 532: "mimo_unet_plus"}
 
@@ -68,6 +72,10 @@ def main(argv):
     del argv
     if not FLAGS.src or not FLAGS.out:
         raise app.UsageError("--src and --out are required.")
+    if FLAGS.variant not in (None, "mimo_unet", "mimo_unet_plus"):
+        raise app.UsageError(f"--variant {FLAGS.variant}: expected mimo_unet or mimo_unet_plus.")
+    if FLAGS.variant not in (None, "mimo_unet", "mimo_unet_plus"):
+        raise app.UsageError(f"--variant {FLAGS.variant}: expected mimo_unet or mimo_unet_plus.")
     if not FLAGS.out.endswith(".weights.h5"):
         raise app.UsageError(f"--out {FLAGS.out}: Keras weight files must end in .weights.h5.")
     try:

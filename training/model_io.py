@@ -37,6 +37,7 @@ from absl import flags
 
 import models
 from models import inference
+from training.flags import define_once  # also used by the CLIs as model_io.define_once
 from training.tracking import track_layer_lists
 
 FLAGS = flags.FLAGS
@@ -50,13 +51,6 @@ SIGNATURE_OUTPUT = "restored"
 
 class ModelSourceError(ValueError):
     """A model source that cannot be used; the message names the path and the problem."""
-
-
-def define_once(define, name, default, help_text, **kwargs):
-    """``define(name, ...)`` unless a flag ``name`` exists: the CLIs, the training scripts and the
-    tests import each other's modules in one process, and absl refuses duplicate names."""
-    if name not in FLAGS:
-        define(name, default, help=help_text, **kwargs)
 
 
 def define_flags():
