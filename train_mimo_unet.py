@@ -15,11 +15,11 @@ Rerunning a command with the same --run_dir resumes from its latest checkpoint. 
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags
 
 from training import flags as train_flags
+from training import script
 
 FLAGS = flags.FLAGS
 PAPER_FLAGS = [
@@ -43,6 +43,7 @@ PAPER_DEFAULTS = {
     "epochs": 3000,
     "learning_rate": 1e-4,
     "adam_epsilon": 1e-8,
+    "noise": "off",
     "val_every_epochs": 100,
 }
 # --preset quick: full-width (32-channel) MIMO-UNet with 2 residual blocks per EB/DB instead of 8,
@@ -103,9 +104,7 @@ train_flags.define_once(
 
 def apply_flag_defaults():
     """Paper defaults, then the preset; flags given on the command line always win."""
-    train_flags.apply_defaults(PAPER_DEFAULTS)
-    if FLAGS.preset == "quick":
-        train_flags.apply_defaults(QUICK_PRESET)
+    script.apply_defaults(PAPER_DEFAULTS, QUICK_PRESET)
 
 
 def model_kwargs():
@@ -118,42 +117,17 @@ def model_kwargs():
 
 def check_flags():
     """Cross-flag checks the flag parser cannot do; raises app.UsageError."""
-    if FLAGS.crop_size % 4:
-        raise app.UsageError(
-            f"--crop_size must be a multiple of 4 (MIMO-UNet), got {FLAGS.crop_size}."
-        )
+    script.check_crop_size(4, "MIMO-UNet")
     if FLAGS.base_channels is not None and FLAGS.base_channels % 2:
         raise app.UsageError(f"--base_channels must be even, got {FLAGS.base_channels}.")
-    if (
-        FLAGS.data_dir
-        and not FLAGS.data_dir.startswith("tfds:")
-        and not os.path.isdir(FLAGS.data_dir)
-    ):
-        raise app.UsageError(f"--data_dir {FLAGS.data_dir} does not exist or is not a folder.")
 
 
-def build_trainer(out=None):
-    """Flags -> (strategy, step object, data, validation, loop config) -> Trainer."""
-    from training import inputs, loop, strategy
+def make_step(steps_per_epoch, total_steps):
+    """The MIMO-UNet step object from the flags (mimo_unet.md section 7)."""
     from training.mimo_unet_step import MimoUnetStep
 
-    run_dir = FLAGS.run_dir or os.path.join("runs", FLAGS.variant)
-    try:
-        dist = strategy.make_strategy(FLAGS.strategy)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
-    if FLAGS.batch_size % dist.num_replicas_in_sync:
-        raise app.UsageError(
-            f"--batch_size {FLAGS.batch_size} is not divisible by the "
-            f"{dist.num_replicas_in_sync} replicas."
-        )
-    source = inputs.open_train_source(FLAGS.data_dir, FLAGS.blur_variant)
-    steps_per_epoch = len(source) // FLAGS.batch_size
-    if steps_per_epoch < 1:
-        raise app.UsageError(
-            f"The training set has {len(source)} pairs, fewer than one batch of {FLAGS.batch_size}."
-        )
-    step = MimoUnetStep(
+    del total_steps  # the MultiStep schedule counts epochs
+    return MimoUnetStep(
         FLAGS.variant,
         steps_per_epoch=steps_per_epoch,
         model_kwargs=model_kwargs(),
@@ -164,68 +138,22 @@ def build_trainer(out=None):
         epsilon=FLAGS.adam_epsilon,
         fft_weight=FLAGS.fft_weight,
     )
-    validation = inputs.load_validation(
-        FLAGS.val_data_dir or FLAGS.data_dir,
-        split=FLAGS.val_split,
-        num_images=FLAGS.val_images,
-        crop=FLAGS.val_crop,
-        blur_variant=FLAGS.blur_variant,
-        explicit_dir=bool(FLAGS.val_data_dir),
-    )
-    config = loop.LoopConfig(
-        run_dir=run_dir,
-        steps_per_epoch=steps_per_epoch,
-        epochs=FLAGS.epochs,
-        max_steps=FLAGS.max_steps,
-        checkpoint_every=FLAGS.checkpoint_every,
-        checkpoint_every_epoch=FLAGS.checkpoint_every_epoch,
-        keep_checkpoints=FLAGS.keep_checkpoints,
-        resume=FLAGS.resume,
-        log_every=FLAGS.log_every,
-        val_every=FLAGS.val_every_steps or FLAGS.val_every_epochs * steps_per_epoch,
-        summary_images=FLAGS.summary_images,
-        global_batch_size=FLAGS.batch_size,
-    )
-    make_epoch = inputs.epoch_dataset_fn(
-        source,
-        batch_size=FLAGS.batch_size,
-        crop_size=FLAGS.crop_size,
-        hflip=FLAGS.hflip,
-        vflip=FLAGS.vflip,
-        rot90=FLAGS.rot90,
-        cache=FLAGS.cache,
-        pad_small=FLAGS.pad_small,
-        seed=FLAGS.seed,
-    )
-    extra = {
-        "flags": train_flags.snapshot(PAPER_FLAGS),
-        "data": {"train": inputs.describe_data_dir(FLAGS.data_dir), "train_pairs": len(source)},
-    }
-    return loop.Trainer(
-        step, make_epoch, config, strategy=dist, validation=validation, run_config=extra, out=out
+
+
+def build_trainer(out=None):
+    """Flags -> Trainer (the shared flow of :func:`training.script.build_trainer`)."""
+    run_dir = os.path.join("runs", FLAGS.variant)
+    return script.build_trainer(
+        make_step, paper_flags=PAPER_FLAGS, default_run_dir=run_dir, out=out
     )
 
 
 def main(argv):
-    fail = "train_mimo_unet.py: error: {}".format
-    if len(argv) > 1:
-        sys.exit(fail(f"unexpected arguments: {' '.join(argv[1:])}"))
-    try:  # flag checks first: they need no TensorFlow import
+    def prepare():  # no TensorFlow import: bad flags fail fast
         apply_flag_defaults()
         check_flags()
-    except app.UsageError as error:
-        sys.exit(fail(error))
-    import data
-    from training.loop import ConfigError, NonFiniteLossError
 
-    try:
-        build_trainer().run()
-    except (data.DataError, ConfigError, app.UsageError) as error:
-        sys.exit(fail(error))
-    except NonFiniteLossError as error:
-        sys.exit(f"train_mimo_unet.py: {error}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    script.run_main("train_mimo_unet.py", argv, prepare=prepare, build=build_trainer)
 
 
 if __name__ == "__main__":

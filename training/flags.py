@@ -61,6 +61,22 @@ def _define_data_flags():
     _common(b, "hflip", True, "Random horizontal flip of each pair.")
     _common(b, "vflip", False, "Random vertical flip of each pair.")
     _common(b, "rot90", False, "Random 90-degree rotation of each pair.")
+    _common(
+        flags.DEFINE_enum,
+        "noise",
+        "off",
+        "Gaussian noise on the blurred training input only (never on validation): random_sigma "
+        "(IDC: per image sigma = |s|, s ~ N(0, (noise_sigma/255)^2)), fixed_sigma "
+        "(sigma = noise_sigma/255) or off.",
+        enum_values=["random_sigma", "fixed_sigma", "off"],
+    )
+    _common(
+        flags.DEFINE_float,
+        "noise_sigma",
+        2.0,
+        "Noise scale of --noise in 8-bit levels (IDC: 2, i.e. 2/255).",
+        lower_bound=0.0,
+    )
     _common(b, "cache", False, "Cache decoded training images in memory.")
     _common(b, "pad_small", False, "Pad images smaller than the crop instead of failing.")
     _common(i, "seed", 0, "Seed of shuffling/cropping (epoch e uses seed + e; -1: unseeded).")

@@ -39,11 +39,16 @@ def epoch_dataset_fn(
     hflip=True,
     vflip=False,
     rot90=False,
+    noise="off",
+    noise_sigma=2 / 255,
     cache=False,
     pad_small=False,
     seed=0,
 ):
     """``epoch -> tf.data.Dataset`` of (blur, sharp) batches of one epoch (drop remainder).
+
+    ``noise`` / ``noise_sigma`` (in [0, 1] units) add Gaussian noise to the blurred input only, in
+    the pipeline (``data.pipeline.train_dataset``; IDC's ``"random_sigma"``, 2/255).
 
     With ``seed >= 0`` epoch ``e`` is built with seed ``seed + e`` (a fixed shuffle and crop
     sequence per epoch, which makes a mid-epoch resume see the same batches). With ``seed < 0`` or
@@ -61,6 +66,8 @@ def epoch_dataset_fn(
             hflip=hflip,
             vflip=vflip,
             rot90=rot90,
+            noise=noise,
+            noise_sigma=noise_sigma,
             cache=cache,
             pad_small=pad_small,
             seed=dataset_seed,

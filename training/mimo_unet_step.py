@@ -4,22 +4,21 @@ Adam (betas 0.9/0.999, epsilon 1e-8 as PyTorch, no weight decay) on ``L_cont + 0
 the three outputs (:func:`losses.mimo_unet_loss`), learning rate x0.5 every 500 epochs stepped per
 epoch (:func:`training.schedules.mimo_unet_schedule`). No warm-up, clipping, EMA or mixed precision.
 The model keeps PyTorch's initialisation (``init="torch"``) unless ``model_kwargs`` says otherwise.
+Model building, the tape and the update are :class:`training.step.SingleModelStep`'s.
 """
 
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
+import functools
 
 import losses
-from models import build_model
 from training import schedules
-from training.step import TrainStep, minimize
+from training.step import SingleModelStep
 
 VARIANTS = ("mimo_unet", "mimo_unet_plus")
 
 
-class MimoUnetStep(TrainStep):
+class MimoUnetStep(SingleModelStep):
     """One Adam update of MIMO-UNet(+) on a (blur, sharp) batch.
 
     Args:
@@ -49,46 +48,18 @@ class MimoUnetStep(TrainStep):
     ):
         if variant not in VARIANTS:
             raise ValueError(f"Unknown MIMO-UNet variant {variant!r}; expected one of {VARIANTS}.")
-        self.model_name, self.model_kwargs = variant, dict(model_kwargs or {})
         self.steps_per_epoch, self.learning_rate = steps_per_epoch, learning_rate
-        self.decay = (decay_every_epochs, total_epochs, decay_rate)
-        self.epsilon, self.fft_weight = epsilon, fft_weight
-        self.model = self.optimizer = None
-
-    def build(self, strategy):
-        with strategy.scope():
-            self.model = build_model(self.model_name, **self.model_kwargs)
-            self.model.build((None, None, None, 3))
-            every, total, rate = self.decay
-            schedule = schedules.mimo_unet_schedule(
-                self.learning_rate, self.steps_per_epoch, every, total, rate
-            )
-            self.optimizer = keras.optimizers.Adam(
-                learning_rate=schedule, beta_1=0.9, beta_2=0.999, epsilon=self.epsilon
-            )
-            # Slots must exist before a restore (Keras 3 otherwise drops Adam's moments) and before
-            # the first step under MirroredStrategy (variables cannot be created in a replica).
-            self.optimizer.build(self.model.trainable_variables)
-
-    def checkpoint_items(self):
-        return {"model": self.model, "optimizer": self.optimizer}
-
-    def train_step(self, blur, sharp):
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            predictions = self.model(blur, training=True)
-            terms = losses.mimo_unet_loss(predictions, sharp, fft_weight=self.fft_weight)
-        minimize(tape, terms["loss"], variables, self.optimizer)
-        # Log the totals and the full-resolution terms; the per-scale terms go to TensorBoard too.
-        return terms
-
-    def describe(self):
-        every, total, rate = self.decay
-        return {
-            "optimizer": f"Adam(lr={self.learning_rate:g}, betas=(0.9, 0.999), "
-            f"epsilon={self.epsilon:g})",
-            "schedule": f"x{rate:g} every {every} epochs (milestones up to {total}), "
-            f"{self.steps_per_epoch} steps/epoch",
-            "loss": f"L1 + {self.fft_weight:g} * FFT-L1 over 3 scales (losses.mimo_unet_loss)",
-            "parameters": int(sum(int(tf.size(v)) for v in self.model.trainable_variables)),
-        }
+        self.decay, self.fft_weight = (decay_every_epochs, total_epochs, decay_rate), fft_weight
+        schedule = schedules.mimo_unet_schedule(
+            learning_rate, steps_per_epoch, decay_every_epochs, total_epochs, decay_rate
+        )
+        super().__init__(
+            variant,
+            loss_fn=functools.partial(losses.mimo_unet_loss, fft_weight=fft_weight),
+            schedule=schedule,
+            model_kwargs=model_kwargs,
+            epsilon=epsilon,
+            schedule_text=f"x{decay_rate:g} every {decay_every_epochs} epochs (milestones up to "
+            f"{total_epochs}), {steps_per_epoch} steps/epoch",
+            loss_text=f"L1 + {fft_weight:g} * FFT-L1 over 3 scales (losses.mimo_unet_loss)",
+        )

@@ -1,8 +1,11 @@
 """The per-paper step object that :class:`training.loop.Trainer` drives (interface in
-``training/__init__.py``), with the gradient helper every paper shares."""
+``training/__init__.py``), with the gradient helper every paper shares and
+:class:`SingleModelStep`, the one-model / one-Adam / one-loss step that MIMO-UNet, IDC and
+Two-Way specialise."""
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 
@@ -66,6 +69,81 @@ class TrainStep:
             "model": self.model_name,
             "model_kwargs": dict(self.model_kwargs),
             "paper": self.paper,
+        }
+
+
+class SingleModelStep(TrainStep):
+    """One registry model, one Adam optimizer, one loss: the step of MIMO-UNet, IDC and Two-Way.
+
+    A paper's step only chooses the model, the loss and the learning-rate schedule; building the
+    model and optimizer, the gradient tape and the update are here once.
+
+    Args:
+        model_name: registry name (``models.build_model``).
+        loss_fn: ``(predictions, sharp) -> dict`` with the total under ``"loss"`` (the contract of
+            :mod:`losses`); every entry is logged.
+        schedule: a ``keras.optimizers.schedules.LearningRateSchedule`` (keyed on the optimizer's
+            iteration counter, so a restored checkpoint restores its position) or a float.
+        model_kwargs: ``models.build_model`` overrides (JSON-serialisable).
+        beta_1, beta_2, epsilon: Adam's parameters (0.9, 0.999, 1e-8: PyTorch's and TF1's
+            defaults; Keras 3's epsilon default is 1e-7, so it is always passed explicitly).
+        schedule_text, loss_text: one-line descriptions for the run summary.
+    """
+
+    def __init__(
+        self,
+        model_name,
+        *,
+        loss_fn,
+        schedule,
+        model_kwargs=None,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        schedule_text="",
+        loss_text="",
+    ):
+        self.model_name, self.model_kwargs = model_name, dict(model_kwargs or {})
+        self.loss_fn, self.schedule = loss_fn, schedule
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.schedule_text, self.loss_text = schedule_text, loss_text
+        self.model = self.optimizer = None
+
+    def build(self, strategy):
+        from models import build_model  # lazy: the loop's unit tests need no model registry
+
+        with strategy.scope():
+            self.model = build_model(self.model_name, **self.model_kwargs)
+            self.model.build((None, None, None, 3))
+            self.optimizer = keras.optimizers.Adam(
+                learning_rate=self.schedule,
+                beta_1=self.beta_1,
+                beta_2=self.beta_2,
+                epsilon=self.epsilon,
+            )
+            # Slots must exist before a restore (Keras 3 otherwise drops Adam's moments) and before
+            # the first step under MirroredStrategy (variables cannot be created in a replica).
+            self.optimizer.build(self.model.trainable_variables)
+
+    def checkpoint_items(self):
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def train_step(self, blur, sharp):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            predictions = self.model(blur, training=True)
+            terms = self.loss_fn(predictions, sharp)
+        minimize(tape, terms["loss"], variables, self.optimizer)
+        return terms
+
+    def describe(self):
+        initial = self.schedule(0) if callable(self.schedule) else self.schedule
+        return {
+            "optimizer": f"Adam(lr={float(initial):g}, betas=({self.beta_1:g}, {self.beta_2:g}), "
+            f"epsilon={self.epsilon:g})",
+            "schedule": self.schedule_text,
+            "loss": self.loss_text,
+            "parameters": int(sum(int(tf.size(v)) for v in self.model.trainable_variables)),
         }
 
 
