@@ -1,0 +1,139 @@
+"""train_idc.py and training/idc_step.py: every paper hyper-parameter is a default (idc.md 7-8),
+one step through the generic loop, the noise in the pipeline, bad flags, and a tiny trained run
+directory read back by evaluate.py / export.py / deblur.py."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import losses
+import train_idc
+from tests.train_checks import (
+    adam_settings,
+    assert_glorot_init,
+    assert_weights_changed_and_finite,
+    one_loop_step,
+    parsed_flags,
+    round_trip,
+    run_main,
+    run_script,
+    write_split,
+)
+from training import inputs
+from training.idc_step import IdcStep
+
+TINY = {"base_channels": 4, "num_res": 1}
+TINY_ARGS = ["--base_channels=4", "--num_res=1", "--crop_size=48", "--batch_size=2"]
+
+
+def test_paper_defaults():
+    with parsed_flags("train_idc.py") as flags:
+        train_idc.apply_flag_defaults()
+        train_idc.check_flags()
+        assert flags.batch_size == 16 and flags.crop_size == 256
+        assert (flags.hflip, flags.vflip, flags.rot90) == (False, False, False)
+        assert flags.noise == "random_sigma" and flags.noise_sigma == 2.0
+        assert flags.epochs == 1000 and flags.max_steps == 0
+        assert flags.learning_rate == 1e-4 and flags.lr_end == 1e-6 and flags.lr_power == 0.3
+        assert flags.adam_epsilon == 1e-8
+        assert (flags.decoder_reading, flags.use_texture, flags.n_scales) == ("literal", True, 3)
+        assert flags.grad_loss_norm == "l1"
+        assert train_idc.model_kwargs() == {
+            "decoder_reading": "literal",
+            "use_texture": True,
+            "n_scales": 3,
+        }
+        # 1000 epochs of the GoPro training split (2103 pairs // 16 = 131 steps): 131,000 steps.
+        step = train_idc.make_step(steps_per_epoch=131, total_steps=1000 * 131)
+    assert step.loss_kwargs == {
+        "ssim_weight": losses.IDC_SSIM_WEIGHT,
+        "grad_weight": losses.IDC_GRAD_WEIGHT,
+        "grad_loss_norm": "l1",
+    }
+    schedule = step.schedule.get_config()
+    assert schedule["initial_learning_rate"] == 1e-4 and schedule["end_learning_rate"] == 1e-6
+    assert schedule["power"] == 0.3 and schedule["decay_steps"] == 131_000
+    assert not schedule["cycle"]
+
+
+def test_command_line_and_quick_preset_win_over_paper_defaults():
+    with parsed_flags("train_idc.py", "--batch_size=8", "--noise=off", "--preset=quick") as flags:
+        train_idc.apply_flag_defaults()
+        assert flags.batch_size == 8 and flags.noise == "off"  # given: kept
+        assert flags.crop_size == 64 and flags.max_steps == 400 and flags.base_channels == 8
+        assert flags.lr_end == 1e-6 and flags.hflip is False  # the recipe otherwise
+
+
+def test_step_builds_the_paper_model_and_optimizer():
+    step = IdcStep(total_steps=100)
+    step.build(tf.distribute.get_strategy())
+    assert adam_settings(step.optimizer) == (0.9, 0.999, 1e-8)
+    assert_glorot_init(step.model)
+    assert step.describe()["parameters"] == 6_082_819
+    # The rate follows the optimizer's iteration counter (saved in every checkpoint): decays
+    # over the run with power 0.3, then is held at 1e-6.
+    for iteration, expected in ((0, 1e-4), (50, (1e-4 - 1e-6) * 0.5**0.3 + 1e-6), (100, 1e-6)):
+        step.optimizer.iterations.assign(iteration)
+        assert float(step.optimizer.learning_rate) == pytest.approx(expected, rel=1e-5)
+    step.optimizer.iterations.assign(1000)
+    assert float(step.optimizer.learning_rate) == pytest.approx(1e-6)
+
+
+def test_one_step_through_the_loop_changes_weights(tmp_path):
+    step = IdcStep(total_steps=2, model_kwargs=TINY, grad_loss_norm="l2")
+    before, trainer = one_loop_step(step, tmp_path)
+    assert_weights_changed_and_finite(before, step.model)
+    values = trainer.last_values
+    assert np.isfinite(values["loss"]) and {"mse_2", "ssim_loss_2", "grad_2"} <= set(values)
+    assert int(step.optimizer.iterations.numpy()) == 2
+
+
+def test_noise_reaches_the_blurred_training_input_only(tmp_path):
+    source = inputs.open_train_source(str(write_split(tmp_path, "train", 4)))
+
+    def first_batch(noise):
+        make = inputs.epoch_dataset_fn(
+            source, batch_size=4, crop_size=32, hflip=False, noise=noise, seed=1
+        )
+        return next(iter(make(0)))
+
+    clean_blur, clean_sharp = first_batch("off")
+    noisy_blur, noisy_sharp = first_batch("random_sigma")
+    np.testing.assert_array_equal(noisy_sharp, clean_sharp)
+    noise = (noisy_blur - clean_blur).numpy()
+    sigmas = noise.reshape(4, -1).std(axis=1)
+    assert (sigmas > 0).all() and sigmas.max() < 8 / 255  # |N(0, (2/255)^2)|, per image
+    assert len(set(np.round(sigmas, 6))) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crop_size=40"], "multiple of 16"),
+        (["--crop_size=32"], "at least 44"),
+        (["--n_scales=2"], "--n_scales must be 3"),
+        (["--n_scales=1", "--crop_size=10"], "multiple of 4"),
+        (["--noise=gaussian"], "random_sigma"),
+        (["--decoder_reading=table"], "literal"),
+        (["--grad_loss_norm=l3"], "l1"),
+        (["--learning_rate=1e-7"], "below --lr_end"),
+        (["--data_dir=/no/such/folder"], "/no/such/folder does not exist"),
+        (["extra_argument"], "unexpected arguments"),
+    ],
+)
+def test_bad_flags_exit_nonzero_with_a_clear_message(args, message, tmp_path):
+    proc = run_script("train_idc.py", [*args, f"--run_dir={tmp_path / 'run'}"])
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_tiny_run_dir_evaluates_exports_and_deblurs(tmp_path):
+    data = write_split(tmp_path / "data", "train", 4, size=(48, 64))
+    write_split(data, "test", 2, size=(50, 70), seed=1)  # sides not multiples of 16
+    run = tmp_path / "run"
+    args = [f"--data_dir={data}", f"--run_dir={run}", "--max_steps=2", "--val_images=2"]
+    assert run_main(train_idc, *args, *TINY_ARGS) == 0
+    kwargs = {"decoder_reading": "literal", "use_texture": True, "n_scales": 3, **TINY}
+    round_trip(run, data, tmp_path, "idc", kwargs)

@@ -1,0 +1,103 @@
+"""train_two_way.py and training/two_way_step.py: every paper hyper-parameter is a default
+(two_way.md 6), one step through the generic loop, bad flags, and a tiny trained run directory
+read back by evaluate.py / export.py / deblur.py."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import losses
+import train_two_way
+from tests.train_checks import (
+    adam_settings,
+    assert_glorot_init,
+    assert_weights_changed_and_finite,
+    one_loop_step,
+    parsed_flags,
+    round_trip,
+    run_main,
+    run_script,
+    write_split,
+)
+from training.two_way_step import TwoWayStep
+
+TINY = {"base_channels": 4, "num_res": 1}
+TINY_ARGS = ["--base_channels=4", "--num_res=1", "--crop_size=32", "--batch_size=2"]
+
+
+def test_paper_defaults():
+    with parsed_flags("train_two_way.py") as flags:
+        train_two_way.apply_flag_defaults()
+        train_two_way.check_flags()
+        assert flags.batch_size == 16 and flags.crop_size == 256
+        assert (flags.hflip, flags.vflip, flags.rot90) == (False, False, False)
+        assert flags.noise == "off"
+        assert flags.epochs == 4000 and flags.max_steps == 0
+        assert flags.learning_rate == 1e-4 and flags.lr_end == 0.0 and flags.lr_power == 0.3
+        assert flags.adam_epsilon == 1e-8
+        assert train_two_way.model_kwargs() == {"two_way": True, "deconv_kernel": 4}
+        # 4000 epochs of the GoPro training split (131 steps each): 524,000 steps.
+        step = train_two_way.make_step(steps_per_epoch=131, total_steps=4000 * 131)
+    assert step.loss_kwargs == {"scale_weights": losses.TWO_WAY_SCALE_WEIGHTS}
+    schedule = step.schedule.get_config()
+    assert schedule["initial_learning_rate"] == 1e-4 and schedule["end_learning_rate"] == 0.0
+    assert schedule["power"] == 0.3 and schedule["decay_steps"] == 524_000
+    assert not schedule["cycle"]
+
+
+def test_ablation_flags_reach_the_model_and_preset_keeps_the_recipe():
+    args = ("--notwo_way", "--deconv_kernel=3", "--preset=quick", "--max_steps=7")
+    with parsed_flags("train_two_way.py", *args) as flags:
+        train_two_way.apply_flag_defaults()
+        kwargs = train_two_way.model_kwargs()
+        assert flags.max_steps == 7 and flags.crop_size == 64 and flags.lr_end == 0.0
+    assert kwargs == {"two_way": False, "deconv_kernel": 3, "base_channels": 16}
+
+
+def test_step_builds_the_paper_model_and_optimizer():
+    step = TwoWayStep(total_steps=100)
+    step.build(tf.distribute.get_strategy())
+    assert adam_settings(step.optimizer) == (0.9, 0.999, 1e-8)
+    assert_glorot_init(step.model)
+    assert step.describe()["parameters"] == 3_911_398
+    # Keyed on the optimizer's iteration counter: power 0.3 down to 0 over the run, then held.
+    for iteration, expected in ((0, 1e-4), (50, 1e-4 * 0.5**0.3), (100, 0.0), (150, 0.0)):
+        step.optimizer.iterations.assign(iteration)
+        assert float(step.optimizer.learning_rate) == pytest.approx(expected, rel=1e-5)
+
+
+def test_one_step_through_the_loop_changes_weights(tmp_path):
+    step = TwoWayStep(total_steps=2, model_kwargs=TINY)
+    before, trainer = one_loop_step(step, tmp_path, size=32)
+    assert_weights_changed_and_finite(before, step.model)
+    assert np.isfinite(trainer.last_values["loss"]) and "mse_2" in trainer.last_values
+    assert int(step.optimizer.iterations.numpy()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crop_size=40"], "multiple of 16"),
+        (["--deconv_kernel=5"], "--deconv_kernel must be 4 or 3"),
+        (["--noise=gaussian"], "random_sigma"),
+        (["--learning_rate=-1"], "learning_rate"),
+        (["--data_dir=/no/such/folder"], "/no/such/folder does not exist"),
+        (["extra_argument"], "unexpected arguments"),
+    ],
+)
+def test_bad_flags_exit_nonzero_with_a_clear_message(args, message, tmp_path):
+    proc = run_script("train_two_way.py", [*args, f"--run_dir={tmp_path / 'run'}"])
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_tiny_run_dir_evaluates_exports_and_deblurs(tmp_path):
+    data = write_split(tmp_path / "data", "train", 4, size=(40, 48))
+    write_split(data, "test", 2, size=(50, 70), seed=1)  # sides not multiples of 16
+    run = tmp_path / "run"
+    args = [f"--data_dir={data}", f"--run_dir={run}", "--max_steps=2", "--val_images=2"]
+    assert run_main(train_two_way, *args, *TINY_ARGS) == 0
+    kwargs = {"two_way": True, "deconv_kernel": 4, **TINY}
+    round_trip(run, data, tmp_path, "two_way", kwargs)

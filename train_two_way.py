@@ -1,0 +1,163 @@
+"""Train the multi-scale Two-Way deblurring network (Cheng et al.) with the paper recipe.
+
+Defaults are the paper's section 4.1 recipe as resolved by two_way.md section 6: Adam (0.9, 0.999,
+epsilon 1e-8), learning rate 1e-4 decayed to 0 by polynomial decay with power 0.3 over the whole
+run, 4000 epochs, batch 16, random 256x256 crops, no flips, no noise, loss 1 MSE_1/4 + 1 MSE_1/2 +
+5 MSE_1, Glorot-uniform ("Xavier") initialisation. Examples:
+
+    python train_two_way.py --preset quick --run_dir runs/two_way_quick     # minutes on a CPU
+    python train_two_way.py --data_dir /data/GOPRO --run_dir runs/two_way   # the paper recipe
+    python train_two_way.py --data_dir /data/GOPRO --notwo_way --run_dir runs/two_way_ablation
+
+Rerunning a command with the same --run_dir resumes from its latest checkpoint. Outputs: see
+``training/__init__.py`` (run_config.json, checkpoints/, best/, tensorboard/, final.weights.h5).
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from training import flags as train_flags
+from training import script
+
+FLAGS = flags.FLAGS
+PAPER_FLAGS = ["two_way", "deconv_kernel", "base_channels", "num_res", "lr_end", "lr_power"]
+SIZE_MULTIPLE = 16  # three scales: the 1/4 level passes two stride-2 convolutions
+
+# The paper recipe (two_way.md section 6), restated in full so that another paper's script
+# imported in the same process cannot change what this script runs.
+PAPER_DEFAULTS = {
+    "batch_size": 16,  # not stated; SRN's (A-TW-10)
+    "crop_size": 256,  # "randomly crop 256x256 images"
+    "hflip": False,  # no flips, no noise (the paper mentions none; SRN uses none)
+    "vflip": False,
+    "rot90": False,
+    "noise": "off",
+    "epochs": 4000,  # "converge after 4000 epochs"
+    "learning_rate": 1e-4,  # "initially set to 0.0001, exponentially decayed to 0 using power 0.3"
+    "lr_end": 0.0,
+    "lr_power": 0.3,
+    "adam_epsilon": 1e-8,  # "epsilon = 10^-8" (Keras 3's default is 1e-7)
+    "val_every_epochs": 100,
+    "two_way": True,
+    "deconv_kernel": 4,  # SRN's 4x4 stride-2 deconvolutions (A-TW-5)
+    "base_channels": None,  # the model's own: 32
+    "num_res": None,  # 3 ResBlocks per stage
+}
+# --preset quick: Two-Way at half width (base_channels 16 instead of 32, 3 ResBlocks as the
+# paper) on 64 px crops, batch 4, 400 steps at a higher initial rate (still decayed to 0),
+# validation on 4 full-size test images.
+QUICK_PRESET = {
+    "base_channels": 16,
+    "batch_size": 4,
+    "crop_size": 64,
+    "max_steps": 400,
+    "learning_rate": 1e-3,
+    "val_images": 4,
+    "val_every_steps": 100,
+    "checkpoint_every": 100,
+    "log_every": 25,
+    "summary_images": 2,
+}
+
+train_flags.define_common_flags()
+train_flags.define_once(
+    flags.DEFINE_bool,
+    "two_way",
+    True,
+    "Build the down branch (False: the paper's 'w/o TWNNet' ablation, up branch only).",
+)
+train_flags.define_once(
+    flags.DEFINE_integer,
+    "deconv_kernel",
+    4,
+    "Transposed-convolution kernel: 4 (SRN, default) or 3 (A-TW-5).",
+)
+train_flags.define_once(
+    flags.DEFINE_integer,
+    "base_channels",
+    None,
+    "Level-1 width (default 32; smaller only for tests and --preset quick).",
+    lower_bound=4,
+)
+train_flags.define_once(
+    flags.DEFINE_integer,
+    "num_res",
+    None,
+    "ResBlocks per block (default: the paper's, 2 for IDC, 3 for Two-Way).",
+    lower_bound=1,
+)
+train_flags.define_once(
+    flags.DEFINE_float,
+    "lr_end",
+    0.0,
+    "Final learning rate of the polynomial decay (IDC 1e-6, Two-Way 0).",
+    lower_bound=0.0,
+)
+train_flags.define_once(
+    flags.DEFINE_float,
+    "lr_power",
+    0.3,
+    "Power of the polynomial learning-rate decay (SRN: 0.3).",
+    lower_bound=0.0,
+)
+
+
+def apply_flag_defaults():
+    """Paper defaults, then the preset; flags given on the command line always win."""
+    script.apply_defaults(PAPER_DEFAULTS, QUICK_PRESET)
+
+
+def check_flags():
+    """Cross-flag checks the flag parser cannot do; raises app.UsageError."""
+    if FLAGS.deconv_kernel not in (3, 4):
+        raise app.UsageError(f"--deconv_kernel must be 4 or 3, got {FLAGS.deconv_kernel}.")
+    script.check_crop_size(SIZE_MULTIPLE, "Two-Way, three scales", minimum=SIZE_MULTIPLE)
+    if FLAGS.learning_rate < FLAGS.lr_end:
+        raise app.UsageError(
+            f"--learning_rate {FLAGS.learning_rate:g} is below --lr_end {FLAGS.lr_end:g}."
+        )
+
+
+def model_kwargs():
+    """``models.build_model("two_way", ...)`` overrides: the paper switches always (run_config.json
+    states them), the widths when given."""
+    kwargs = {"two_way": FLAGS.two_way, "deconv_kernel": FLAGS.deconv_kernel}
+    for name in ("base_channels", "num_res"):
+        if FLAGS[name].value is not None:
+            kwargs[name] = FLAGS[name].value
+    return kwargs
+
+
+def make_step(steps_per_epoch, total_steps):
+    """The Two-Way step object from the flags (two_way.md section 6)."""
+    from training.two_way_step import TwoWayStep
+
+    del steps_per_epoch  # the decay runs over the whole run, in steps
+    return TwoWayStep(
+        total_steps=total_steps,
+        model_kwargs=model_kwargs(),
+        learning_rate=FLAGS.learning_rate,
+        end_learning_rate=FLAGS.lr_end,
+        power=FLAGS.lr_power,
+        epsilon=FLAGS.adam_epsilon,
+    )
+
+
+def build_trainer(out=None):
+    """Flags -> Trainer (the shared flow of :func:`training.script.build_trainer`)."""
+    return script.build_trainer(
+        make_step, paper_flags=PAPER_FLAGS, default_run_dir="runs/two_way", out=out
+    )
+
+
+def main(argv):
+    def prepare():  # no TensorFlow import: bad flags fail fast
+        apply_flag_defaults()
+        check_flags()
+
+    script.run_main("train_two_way.py", argv, prepare=prepare, build=build_trainer)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,65 @@
+"""The Two-Way step object (two_way.md section 6; paper section 4.1, "implementation details").
+
+* Loss: :func:`losses.two_way_loss`, ``1 MSE_1/4 + 1 MSE_1/2 + 5 MSE_1`` on the summed outputs
+  (paper eq. 2, weights :data:`losses.TWO_WAY_SCALE_WEIGHTS`, A-TW-8).
+* Optimizer: Adam, beta1 0.9, beta2 0.999, epsilon 1e-8 as the paper states (Keras 3's default
+  epsilon is 1e-7, so it is set explicitly).
+* Learning rate: 1e-4 "exponentially decayed to 0 using power 0.3", read as SRN's polynomial decay
+  1e-4 -> 0 with power 0.3 over the whole run (:func:`training.schedules.polynomial_decay`, keyed
+  on the optimizer's iteration counter so that a resumed run continues it).
+
+Model building, the tape and the update are :class:`training.step.SingleModelStep`'s.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import losses
+from training import schedules
+from training.step import SingleModelStep
+
+LEARNING_RATE = 1e-4
+END_LEARNING_RATE = 0.0  # "decayed to 0"
+POWER = 0.3
+
+
+class TwoWayStep(SingleModelStep):
+    """One Adam update of the Two-Way network on a (blur, sharp) batch.
+
+    Args:
+        total_steps: length of the run; the learning rate decays over it (to 0 by default).
+        model_kwargs: ``models.build_model("two_way", ...)`` overrides (``two_way``,
+            ``deconv_kernel``, ``base_channels``, ``num_res``).
+        learning_rate, end_learning_rate, power: the polynomial decay (1e-4 -> 0, 0.3).
+        epsilon: Adam epsilon (1e-8).
+        scale_weights: alpha_i, coarse to fine (the losses constant (1, 1, 5)).
+    """
+
+    paper = "two_way"
+
+    def __init__(
+        self,
+        *,
+        total_steps,
+        model_kwargs=None,
+        learning_rate=LEARNING_RATE,
+        end_learning_rate=END_LEARNING_RATE,
+        power=POWER,
+        epsilon=1e-8,
+        scale_weights=losses.TWO_WAY_SCALE_WEIGHTS,
+    ):
+        self.loss_kwargs = {"scale_weights": tuple(scale_weights)}
+        weights = ", ".join(f"{w:g}" for w in scale_weights)
+        super().__init__(
+            "two_way",
+            loss_fn=functools.partial(losses.two_way_loss, **self.loss_kwargs),
+            schedule=schedules.polynomial_decay(
+                learning_rate, total_steps, end_learning_rate, power
+            ),
+            model_kwargs=model_kwargs,
+            epsilon=epsilon,
+            schedule_text=f"polynomial decay {learning_rate:g} -> {end_learning_rate:g}, power "
+            f"{power:g}, over {total_steps} steps, then held",
+            loss_text=f"MSE weighted ({weights}) coarse to fine (losses.two_way_loss)",
+        )
