@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import logging
 import math
 import os
 import shutil
@@ -38,6 +39,7 @@ import time
 
 import keras
 import tensorflow as tf
+from absl import logging as absl_logging
 
 import metrics
 from models.inference import restore
@@ -47,6 +49,16 @@ from training.tracking import track_layer_lists, untrack_model_variables
 
 CHECKPOINTS, BEST, TENSORBOARD = "checkpoints", "best", "tensorboard"
 RUN_CONFIG, BEST_JSON, FINAL_WEIGHTS = "run_config.json", "best.json", "final.weights.h5"
+
+
+class _DropCheckpointTimings(logging.Filter):
+    """TensorFlow logs "Sharding callback duration" at INFO on every checkpoint save."""
+
+    def filter(self, record):
+        return "Sharding callback duration" not in record.getMessage()
+
+
+absl_logging.get_absl_logger().addFilter(_DropCheckpointTimings())
 
 
 class ConfigError(ValueError):
