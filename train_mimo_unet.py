@@ -100,6 +100,8 @@ train_flags.define_once(flags.DEFINE_float, "lr_decay_rate", 0.5, "Learning-rate
 train_flags.define_once(
     flags.DEFINE_float, "fft_weight", 0.1, "Weight of the frequency (MSFR) loss.", lower_bound=0.0
 )
+# The flags are defined in training/flags.py: make them this script's key flags for --help.
+flags.adopt_module_key_flags(train_flags)
 
 
 def apply_flag_defaults():
