@@ -79,7 +79,13 @@ def _define_data_flags():
     )
     _common(b, "cache", False, "Cache decoded training images in memory.")
     _common(b, "pad_small", False, "Pad images smaller than the crop instead of failing.")
-    _common(i, "seed", 0, "Seed of shuffling/cropping (epoch e uses seed + e; -1: unseeded).")
+    _common(
+        i,
+        "seed",
+        0,
+        "Random seed of the model initialisation and the data pipeline (epoch e uses "
+        "seed + e); -1: unseeded.",
+    )
     _common(s, "val_data_dir", None, "Validation data folder (default: --data_dir).")
     _common(
         s,
