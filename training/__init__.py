@@ -4,15 +4,19 @@ Modules (import them directly; this package imports nothing at load time):
 
 * :mod:`training.loop`: :class:`~training.loop.Trainer` and :class:`~training.loop.LoopConfig`,
   the one loop (strategy, checkpoints and resume, TensorBoard, progress/ETA, validation, NaN guard).
-* :mod:`training.step`: :class:`~training.step.TrainStep`, the base class of step objects, and
-  :func:`~training.step.minimize` (gradients scaled for the number of replicas).
+* :mod:`training.step`: :class:`~training.step.TrainStep`, the base class of step objects,
+  :class:`~training.step.SingleModelStep` (one model, one Adam, one loss: MIMO-UNet, IDC,
+  Two-Way) and :func:`~training.step.minimize` (gradients scaled for the number of replicas).
+* :mod:`training.script`: the flow every ``train_<paper>.py`` shares (defaults and preset, flags ->
+  ``Trainer``, one-line errors).
 * :mod:`training.flags`: the shared absl flags, defined once per process.
 * :mod:`training.inputs`: flags -> data sources, per-epoch datasets and the validation set.
 * :mod:`training.schedules`: learning-rate schedules keyed on the optimizer's iteration counter.
 * :mod:`training.strategy`: ``default|mirrored|multi_worker`` -> ``tf.distribute`` strategy.
 * :mod:`training.summaries`: TensorBoard scalars/images with TensorFlow core only.
 * :mod:`training.tracking`: makes list-held layers visible to ``tf.train.Checkpoint``.
-* :mod:`training.mimo_unet_step`: the MIMO-UNet step object.
+* :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`: the
+  per-paper step objects.
 * :mod:`training.model_io`, :mod:`training.tiling`: model loading for evaluate/export/deblur.
 
 Step-object interface (subclass :class:`training.step.TrainStep`)
