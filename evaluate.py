@@ -149,9 +149,19 @@ def evaluate(restorer, pairs, convention="uint8", warmup=2, save_dir=None, limit
         output, seconds = timed(restorer, blur)
         try:
             values = metrics.image_metrics(output, sharp, convention=convention)
+            # The blurred input scored the same way: the baseline a model has to beat.
+            baseline = metrics.image_metrics(np.asarray(blur)[0], sharp, convention=convention)
         except ValueError as error:  # e.g. smaller than the SSIM window, size mismatch
             raise EvaluationError(f"{name}: {error}") from error
-        rows.append({"name": name, **values, "seconds": seconds})
+        rows.append(
+            {
+                "name": name,
+                **values,
+                "input_psnr": baseline["psnr"],
+                "input_ssim": baseline["ssim"],
+                "seconds": seconds,
+            }
+        )
         if save_dir:
             save_png(save_dir, name, output)
         logging.info(
@@ -183,6 +193,9 @@ def summarize(rows, restorer, data_info, convention):
         "psnr_mean": _mean([r["psnr"] for r in finite]),
         "ssim_mean": _mean([r["ssim"] for r in rows]),
         "num_identical": len(psnrs) - len(finite),
+        "input_psnr_mean": _mean([r["input_psnr"] for r in rows if math.isfinite(r["input_psnr"])]),
+        "input_ssim_mean": _mean([r["input_ssim"] for r in rows]),
+        "input_note": "the blurred input itself scored with the same definitions (baseline)",
         "metric_input": convention,
         "definitions": definitions(convention),
         "self_ensemble": restorer.source.get("self_ensemble", "none"),
@@ -228,10 +241,17 @@ def definitions(convention):
 def per_image_csv(rows) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["name", "psnr", "ssim", "seconds"])
+    writer.writerow(["name", "psnr", "ssim", "input_psnr", "input_ssim", "seconds"])
     for row in rows:
         writer.writerow(
-            [row["name"], f"{row['psnr']:.4f}", f"{row['ssim']:.6f}", f"{row['seconds']:.4f}"]
+            [
+                row["name"],
+                f"{row['psnr']:.4f}",
+                f"{row['ssim']:.6f}",
+                f"{row['input_psnr']:.4f}",
+                f"{row['input_ssim']:.6f}",
+                f"{row['seconds']:.4f}",
+            ]
         )
     return buffer.getvalue()
 
@@ -248,11 +268,14 @@ def write_results(out_dir, rows, summary):
 def report(summary):
     psnr = summary["psnr_mean"]
     ssim = summary["ssim_mean"]
+    base_psnr, base_ssim = summary["input_psnr_mean"], summary["input_ssim_mean"]
     logging.info(
-        "%d images: PSNR %s dB, SSIM %s (%s), median %.4f s/image on %s",
+        "%d images: PSNR %s dB, SSIM %s (blurred input: %s dB, %s) (%s), median %.4f s/image on %s",
         summary["num_images"],
         "n/a" if psnr is None else f"{psnr:.4f}",
         "n/a" if ssim is None else f"{ssim:.4f}",
+        "n/a" if base_psnr is None else f"{base_psnr:.4f}",
+        "n/a" if base_ssim is None else f"{base_ssim:.4f}",
         summary["metric_input"],
         summary["runtime_median_seconds"] or 0.0,
         summary["device"],

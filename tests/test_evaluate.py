@@ -81,6 +81,9 @@ def test_metrics_outputs_and_identical_images(dataset, tmp_path):
     assert summary["num_identical"] == 1 and "left out" in summary["note"]
     assert summary["psnr_mean"] == pytest.approx((rows[0]["psnr"] + rows[1]["psnr"]) / 2)
     assert summary["ssim_mean"] == pytest.approx(np.mean([r["ssim"] for r in rows]))
+    # The identity restorer's output is the blurred input, so the baseline equals the result.
+    assert summary["input_psnr_mean"] == pytest.approx(summary["psnr_mean"])
+    assert all(r["input_ssim"] == pytest.approx(r["ssim"]) for r in rows)
     evaluate.write_results(str(tmp_path), rows, summary)
     assert json.loads((tmp_path / "summary.json").read_text())["num_images"] == 3
     with open(tmp_path / "per_image.csv") as handle:
