@@ -13,24 +13,12 @@ from absl import flags
 import deblur
 import metrics
 import models
+from tests.train_checks import run_main
 from training import model_io, tiling
 
 FLAGS = flags.FLAGS
 TINY = {"num_res": 1, "base_channels": 8}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_main(module, *args):
-    """Calls ``module.main`` with flags parsed from ``args``; returns its exit code or message."""
-    FLAGS.unparse_flags()
-    FLAGS([module.__name__ + ".py", *args])
-    try:
-        module.main([module.__name__ + ".py"])
-    except SystemExit as stop:
-        return stop.code
-    finally:
-        FLAGS.unparse_flags()
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -15,25 +15,13 @@ import evaluate
 import metrics
 import models
 from models import inference
+from tests.train_checks import run_main
 from training import model_io
 from training.tracking import track_layer_lists
 
 FLAGS = flags.FLAGS
 TINY = {"num_res": 1, "base_channels": 8}
 SIZES = [(24, 36), (23, 31), (17, 40)]  # odd sides exercise the padding; >= 11 for SSIM
-
-
-def run_main(module, *args):
-    """Calls ``module.main`` with flags parsed from ``args``; returns its exit code or message."""
-    FLAGS.unparse_flags()
-    FLAGS([module.__name__ + ".py", *args])
-    try:
-        module.main([module.__name__ + ".py"])
-    except SystemExit as stop:
-        return stop.code
-    finally:
-        FLAGS.unparse_flags()
-    return 0
 
 
 def write_png(path, rgb):
