@@ -57,19 +57,23 @@ PAPER_DEFAULTS = {
     "base_channels": None,  # the model's own: 32 (Table 1)
     "num_res": None,  # 2 ResBlocks per block (A-IDC-3)
 }
-# --preset quick: IDC at a quarter of the width (base_channels 8 instead of 32, num_res 2 as the
-# paper) because the full model costs ~205 GMAC per 256x256 crop; 64 px crops, batch 4, 400 steps
-# at a higher initial rate (still decayed to 1e-6), validation on 4 full-size test images.
+# --preset quick (measured on the embedded synthetic set, 2 busy CPU cores: 1500 steps in about 4
+# minutes, validation PSNR above the blurred input's): IDC at a quarter of the width (base_channels
+# 8 instead of 32) and 1 ResBlock per block instead of 2, because the full model costs ~205 GMAC per
+# 256x256 crop; 48 px crops (the smallest 3-scale crop whose 1/4 level holds the 11 px SSIM
+# window), batch 4, learning rate 5e-4 decayed to 1e-6 over the run (3e-3 diverges, 1e-4 is slow),
+# noise and loss as the paper, validation on 4 full-size test images.
 QUICK_PRESET = {
     "base_channels": 8,
+    "num_res": 1,
     "batch_size": 4,
-    "crop_size": 64,
-    "max_steps": 400,
-    "learning_rate": 1e-3,
+    "crop_size": 48,
+    "max_steps": 1500,
+    "learning_rate": 5e-4,
     "val_images": 4,
-    "val_every_steps": 100,
-    "checkpoint_every": 100,
-    "log_every": 25,
+    "val_every_steps": 250,
+    "checkpoint_every": 250,
+    "log_every": 50,
     "summary_images": 2,
 }
 
@@ -125,6 +129,8 @@ train_flags.define_once(
     "Power of the polynomial learning-rate decay (SRN: 0.3).",
     lower_bound=0.0,
 )
+# The shared flags are defined in training/flags.py: make them this script's key flags for --help.
+flags.adopt_module_key_flags(train_flags)
 
 
 def apply_flag_defaults():
@@ -203,4 +209,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    train_flags.apply_defaults(PAPER_DEFAULTS)  # so that --help shows this paper's defaults
     app.run(main)

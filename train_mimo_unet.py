@@ -126,13 +126,9 @@ def check_flags():
 
 def make_step(steps_per_epoch, total_steps):
     """The MIMO-UNet step object from the flags (mimo_unet.md section 7)."""
-    import keras
-
     from training.mimo_unet_step import MimoUnetStep
 
     del total_steps  # the MultiStep schedule counts epochs
-    if FLAGS.seed >= 0:  # a reproducible initialisation too (the data pipeline is seeded per epoch)
-        keras.utils.set_random_seed(FLAGS.seed)
     return MimoUnetStep(
         FLAGS.variant,
         steps_per_epoch=steps_per_epoch,

@@ -44,19 +44,20 @@ PAPER_DEFAULTS = {
     "base_channels": None,  # the model's own: 32
     "num_res": None,  # 3 ResBlocks per stage
 }
-# --preset quick: Two-Way at half width (base_channels 16 instead of 32, 3 ResBlocks as the
-# paper) on 64 px crops, batch 4, 400 steps at a higher initial rate (still decayed to 0),
-# validation on 4 full-size test images.
+# --preset quick (measured on the embedded synthetic set, 2 busy CPU cores: 1500 steps in about 3
+# minutes, validation PSNR above the blurred input's): the full-width (32-channel) Two-Way with 1
+# ResBlock per stage instead of 3, 32 px crops, batch 4, learning rate 1e-3 decayed to 0 over the
+# run, validation on 4 full-size test images.
 QUICK_PRESET = {
-    "base_channels": 16,
+    "num_res": 1,
     "batch_size": 4,
-    "crop_size": 64,
-    "max_steps": 400,
+    "crop_size": 32,
+    "max_steps": 1500,
     "learning_rate": 1e-3,
     "val_images": 4,
-    "val_every_steps": 100,
-    "checkpoint_every": 100,
-    "log_every": 25,
+    "val_every_steps": 250,
+    "checkpoint_every": 250,
+    "log_every": 50,
     "summary_images": 2,
 }
 
@@ -101,6 +102,8 @@ train_flags.define_once(
     "Power of the polynomial learning-rate decay (SRN: 0.3).",
     lower_bound=0.0,
 )
+# The shared flags are defined in training/flags.py: make them this script's key flags for --help.
+flags.adopt_module_key_flags(train_flags)
 
 
 def apply_flag_defaults():
@@ -160,4 +163,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    train_flags.apply_defaults(PAPER_DEFAULTS)  # so that --help shows this paper's defaults
     app.run(main)

@@ -60,7 +60,7 @@ def test_command_line_and_quick_preset_win_over_paper_defaults():
     with parsed_flags("train_idc.py", "--batch_size=8", "--noise=off", "--preset=quick") as flags:
         train_idc.apply_flag_defaults()
         assert flags.batch_size == 8 and flags.noise == "off"  # given: kept
-        assert flags.crop_size == 64 and flags.max_steps == 400 and flags.base_channels == 8
+        assert flags.crop_size == 48 and flags.max_steps == 1500 and flags.base_channels == 8
         assert flags.lr_end == 1e-6 and flags.hflip is False  # the recipe otherwise
 
 
@@ -77,6 +77,20 @@ def test_step_builds_the_paper_model_and_optimizer():
         assert float(step.optimizer.learning_rate) == pytest.approx(expected, rel=1e-5)
     step.optimizer.iterations.assign(1000)
     assert float(step.optimizer.learning_rate) == pytest.approx(1e-6)
+
+
+def test_resume_restores_the_schedule_position(tmp_path):
+    # The schedule has no state of its own: restoring the optimizer's counter restores the rate.
+    step = IdcStep(total_steps=100, model_kwargs=TINY)
+    step.build(tf.distribute.get_strategy())
+    step.optimizer.iterations.assign(37)
+    path = tf.train.Checkpoint(optimizer=step.optimizer).save(str(tmp_path / "ckpt"))
+    resumed = IdcStep(total_steps=100, model_kwargs=TINY)
+    resumed.build(tf.distribute.get_strategy())
+    tf.train.Checkpoint(optimizer=resumed.optimizer).restore(path).expect_partial()
+    assert int(resumed.optimizer.iterations.numpy()) == 37
+    expected = (1e-4 - 1e-6) * (1 - 37 / 100) ** 0.3 + 1e-6
+    assert float(resumed.optimizer.learning_rate) == pytest.approx(expected, rel=1e-5)
 
 
 def test_one_step_through_the_loop_changes_weights(tmp_path):

@@ -50,8 +50,8 @@ def test_ablation_flags_reach_the_model_and_preset_keeps_the_recipe():
     with parsed_flags("train_two_way.py", *args) as flags:
         train_two_way.apply_flag_defaults()
         kwargs = train_two_way.model_kwargs()
-        assert flags.max_steps == 7 and flags.crop_size == 64 and flags.lr_end == 0.0
-    assert kwargs == {"two_way": False, "deconv_kernel": 3, "base_channels": 16}
+        assert flags.max_steps == 7 and flags.crop_size == 32 and flags.lr_end == 0.0
+    assert kwargs == {"two_way": False, "deconv_kernel": 3, "num_res": 1}
 
 
 def test_step_builds_the_paper_model_and_optimizer():

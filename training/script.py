@@ -4,7 +4,7 @@ A training script defines its paper flags, its paper defaults and quick preset, 
 its own flag checks, then calls:
 
 * :func:`apply_defaults` (paper defaults, then ``--preset quick``; the command line always wins);
-* :func:`build_trainer` (flags -> strategy, training source, steps per epoch, step object,
+* :func:`build_trainer` (flags -> strategy, training source, steps per epoch, seeded step object,
   validation set, :class:`~training.loop.LoopConfig`, per-epoch datasets -> ``Trainer``);
 * :func:`run_main` (argument and flag checks without importing TensorFlow, then the run, with
   every expected failure turned into one ``<script>: error: ...`` line and a non-zero exit).
@@ -56,6 +56,15 @@ def total_steps(steps_per_epoch: int) -> int:
     return FLAGS.max_steps if FLAGS.max_steps > 0 else FLAGS.epochs * steps_per_epoch
 
 
+def seed_initialisation() -> None:
+    """With ``--seed >= 0`` the model initialisation is reproducible too (the data pipeline is
+    seeded per epoch by :func:`training.inputs.epoch_dataset_fn`)."""
+    if FLAGS.seed >= 0:
+        import keras
+
+        keras.utils.set_random_seed(FLAGS.seed)
+
+
 def build_trainer(step_factory: Callable, *, paper_flags, default_run_dir: str, out=None):
     """Flags -> (strategy, step object, data, validation, loop config) -> ``Trainer``.
 
@@ -83,6 +92,7 @@ def build_trainer(step_factory: Callable, *, paper_flags, default_run_dir: str, 
         raise app.UsageError(
             f"The training set has {len(source)} pairs, fewer than one batch of {FLAGS.batch_size}."
         )
+    seed_initialisation()
     step = step_factory(steps_per_epoch=steps_per_epoch, total_steps=total_steps(steps_per_epoch))
     extra = {
         "flags": train_flags.snapshot(paper_flags),
