@@ -157,24 +157,18 @@ def check_flags():
         f"IDC with --n_scales {FLAGS.n_scales}: SSIM needs {SSIM_WINDOW} px at the coarsest scale",
         minimum=SSIM_WINDOW * coarsest,
     )
-    if FLAGS.learning_rate < FLAGS.lr_end:
-        raise app.UsageError(
-            f"--learning_rate {FLAGS.learning_rate:g} is below --lr_end {FLAGS.lr_end:g}."
-        )
+    script.check_decay_flags()
 
 
 def model_kwargs():
     """``models.build_model("idc", ...)`` overrides: the paper switches always (run_config.json
     states them), the widths when given."""
-    kwargs = {
+    return {
         "decoder_reading": FLAGS.decoder_reading,
         "use_texture": FLAGS.use_texture,
         "n_scales": FLAGS.n_scales,
+        **script.width_kwargs(),
     }
-    for name in ("base_channels", "num_res"):
-        if FLAGS[name].value is not None:
-            kwargs[name] = FLAGS[name].value
-    return kwargs
 
 
 def make_step(steps_per_epoch, total_steps):
@@ -183,13 +177,9 @@ def make_step(steps_per_epoch, total_steps):
 
     del steps_per_epoch  # the decay runs over the whole run, in steps
     return IdcStep(
-        total_steps=total_steps,
         model_kwargs=model_kwargs(),
-        learning_rate=FLAGS.learning_rate,
-        end_learning_rate=FLAGS.lr_end,
-        power=FLAGS.lr_power,
-        epsilon=FLAGS.adam_epsilon,
         grad_loss_norm=FLAGS.grad_loss_norm,
+        **script.polynomial_decay_kwargs(total_steps),
     )
 
 
@@ -201,10 +191,7 @@ def build_trainer(out=None):
 
 
 def main(argv):
-    def prepare():  # no TensorFlow import: bad flags fail fast
-        apply_flag_defaults()
-        check_flags()
-
+    prepare = (apply_flag_defaults, check_flags)  # before TensorFlow loads: bad flags fail fast
     script.run_main("train_idc.py", argv, prepare=prepare, build=build_trainer)
 
 

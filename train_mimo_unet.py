@@ -110,11 +110,10 @@ def apply_flag_defaults():
 
 
 def model_kwargs():
+    """``models.build_model(variant, ...)`` overrides: the initialisation when not PyTorch's, the
+    widths when given."""
     kwargs = {"init": FLAGS.init} if FLAGS.init != "torch" else {}
-    for name in ("num_res", "base_channels"):
-        if FLAGS[name].value is not None:
-            kwargs[name] = FLAGS[name].value
-    return kwargs
+    return {**kwargs, **script.width_kwargs()}
 
 
 def check_flags():
@@ -151,10 +150,7 @@ def build_trainer(out=None):
 
 
 def main(argv):
-    def prepare():  # no TensorFlow import: bad flags fail fast
-        apply_flag_defaults()
-        check_flags()
-
+    prepare = (apply_flag_defaults, check_flags)  # before TensorFlow loads: bad flags fail fast
     script.run_main("train_mimo_unet.py", argv, prepare=prepare, build=build_trainer)
 
 

@@ -116,20 +116,17 @@ def check_flags():
     if FLAGS.deconv_kernel not in (3, 4):
         raise app.UsageError(f"--deconv_kernel must be 4 or 3, got {FLAGS.deconv_kernel}.")
     script.check_crop_size(SIZE_MULTIPLE, "Two-Way, three scales", minimum=SIZE_MULTIPLE)
-    if FLAGS.learning_rate < FLAGS.lr_end:
-        raise app.UsageError(
-            f"--learning_rate {FLAGS.learning_rate:g} is below --lr_end {FLAGS.lr_end:g}."
-        )
+    script.check_decay_flags()
 
 
 def model_kwargs():
     """``models.build_model("two_way", ...)`` overrides: the paper switches always (run_config.json
     states them), the widths when given."""
-    kwargs = {"two_way": FLAGS.two_way, "deconv_kernel": FLAGS.deconv_kernel}
-    for name in ("base_channels", "num_res"):
-        if FLAGS[name].value is not None:
-            kwargs[name] = FLAGS[name].value
-    return kwargs
+    return {
+        "two_way": FLAGS.two_way,
+        "deconv_kernel": FLAGS.deconv_kernel,
+        **script.width_kwargs(),
+    }
 
 
 def make_step(steps_per_epoch, total_steps):
@@ -137,14 +134,7 @@ def make_step(steps_per_epoch, total_steps):
     from training.two_way_step import TwoWayStep
 
     del steps_per_epoch  # the decay runs over the whole run, in steps
-    return TwoWayStep(
-        total_steps=total_steps,
-        model_kwargs=model_kwargs(),
-        learning_rate=FLAGS.learning_rate,
-        end_learning_rate=FLAGS.lr_end,
-        power=FLAGS.lr_power,
-        epsilon=FLAGS.adam_epsilon,
-    )
+    return TwoWayStep(model_kwargs=model_kwargs(), **script.polynomial_decay_kwargs(total_steps))
 
 
 def build_trainer(out=None):
@@ -155,10 +145,7 @@ def build_trainer(out=None):
 
 
 def main(argv):
-    def prepare():  # no TensorFlow import: bad flags fail fast
-        apply_flag_defaults()
-        check_flags()
-
+    prepare = (apply_flag_defaults, check_flags)  # before TensorFlow loads: bad flags fail fast
     script.run_main("train_two_way.py", argv, prepare=prepare, build=build_trainer)
 
 

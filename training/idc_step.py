@@ -9,8 +9,9 @@
   held at 1e-6 (:func:`training.schedules.polynomial_decay`, keyed on the optimizer's iteration
   counter so that a resumed run continues it).
 
-Model building, the tape and the update are :class:`training.step.SingleModelStep`'s. The noise of
-the training input (A-IDC-6) is added by the data pipeline, not here.
+Model building, the schedule, the tape and the update are
+:class:`training.step.PolynomialDecayStep`'s. The noise of the training input (A-IDC-6) is added by
+the data pipeline, not here.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ from __future__ import annotations
 import functools
 
 import losses
-from training import schedules
-from training.step import SingleModelStep
+from training.step import PolynomialDecayStep
 
 LEARNING_RATE = 1e-4  # paper: "1×10^-4 ~ 1×10^-6"
 END_LEARNING_RATE = 1e-6
 POWER = 0.3  # SRN's decay power (the paper gives only the range)
 
 
-class IdcStep(SingleModelStep):
+class IdcStep(PolynomialDecayStep):
     """One Adam update of IDC on a (blur, sharp) batch.
 
     Args:
@@ -64,13 +64,12 @@ class IdcStep(SingleModelStep):
         super().__init__(
             "idc",
             loss_fn=functools.partial(losses.idc_loss, **self.loss_kwargs),
-            schedule=schedules.polynomial_decay(
-                learning_rate, total_steps, end_learning_rate, power
-            ),
+            total_steps=total_steps,
+            learning_rate=learning_rate,
+            end_learning_rate=end_learning_rate,
+            power=power,
             model_kwargs=model_kwargs,
             epsilon=epsilon,
-            schedule_text=f"polynomial decay {learning_rate:g} -> {end_learning_rate:g}, power "
-            f"{power:g}, over {total_steps} steps, then held",
             loss_text=f"sum over scales of MSE + {ssim_weight:g} (1 - SSIM) + {grad_weight:g} "
             f"grad-{grad_loss_norm.upper()} (losses.idc_loss)",
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
@@ -49,6 +49,35 @@ def check_data_dir() -> None:
     path = FLAGS.data_dir
     if path and not path.startswith("tfds:") and not os.path.isdir(path):
         raise app.UsageError(f"--data_dir {path} does not exist or is not a folder.")
+
+
+def check_decay_flags() -> None:
+    """The polynomial decay must go down: ``--learning_rate`` >= ``--lr_end``."""
+    if FLAGS.learning_rate < FLAGS.lr_end:
+        raise app.UsageError(
+            f"--learning_rate {FLAGS.learning_rate:g} is below --lr_end {FLAGS.lr_end:g}."
+        )
+
+
+def width_kwargs() -> dict:
+    """``--base_channels`` / ``--num_res`` as model overrides, when given (None: the model's)."""
+    return {
+        name: FLAGS[name].value
+        for name in ("base_channels", "num_res")
+        if FLAGS[name].value is not None
+    }
+
+
+def polynomial_decay_kwargs(total: int) -> dict:
+    """The flags of :class:`training.step.PolynomialDecayStep` (IDC, Two-Way): the decay from
+    ``--learning_rate`` to ``--lr_end`` with ``--lr_power`` over ``total`` steps, Adam epsilon."""
+    return {
+        "total_steps": total,
+        "learning_rate": FLAGS.learning_rate,
+        "end_learning_rate": FLAGS.lr_end,
+        "power": FLAGS.lr_power,
+        "epsilon": FLAGS.adam_epsilon,
+    }
 
 
 def total_steps(steps_per_epoch: int) -> int:
@@ -154,14 +183,15 @@ def _epoch_datasets(inputs, source):
     )
 
 
-def run_main(script: str, argv, *, prepare: Callable[[], None], build: Callable):
+def run_main(script: str, argv, *, prepare: Sequence[Callable[[], None]], build: Callable):
     """The body of every training script's ``main``.
 
     Args:
         script: the script's file name, the prefix of every message (``train_idc.py``).
         argv: ``main``'s argument list (anything after the program name is an error).
-        prepare: applies the paper defaults and checks the flags; raises ``app.UsageError``. It
-            runs before TensorFlow is imported, so a bad flag fails in about a second.
+        prepare: functions run in order that apply the paper defaults and check the flags; they
+            raise ``app.UsageError``. They run before TensorFlow is imported, so a bad flag fails
+            in about a second.
         build: ``() -> Trainer`` (the script's ``build_trainer``).
 
     Exits non-zero with one ``<script>: error: ...`` line (no traceback) on bad arguments or flags,
@@ -171,8 +201,8 @@ def run_main(script: str, argv, *, prepare: Callable[[], None], build: Callable)
     if len(argv) > 1:
         sys.exit(fail(f"unexpected arguments: {' '.join(argv[1:])}"))
     try:
-        prepare()
-        check_data_dir()
+        for function in (*prepare, check_data_dir):
+            function()
     except app.UsageError as error:
         sys.exit(fail(error))
     import data

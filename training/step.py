@@ -8,6 +8,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from training import schedules
+
 
 class TrainStep:
     """Base class of a paper's training step. Subclasses set the attributes and implement
@@ -145,6 +147,43 @@ class SingleModelStep(TrainStep):
             "loss": self.loss_text,
             "parameters": int(sum(int(tf.size(v)) for v in self.model.trainable_variables)),
         }
+
+
+class PolynomialDecayStep(SingleModelStep):
+    """A :class:`SingleModelStep` whose rate follows SRN's polynomial decay over the whole run,
+    then is held (:func:`training.schedules.polynomial_decay`): the IDC and Two-Way recipes.
+
+    Args:
+        model_name, loss_fn, model_kwargs, epsilon, loss_text: as :class:`SingleModelStep`.
+        total_steps: length of the run; the rate decays over it.
+        learning_rate, end_learning_rate, power: ``lr0``, ``end`` and the power of the decay.
+    """
+
+    def __init__(
+        self,
+        model_name,
+        *,
+        loss_fn,
+        total_steps,
+        learning_rate,
+        end_learning_rate,
+        power,
+        model_kwargs=None,
+        epsilon=1e-8,
+        loss_text="",
+    ):
+        super().__init__(
+            model_name,
+            loss_fn=loss_fn,
+            schedule=schedules.polynomial_decay(
+                learning_rate, total_steps, end_learning_rate, power
+            ),
+            model_kwargs=model_kwargs,
+            epsilon=epsilon,
+            schedule_text=f"polynomial decay {learning_rate:g} -> {end_learning_rate:g}, power "
+            f"{power:g}, over {total_steps} steps, then held",
+            loss_text=loss_text,
+        )
 
 
 def scale_for_replicas(loss):

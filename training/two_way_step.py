@@ -8,7 +8,8 @@
   1e-4 -> 0 with power 0.3 over the whole run (:func:`training.schedules.polynomial_decay`, keyed
   on the optimizer's iteration counter so that a resumed run continues it).
 
-Model building, the tape and the update are :class:`training.step.SingleModelStep`'s.
+Model building, the schedule, the tape and the update are
+:class:`training.step.PolynomialDecayStep`'s.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from __future__ import annotations
 import functools
 
 import losses
-from training import schedules
-from training.step import SingleModelStep
+from training.step import PolynomialDecayStep
 
 LEARNING_RATE = 1e-4
 END_LEARNING_RATE = 0.0  # "decayed to 0"
 POWER = 0.3
 
 
-class TwoWayStep(SingleModelStep):
+class TwoWayStep(PolynomialDecayStep):
     """One Adam update of the Two-Way network on a (blur, sharp) batch.
 
     Args:
@@ -54,12 +54,11 @@ class TwoWayStep(SingleModelStep):
         super().__init__(
             "two_way",
             loss_fn=functools.partial(losses.two_way_loss, **self.loss_kwargs),
-            schedule=schedules.polynomial_decay(
-                learning_rate, total_steps, end_learning_rate, power
-            ),
+            total_steps=total_steps,
+            learning_rate=learning_rate,
+            end_learning_rate=end_learning_rate,
+            power=power,
             model_kwargs=model_kwargs,
             epsilon=epsilon,
-            schedule_text=f"polynomial decay {learning_rate:g} -> {end_learning_rate:g}, power "
-            f"{power:g}, over {total_steps} steps, then held",
             loss_text=f"MSE weighted ({weights}) coarse to fine (losses.two_way_loss)",
         )
