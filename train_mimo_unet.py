@@ -68,20 +68,7 @@ train_flags.define_once(
     "MIMO-UNet variant (registry name).",
     enum_values=["mimo_unet", "mimo_unet_plus"],
 )
-train_flags.define_once(
-    flags.DEFINE_integer,
-    "num_res",
-    None,
-    "Residual blocks per EB/DB (default: 8, or 20 for mimo_unet_plus).",
-    lower_bound=1,
-)
-train_flags.define_once(
-    flags.DEFINE_integer,
-    "base_channels",
-    None,
-    "Level-1 width (default 32; smaller only for tests).",
-    lower_bound=4,
-)
+train_flags.define_width_flags()
 train_flags.define_once(
     flags.DEFINE_enum,
     "init",

@@ -74,34 +74,8 @@ train_flags.define_once(
     4,
     "Transposed-convolution kernel: 4 (SRN, default) or 3 (A-TW-5).",
 )
-train_flags.define_once(
-    flags.DEFINE_integer,
-    "base_channels",
-    None,
-    "Level-1 width (default 32; smaller only for tests and --preset quick).",
-    lower_bound=4,
-)
-train_flags.define_once(
-    flags.DEFINE_integer,
-    "num_res",
-    None,
-    "ResBlocks per block (default: the paper's, 2 for IDC, 3 for Two-Way).",
-    lower_bound=1,
-)
-train_flags.define_once(
-    flags.DEFINE_float,
-    "lr_end",
-    0.0,
-    "Final learning rate of the polynomial decay (IDC 1e-6, Two-Way 0).",
-    lower_bound=0.0,
-)
-train_flags.define_once(
-    flags.DEFINE_float,
-    "lr_power",
-    0.3,
-    "Power of the polynomial learning-rate decay (SRN: 0.3).",
-    lower_bound=0.0,
-)
+train_flags.define_width_flags()
+train_flags.define_polynomial_decay_flags()
 # The shared flags are defined in training/flags.py: make them this script's key flags for --help.
 flags.adopt_module_key_flags(train_flags)
 

@@ -40,6 +40,44 @@ def define_common_flags(defaults: dict | None = None):
         apply_defaults(defaults)
 
 
+def define_width_flags():
+    """``--base_channels`` and ``--num_res``: width overrides of the paper model (None = the
+    paper's). Each script's ``model_kwargs`` passes them on only when given."""
+    define_once(
+        flags.DEFINE_integer,
+        "base_channels",
+        None,
+        "Level-1 width (default 32, the papers'; smaller for tests and --preset quick).",
+        lower_bound=4,
+    )
+    define_once(
+        flags.DEFINE_integer,
+        "num_res",
+        None,
+        "ResBlocks per block (default: the paper's; MIMO-UNet 8, MIMO-UNet+ 20, IDC 2, Two-Way 3).",
+        lower_bound=1,
+    )
+
+
+def define_polynomial_decay_flags():
+    """``--lr_end`` and ``--lr_power`` of SRN's polynomial decay (IDC, Two-Way); the scripts set
+    their paper's values with :func:`apply_defaults`."""
+    define_once(
+        flags.DEFINE_float,
+        "lr_end",
+        0.0,
+        "Final learning rate of the polynomial decay (IDC 1e-6, Two-Way 0).",
+        lower_bound=0.0,
+    )
+    define_once(
+        flags.DEFINE_float,
+        "lr_power",
+        0.3,
+        "Power of the polynomial learning-rate decay (SRN: 0.3).",
+        lower_bound=0.0,
+    )
+
+
 def _define_data_flags():
     s, i, b = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool
     _common(
