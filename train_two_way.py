@@ -44,19 +44,21 @@ PAPER_DEFAULTS = {
     "base_channels": None,  # the model's own: 32
     "num_res": None,  # 3 ResBlocks per stage
 }
-# --preset quick (measured on the embedded synthetic set, 2 busy CPU cores: 1500 steps in about 3
-# minutes, validation PSNR above the blurred input's): the full-width (32-channel) Two-Way with 1
-# ResBlock per stage instead of 3, 32 px crops, batch 4, learning rate 1e-3 decayed to 0 over the
-# run, validation on 4 full-size test images.
+# --preset quick: the full-width (32-channel) Two-Way with 1 ResBlock per stage instead of 3, 32 px
+# crops, batch 4, learning rate 2e-3 decayed to 0 over 4000 steps, validation on 16 full-size test
+# images. The network predicts the image directly (no global residual), so it must first learn to
+# reproduce its input; measured on the embedded set, the validation PSNR reaches the blurred
+# input's after ~2000 steps and is above it at the end (README, Two-Way). 1500 steps at 1e-3 ended
+# at parity.
 QUICK_PRESET = {
     "num_res": 1,
     "batch_size": 4,
     "crop_size": 32,
-    "max_steps": 1500,
-    "learning_rate": 1e-3,
-    "val_images": 4,
-    "val_every_steps": 250,
-    "checkpoint_every": 250,
+    "max_steps": 4000,
+    "learning_rate": 2e-3,
+    "val_images": 16,
+    "val_every_steps": 500,
+    "checkpoint_every": 500,
     "log_every": 50,
     "summary_images": 2,
 }

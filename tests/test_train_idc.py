@@ -60,7 +60,8 @@ def test_command_line_and_quick_preset_win_over_paper_defaults():
     with parsed_flags("train_idc.py", "--batch_size=8", "--noise=off", "--preset=quick") as flags:
         train_idc.apply_flag_defaults()
         assert flags.batch_size == 8 and flags.noise == "off"  # given: kept
-        assert flags.crop_size == 48 and flags.max_steps == 1500 and flags.base_channels == 8
+        assert flags.crop_size == 48 and flags.max_steps == 3000 and flags.base_channels == 8
+        assert flags.learning_rate == 1e-3 and flags.num_res == 1 and flags.val_images == 16
         assert flags.lr_end == 1e-6 and flags.hflip is False  # the recipe otherwise
 
 

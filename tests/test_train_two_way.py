@@ -51,6 +51,7 @@ def test_ablation_flags_reach_the_model_and_preset_keeps_the_recipe():
         train_two_way.apply_flag_defaults()
         kwargs = train_two_way.model_kwargs()
         assert flags.max_steps == 7 and flags.crop_size == 32 and flags.lr_end == 0.0
+        assert flags.learning_rate == 2e-3 and flags.val_images == 16
     assert kwargs == {"two_way": False, "deconv_kernel": 3, "num_res": 1}
 
 
