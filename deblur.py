@@ -40,6 +40,7 @@ _define(flags.DEFINE_string, "out", None, model_io.OUT_HELP + " Default: next to
 _define(flags.DEFINE_integer, "tile", 0, "Tile side in pixels for large images (0 = whole).")
 _define(flags.DEFINE_integer, "tile_overlap", 32, "Minimum overlap of neighbouring tiles (px).")
 _define(flags.DEFINE_string, "suffix", "_deblurred", "Appended to the input's stem for outputs.")
+model_io.define_jit_flag()
 
 # Extensions OpenCV can decode (cv2.imread); other files in a folder are skipped, not failed.
 IMAGE_EXTENSIONS = frozenset(

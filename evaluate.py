@@ -74,6 +74,7 @@ def _define_flags():
     define(
         flags.DEFINE_integer, "limit", 0, "Evaluate the first N images (0 = all).", lower_bound=0
     )
+    model_io.define_jit_flag()
 
 
 _define_flags()

@@ -121,6 +121,20 @@ def test_one_trace_for_all_sizes(tiny):
     assert restorer.fn.experimental_get_tracing_count() == 1
 
 
+def test_xla_compiled_restorer_matches_and_compiles_per_size(tiny):
+    model = tiny[0]
+    restorer = model_io.load_restorer(weights=tiny[1], model="mimo_unet", model_kwargs=TINY)
+    compiled = model_io.load_restorer(
+        weights=tiny[1], model="mimo_unet", model_kwargs=TINY, jit_compile=True
+    )
+    assert compiled.source["jit_compile"] and not restorer.source["jit_compile"]
+    for h, w in SIZES[:2]:
+        image = np.random.default_rng(h).random((1, h, w, 3), dtype=np.float32)
+        expected = inference.restore(model, image).numpy()
+        np.testing.assert_allclose(compiled(image).numpy(), expected, atol=1e-5)
+    assert compiled.fn.experimental_get_tracing_count() == 1  # XLA compiles per size below it
+
+
 def test_keras_file_source(tiny, tmp_path):
     model = tiny[0]
     path = str(tmp_path / "tiny.keras")

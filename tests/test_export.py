@@ -71,6 +71,15 @@ def test_saved_model_restorer_with_self_ensemble_matches_keras(tiny):
     assert restorer.source["model"] == "mimo_unet" and restorer.source["self_ensemble"] == "rot4"
 
 
+def test_saved_model_restorer_under_xla(tiny):
+    model, _, path = tiny
+    image = np.random.default_rng(3).random((1, 17, 26, 3), dtype=np.float32)
+    restorer = model_io.load_restorer(saved_model=path, jit_compile=True)
+    np.testing.assert_allclose(
+        restorer(image).numpy(), inference.restore(model, image).numpy(), atol=1e-5
+    )
+
+
 @pytest.mark.slow
 def test_main_exports_over_existing_out_only_with_overwrite(tiny, tmp_path):
     source = ["--weights", tiny[1], "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]

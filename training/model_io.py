@@ -70,6 +70,16 @@ def define_flags():
     )
 
 
+def define_jit_flag():
+    """``--jit_compile`` of the commands that run the model many times (evaluate.py, deblur.py)."""
+    define_once(
+        flags.DEFINE_bool,
+        "jit_compile",
+        False,
+        "Compile the model with XLA (a little faster on CPU; compiled once per image size).",
+    )
+
+
 OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the results folder."
 
 
@@ -99,19 +109,31 @@ class Restorer:
         return self.fn(tf.convert_to_tensor(image, tf.float32))
 
 
-def keras_restorer(model, self_ensemble="none", source=None) -> Restorer:
-    """Wraps a built Keras model: one trace for every H x W (batch 1)."""
-    check_ensemble_mode(self_ensemble)
+def image_function(fn, jit_compile=False):
+    """``fn`` as one ``tf.function`` of a (1, H, W, 3) float32 batch, traced once for every H x W.
 
-    @tf.function(
+    With ``jit_compile`` XLA compiles it once per distinct image size (MIMO-UNet at 720x1280 on 2
+    CPU cores: 14.4 s instead of 15.4 s, ``benchmarks/inference.py``): worth it for a test set of
+    one size, not for mixed sizes.
+    """
+    return tf.function(
+        fn,
         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)],
         reduce_retracing=True,
         autograph=False,  # no tensor-dependent Python control flow; halves the tracing time
+        jit_compile=jit_compile,
     )
+
+
+def keras_restorer(model, self_ensemble="none", source=None, jit_compile=False) -> Restorer:
+    """Wraps a built Keras model: one trace for every H x W (batch 1), optionally XLA-compiled."""
+    check_ensemble_mode(self_ensemble)
+
     def forward(images):
         return inference.restore(model, images, self_ensemble)
 
-    return Restorer(forward, dict(source or {}, self_ensemble=self_ensemble), model)
+    source = dict(source or {}, self_ensemble=self_ensemble, jit_compile=jit_compile)
+    return Restorer(image_function(forward, jit_compile), source, model)
 
 
 def check_ensemble_mode(mode):
@@ -121,7 +143,7 @@ def check_ensemble_mode(mode):
         )
 
 
-def saved_model_restorer(path, self_ensemble="none") -> Restorer:
+def saved_model_restorer(path, self_ensemble="none", jit_compile=False) -> Restorer:
     """Loads an export.py SavedModel; the self-ensemble (if any) runs around its signature."""
     check_ensemble_mode(self_ensemble)
     loaded = _load_saved_model(path)
@@ -138,11 +160,6 @@ def saved_model_restorer(path, self_ensemble="none") -> Restorer:
     def serve(images):
         return signature(**{SIGNATURE_INPUT: images})[SIGNATURE_OUTPUT]
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)],
-        reduce_retracing=True,
-        autograph=False,  # no tensor-dependent Python control flow; halves the tracing time
-    )
     def forward(images):
         # Pad once before the ensemble, as models.inference.restore does, so that the result
         # equals the Keras model's; the signature then finds nothing left to pad.
@@ -150,10 +167,11 @@ def saved_model_restorer(path, self_ensemble="none") -> Restorer:
         padded = inference.pad_to_multiple(images, multiple)
         return inference.crop_to(inference.ensemble(serve, padded, self_ensemble), height, width)
 
-    forward.loaded = loaded  # keeps the SavedModel's variables alive with the function
-    source = dict(info, kind="saved_model", path=os.path.abspath(path))
+    function = image_function(forward, jit_compile)
+    function.loaded = loaded  # keeps the SavedModel's variables alive with the function
+    source = dict(info, kind="saved_model", path=os.path.abspath(path), jit_compile=jit_compile)
     source["self_ensemble"] = baked if baked != "none" else self_ensemble
-    return Restorer(forward, source, None)
+    return Restorer(function, source, None)
 
 
 def _load_saved_model(path):
@@ -389,8 +407,10 @@ def load_restorer(
     model_kwargs=None,
     saved_model=None,
     self_ensemble="none",
+    jit_compile=False,
 ) -> Restorer:
-    """The :class:`Restorer` of exactly one model source (see the module docstring)."""
+    """The :class:`Restorer` of exactly one model source (see the module docstring); with
+    ``jit_compile`` its forward is XLA-compiled (:func:`image_function`)."""
     given = [
         n
         for n, v in (
@@ -406,9 +426,9 @@ def load_restorer(
             + (f"; got {' and '.join(given)}." if given else ".")
         )
     if saved_model:
-        return saved_model_restorer(saved_model, self_ensemble)
+        return saved_model_restorer(saved_model, self_ensemble, jit_compile)
     keras_model, source = load_keras_model(checkpoint, weights, model, model_kwargs)
-    return keras_restorer(keras_model, self_ensemble, source)
+    return keras_restorer(keras_model, self_ensemble, source, jit_compile)
 
 
 def restorer_from_flags() -> Restorer:
@@ -420,6 +440,7 @@ def restorer_from_flags() -> Restorer:
         model_kwargs=FLAGS.model_kwargs,
         saved_model=FLAGS.saved_model,
         self_ensemble=FLAGS.self_ensemble,
+        jit_compile="jit_compile" in FLAGS and FLAGS.jit_compile,
     )
 
 
