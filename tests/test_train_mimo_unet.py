@@ -1,5 +1,5 @@
 """Tests of train_mimo_unet.py as a user runs it: bad inputs, a tiny run on the real data layer,
-kill -9 and resume, a missing validation split.
+kill -9 and resume, two workers under MultiWorkerMirroredStrategy, a missing validation split.
 
 The data sets are a few small PNG pairs in the GoPro layout written here (the reader and pipeline
 of data/ are the real ones); the model is MIMO-UNet with 1 residual block and 8 channels.
@@ -8,16 +8,17 @@ of data/ are the real ones); the model is MIMO-UNet with 1 residual block and 8 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.train_checks import REPO, env, run_script, write_split
+
 SCRIPT = os.path.join(REPO, "train_mimo_unet.py")
 TINY_ARGS = [
     "--num_res=1",
@@ -30,38 +31,15 @@ TINY_ARGS = [
 ]
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-
-
 def _run(args, timeout=300):
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=REPO,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _write_split(root, split, n, size=40, seed=0):
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        seq = root / split / f"SEQ{i % 2}"
-        sharp = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (3, 3), 1)
-        blur = cv2.blur(sharp, (5, 1))
-        for kind, image in (("blur", blur), ("sharp", sharp)):
-            (seq / kind).mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(seq / kind / f"{i:06d}.png"), image)
+    return run_script("train_mimo_unet.py", args, timeout)
 
 
 @pytest.fixture(scope="module")
 def gopro_like(tmp_path_factory):
     root = tmp_path_factory.mktemp("gopro_like")
-    _write_split(root, "train", 8)
-    _write_split(root, "test", 3, seed=1)
+    write_split(root, "train", 8, size=(40, 40))
+    write_split(root, "test", 3, size=(40, 40), seed=1)
     return root
 
 
@@ -123,7 +101,7 @@ def test_train_kill_and_resume(tmp_path, gopro_like):
     # First run: killed with SIGKILL (no chance to save) once a checkpoint exists.
     proc = subprocess.Popen(
         [sys.executable, SCRIPT, *args, "--max_steps=1000"],
-        env=_env(),
+        env=env(),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -156,9 +134,68 @@ def test_train_kill_and_resume(tmp_path, gopro_like):
     assert "validation @ step" in proc.stdout and "ETA" in proc.stdout
 
 
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _run_workers(args, count=2, timeout=300):
+    """Runs ``count`` copies of the script as one TF_CONFIG cluster on loopback; returns
+    [(returncode, stdout, stderr)] by worker index (0 = chief)."""
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(count)]}
+    procs = []
+    for index in range(count):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, SCRIPT, *args],
+                env=dict(env(), TF_CONFIG=tf_config),
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        outputs = [proc.communicate(timeout=timeout) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    return [(proc.returncode, *out) for proc, out in zip(procs, outputs, strict=True)]
+
+
+@pytest.mark.slow
+def test_two_workers_train_and_resume(tmp_path, gopro_like):
+    run = tmp_path / "run"
+    args = [
+        f"--data_dir={gopro_like}",
+        f"--run_dir={run}",
+        "--strategy=multi_worker",
+        "--checkpoint_every=1",
+        *TINY_ARGS,
+    ]
+    for max_steps in (2, 3):  # the second command resumes the first run on both workers
+        results = _run_workers([*args, f"--max_steps={max_steps}"])
+        for code, _, stderr in results:
+            assert code == 0, stderr[-3000:]
+    assert _latest_step(run) == 3
+    assert f"Resumed from {run / 'checkpoints' / 'ckpt-2'}" in results[0][1]
+    config = json.loads((run / "run_config.json").read_text())
+    # MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy.
+    assert "(2 replica(s), task worker:0;" in config["strategy"]
+    assert config["resumed_from_step"] == 2
+    assert (run / "final.weights.h5").is_file()
+    assert not (run / ".workers").exists()  # the non-chief's scratch checkpoints are gone
+
+
 @pytest.mark.slow
 def test_missing_validation_split_warns_and_trains(tmp_path):
-    _write_split(tmp_path / "data", "train", 4)
+    write_split(tmp_path / "data", "train", 4, size=(40, 40))
     run = tmp_path / "run"
     proc = _run(
         [f"--data_dir={tmp_path / 'data'}", f"--run_dir={run}", "--max_steps=2", *TINY_ARGS]
