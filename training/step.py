@@ -186,23 +186,13 @@ class PolynomialDecayStep(SingleModelStep):
         )
 
 
-def scale_for_replicas(loss):
-    """Divides a per-replica mean loss by the number of replicas in sync.
-
-    Keras 3's optimizer all-reduces (sums) the gradients over replicas, so with equal per-replica
-    batches (the loop drops remainders) the summed gradient of ``loss / R`` is the gradient of the
-    mean over the global batch, as on one device.
-    """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss / tf.cast(replicas, loss.dtype) if replicas > 1 else loss
-
-
 def minimize(tape, loss, variables, optimizer):
     """Applies one update for a per-replica mean ``loss`` recorded on ``tape``.
 
-    The gradients are divided by the number of replicas (see :func:`scale_for_replicas`; dividing
-    the gradients equals differentiating the scaled loss), then Keras sums them over replicas in
-    ``apply_gradients``. Returns the (per-replica, scaled) gradients.
+    Keras 3's optimizer all-reduces (sums) the gradients over replicas in ``apply_gradients``, so
+    each replica's gradients are first divided by the number of replicas R: with equal per-replica
+    batches (the loop drops remainders) the sum is the gradient of the mean over the global batch,
+    as on one device. Returns the (per-replica, scaled) gradients.
     """
     grads = tape.gradient(loss, variables)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
