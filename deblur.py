@@ -3,7 +3,7 @@
     python deblur.py --input photo.jpg --weights mimo_unet.weights.h5 --model mimo_unet
     python deblur.py --input shots/ --out sharp/ --saved_model exports/mimo_unet --tile 512
 
-Model sources: see :mod:`training.model_io`. Each output is a PNG named ``<stem><suffix>.png``
+Model sources: see :mod:`inference.model_io`. Each output is a PNG named ``<stem><suffix>.png``
 (``--suffix``, default ``_deblurred``), written atomically next to its input or into ``--out``.
 
 What is read (``cv2.IMREAD_UNCHANGED``) and written:
@@ -16,7 +16,7 @@ What is read (``cv2.IMREAD_UNCHANGED``) and written:
   the file; the other files are still processed and the exit status is non-zero at the end.
 
 Outputs are clamped to [0, 1] and rounded to the file's bit depth. ``--tile SIZE`` restores large
-images in overlapping tiles blended with a raised-cosine window (:mod:`training.tiling`): the
+images in overlapping tiles blended with a raised-cosine window (:mod:`inference.tiling`): the
 network's memory is then bounded by the tile size (the image and its float32 accumulators still take
 about 30 bytes per pixel); ``--tile_overlap`` should exceed the model's effective receptive field
 for seamless results. When a folder is given, files already ending in the suffix are skipped.
@@ -31,16 +31,20 @@ import cv2
 import numpy as np
 from absl import app, flags, logging
 
-from training import model_io, tiling
+import cli
+from inference import flags as inference_flags
+from inference import model_io, tiling
 
 FLAGS = flags.FLAGS
-_define = model_io.define_once
+_define = cli.define_once
 _define(flags.DEFINE_string, "input", None, "An image file or a folder of images.")
-_define(flags.DEFINE_string, "out", None, model_io.OUT_HELP + " Default: next to each input.")
+_define(
+    flags.DEFINE_string, "out", None, inference_flags.OUT_HELP + " Default: next to each input."
+)
 _define(flags.DEFINE_integer, "tile", 0, "Tile side in pixels for large images (0 = whole).")
 _define(flags.DEFINE_integer, "tile_overlap", 32, "Minimum overlap of neighbouring tiles (px).")
 _define(flags.DEFINE_string, "suffix", "_deblurred", "Appended to the input's stem for outputs.")
-model_io.define_jit_flag()
+inference_flags.define_jit_flag()
 
 # Extensions OpenCV can decode (cv2.imread); other files in a folder are skipped, not failed.
 IMAGE_EXTENSIONS = frozenset(

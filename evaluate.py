@@ -3,7 +3,7 @@
     python evaluate.py --weights mimo_unet.weights.h5 --model mimo_unet --data_dir /data/GOPRO
     python evaluate.py --checkpoint runs/mimo_unet --out_dir results/mimo --self_ensemble rot4
 
-Model sources: see :mod:`training.model_io` (``--checkpoint``, ``--weights`` + ``--model``,
+Model sources: see :mod:`inference.model_io` (``--checkpoint``, ``--weights`` + ``--model``,
 ``--saved_model``). Data: ``--data_dir`` (any layout the data layer reads, ``tfds:gopro``, or none =
 the embedded synthetic set), ``--split`` (test), ``--blur_variant`` (``blur``; GoPro's
 ``blur_gamma`` is a different, harder input). Images of any size are padded to the model's multiple
@@ -37,8 +37,10 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+import cli
 import metrics
-from training import model_io
+from inference import flags as inference_flags
+from inference import model_io
 
 FLAGS = flags.FLAGS
 
@@ -46,7 +48,7 @@ FLAGS = flags.FLAGS
 def _define_flags():
     """Defines evaluate.py's flags; ``--data_dir``/``--blur_variant`` are shared with training
     (training/flags.py), so every definition is skipped when the name already exists."""
-    define = model_io.define_once
+    define = cli.define_once
     define(
         flags.DEFINE_string,
         "data_dir",
@@ -74,7 +76,7 @@ def _define_flags():
     define(
         flags.DEFINE_integer, "limit", 0, "Evaluate the first N images (0 = all).", lower_bound=0
     )
-    model_io.define_jit_flag()
+    inference_flags.define_jit_flag()
 
 
 _define_flags()

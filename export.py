@@ -29,13 +29,15 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
+import cli
+from inference import flags as inference_flags
+from inference import model_io
 from models import inference
-from training import model_io
 
 FLAGS = flags.FLAGS
-model_io.define_once(flags.DEFINE_string, "out", None, model_io.OUT_HELP)
-model_io.define_once(flags.DEFINE_bool, "overwrite", False, "Replace an existing --out folder.")
-model_io.define_once(flags.DEFINE_bool, "verify", True, "Reload the export and compare it.")
+cli.define_once(flags.DEFINE_string, "out", None, inference_flags.OUT_HELP)
+cli.define_once(flags.DEFINE_bool, "overwrite", False, "Replace an existing --out folder.")
+cli.define_once(flags.DEFINE_bool, "verify", True, "Reload the export and compare it.")
 
 VERIFY_SHAPE = (1, 37, 53, 3)  # odd sides: exercises the padding and the crop
 VERIFY_ATOL = 1e-4

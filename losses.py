@@ -15,7 +15,7 @@ centres, no antialias), in the mode each paper uses.
 Everything is written with ``keras.ops`` so that it runs inside a ``tf.function`` training step (and
 under the other Keras backends, where the MIMO-UNet reference values must be re-checked first).
 
-:data:`LOSSES` maps a model name to its loss function.
+Each step object in :mod:`training` names the loss of its paper.
 """
 
 from __future__ import annotations
@@ -272,18 +272,3 @@ def two_way_loss(predictions, sharp, scale_weights=TWO_WAY_SCALE_WEIGHTS):
     }
     terms["loss"] = ops.sum(ops.stack([w * terms[f"mse_{i}"] for i, w in enumerate(scale_weights)]))
     return terms
-
-
-LOSSES = {
-    "mimo_unet": mimo_unet_loss,
-    "mimo_unet_plus": mimo_unet_loss,
-    "idc": idc_loss,
-    "two_way": two_way_loss,
-}
-
-
-def get_loss(name):
-    """Returns the loss function registered for a model name; ``ValueError`` names the choices."""
-    if name not in LOSSES:
-        raise ValueError(f"Unknown loss {name!r}; registered losses: {sorted(LOSSES)}.")
-    return LOSSES[name]

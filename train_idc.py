@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+import cli
 from training import flags as train_flags
 from training import script
 
@@ -149,10 +150,10 @@ def model_kwargs():
 
 def make_step(steps_per_epoch, total_steps):
     """The IDC step object from the flags (idc.md sections 5 and 8)."""
-    from training.idc_step import IdcStep
+    from training.idc_step import IdcTrainStep
 
     del steps_per_epoch  # the decay runs over the whole run, in steps
-    return IdcStep(
+    return IdcTrainStep(
         model_kwargs=model_kwargs(),
         grad_loss_norm=FLAGS.grad_loss_norm,
         **script.polynomial_decay_kwargs(total_steps),
@@ -173,4 +174,4 @@ def main(argv):
 
 if __name__ == "__main__":
     train_flags.apply_defaults(PAPER_DEFAULTS)  # so that --help shows this paper's defaults
-    app.run(main)
+    cli.run(main)

@@ -18,6 +18,7 @@ import os
 
 from absl import app, flags
 
+import cli
 from training import flags as train_flags
 from training import script
 
@@ -112,10 +113,10 @@ def check_flags():
 
 def make_step(steps_per_epoch, total_steps):
     """The MIMO-UNet step object from the flags (mimo_unet.md section 7)."""
-    from training.mimo_unet_step import MimoUnetStep
+    from training.mimo_unet_step import MimoUnetTrainStep
 
     del total_steps  # the MultiStep schedule counts epochs
-    return MimoUnetStep(
+    return MimoUnetTrainStep(
         FLAGS.variant,
         steps_per_epoch=steps_per_epoch,
         model_kwargs=model_kwargs(),
@@ -142,4 +143,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    train_flags.apply_defaults(PAPER_DEFAULTS)  # so that --help shows this paper's defaults
+    cli.run(main)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+import cli
 from training import flags as train_flags
 from training import script
 
@@ -107,10 +108,12 @@ def model_kwargs():
 
 def make_step(steps_per_epoch, total_steps):
     """The Two-Way step object from the flags (two_way.md section 6)."""
-    from training.two_way_step import TwoWayStep
+    from training.two_way_step import TwoWayTrainStep
 
     del steps_per_epoch  # the decay runs over the whole run, in steps
-    return TwoWayStep(model_kwargs=model_kwargs(), **script.polynomial_decay_kwargs(total_steps))
+    return TwoWayTrainStep(
+        model_kwargs=model_kwargs(), **script.polynomial_decay_kwargs(total_steps)
+    )
 
 
 def build_trainer(out=None):
@@ -127,4 +130,4 @@ def main(argv):
 
 if __name__ == "__main__":
     train_flags.apply_defaults(PAPER_DEFAULTS)  # so that --help shows this paper's defaults
-    app.run(main)
+    cli.run(main)

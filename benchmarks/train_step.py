@@ -1,6 +1,6 @@
 """Seconds per training step and peak memory of MIMO-UNet(+) on this machine's CPU (or GPU).
 
-Runs the real training step (``training.mimo_unet_step.MimoUnetStep`` inside the loop's
+Runs the real training step (``training.mimo_unet_step.MimoUnetTrainStep`` inside the loop's
 ``tf.function`` under the default strategy) on random (blur, sharp) batches, discards warm-up steps
 (tracing), and prints a table with the median and range of the timed steps and the process's peak
 resident memory (``resource.getrusage`` ``ru_maxrss``: TensorFlow allocates outside Python, so
@@ -35,10 +35,10 @@ def measure(variant, batch, crop, steps, warmup, threads):
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from training.mimo_unet_step import MimoUnetStep
+    from training.mimo_unet_step import MimoUnetTrainStep
 
     strategy = tf.distribute.get_strategy()
-    step = MimoUnetStep(variant, steps_per_epoch=1000)
+    step = MimoUnetTrainStep(variant, steps_per_epoch=1000)
     step.build(strategy)
     train_fn = tf.function(lambda b, s: step.train_step(b, s))
     rng = np.random.default_rng(0)

@@ -119,7 +119,7 @@ class Fusion(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="deblur")
-class IDCStep(layers.Layer):
+class IDCScaleNet(layers.Layer):
     """One IDC pass (one scale): Sub-Deblur and Sub-Texture in parallel on X_i, then Fusion.
 
     ``call(x)`` maps the (N, h, w, 6) tensor concat(B_i, P_i) to the (N, h, w, 3) estimate.
@@ -204,7 +204,7 @@ class IDC(ScaleRecurrent):
     coarse to fine, images predicted directly (no global residual), not clipped.
 
     Default (6,082,819 parameters, 2,884.03 GMAC for a 3-scale forward at 1280×720): one
-    :class:`IDCStep` shared by the three scales, with
+    :class:`IDCScaleNet` shared by the three scales, with
 
     * Sub-Deblur, a U-Net: E1 conv(c,5,1), E2 conv(2c,5,2), E3 conv(4c,5,2), each + 2 ResBlocks
       (5×5); D1 deconv(4c,4,2), D2 deconv(2c,4,2) on concat(d1, e2), D3 deconv(c,4,1) on
@@ -272,7 +272,7 @@ class IDC(ScaleRecurrent):
         self.base_channels, self.num_res, self.kernel_size = base_channels, num_res, kernel_size
         self.decoder_reading, self.use_texture = decoder_reading, bool(use_texture)
         self.texture_input = texture_input
-        self.step = IDCStep(
+        self.step = IDCScaleNet(
             base_channels,
             num_res,
             kernel_size,

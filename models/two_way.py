@@ -17,7 +17,7 @@ from models.scale_recurrent import ScaleRecurrent, SRNDecoder, SRNEncoder, chann
 
 
 @keras.saving.register_keras_serializable(package="deblur")
-class TwoWayStep(layers.Layer):
+class TwoWayScaleNet(layers.Layer):
     """One Two-Way pass (one scale): shared encoder, "up" and "down" decoders, images summed.
 
     ``call(x)`` maps the (N, h, w, 6) tensor concat(B_i, P_i) to F_i = Up_i + Down_i (N, h, w, 3);
@@ -93,7 +93,7 @@ class TwoWay(ScaleRecurrent):
     three such lists, with F_i = Up_i + Down_i exactly (paper Fig. 3 diagnostics).
 
     Default (3,911,398 parameters, 656.94 GMAC for a 3-scale forward at 1280×720): one
-    :class:`TwoWayStep` shared by the three scales (eq. 1: one theta), with c = 32, 3×3 kernels:
+    :class:`TwoWayScaleNet` shared by the three scales (eq. 1: one theta), with c = 32, 3×3 kernels:
 
     * shared encoder: E1 conv(c,3,1), E2 conv(2c,3,2), E3 conv(4c,3,2), each + 3 ResBlocks;
     * up branch (SRN decoder): 3 ResBlocks(4c) -> deconv(2c,4,2) + e2 -> 3 ResBlocks(2c) ->
@@ -156,7 +156,7 @@ class TwoWay(ScaleRecurrent):
         self.base_channels, self.num_res, self.kernel_size = base_channels, num_res, kernel_size
         self.deconv_kernel, self.two_way = deconv_kernel, bool(two_way)
         self.share_bottleneck_blocks = bool(share_bottleneck_blocks)
-        self.step = TwoWayStep(
+        self.step = TwoWayScaleNet(
             base_channels,
             num_res,
             kernel_size,

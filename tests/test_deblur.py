@@ -1,4 +1,4 @@
-"""deblur.py and training/tiling.py: tiling geometry and seams, image formats, files, bad inputs."""
+"""deblur.py and inference/tiling.py: tiling geometry and seams, image formats, files, bad input."""
 
 import json
 import os
@@ -13,8 +13,8 @@ from absl import flags
 import deblur
 import metrics
 import models
+from inference import model_io, tiling
 from tests.train_checks import run_main
-from training import model_io, tiling
 
 FLAGS = flags.FLAGS
 TINY = {"num_res": 1, "base_channels": 8}

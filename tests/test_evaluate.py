@@ -14,9 +14,9 @@ from absl import flags
 import evaluate
 import metrics
 import models
+from inference import model_io
 from models import inference
 from tests.train_checks import run_main
-from training import model_io
 from training.tracking import track_layer_lists
 
 FLAGS = flags.FLAGS

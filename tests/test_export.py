@@ -10,9 +10,9 @@ from absl import flags
 
 import export
 import models
+from inference import model_io
 from models import inference
 from tests.train_checks import run_main
-from training import model_io
 
 FLAGS = flags.FLAGS
 TINY = {"num_res": 1, "base_channels": 8}

@@ -116,8 +116,7 @@ def test_predictions_in_wrong_order_raise():
 def test_losses_have_gradients_in_tf_function():
     preds, sharp = _random_batch(np.random.default_rng(4), n=1, h=48, w=48)
     variables = [tf.Variable(p) for p in preds]
-    for name in ("mimo_unet", "idc", "two_way"):
-        loss_fn = losses.get_loss(name)
+    for loss_fn in (losses.mimo_unet_loss, losses.idc_loss, losses.two_way_loss):
 
         @tf.function
         def step(loss_fn=loss_fn):
@@ -128,15 +127,6 @@ def test_losses_have_gradients_in_tf_function():
         loss, grads = step()
         assert np.isfinite(float(loss))
         assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
-
-
-def test_registry():
-    assert losses.LOSSES["mimo_unet"] is losses.mimo_unet_loss
-    assert losses.LOSSES["mimo_unet_plus"] is losses.mimo_unet_loss
-    assert losses.LOSSES["idc"] is losses.idc_loss
-    assert losses.LOSSES["two_way"] is losses.two_way_loss
-    with pytest.raises(ValueError, match="registered losses"):
-        losses.get_loss("nope")
 
 
 # ---- SSIM and gradient helpers --------------------------------------------------------------

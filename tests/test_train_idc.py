@@ -20,7 +20,7 @@ from tests.train_checks import (
     write_split,
 )
 from training import inputs
-from training.idc_step import IdcStep
+from training.idc_step import IdcTrainStep
 
 TINY = {"base_channels": 4, "num_res": 1}
 TINY_ARGS = ["--base_channels=4", "--num_res=1", "--crop_size=48", "--batch_size=2"]
@@ -66,7 +66,7 @@ def test_command_line_and_quick_preset_win_over_paper_defaults():
 
 
 def test_step_builds_the_paper_model_and_optimizer():
-    step = IdcStep(total_steps=100)
+    step = IdcTrainStep(total_steps=100)
     step.build(tf.distribute.get_strategy())
     assert adam_settings(step.optimizer) == (0.9, 0.999, 1e-8)
     assert_glorot_init(step.model)
@@ -82,11 +82,11 @@ def test_step_builds_the_paper_model_and_optimizer():
 
 def test_resume_restores_the_schedule_position(tmp_path):
     # The schedule has no state of its own: restoring the optimizer's counter restores the rate.
-    step = IdcStep(total_steps=100, model_kwargs=TINY)
+    step = IdcTrainStep(total_steps=100, model_kwargs=TINY)
     step.build(tf.distribute.get_strategy())
     step.optimizer.iterations.assign(37)
     path = tf.train.Checkpoint(optimizer=step.optimizer).save(str(tmp_path / "ckpt"))
-    resumed = IdcStep(total_steps=100, model_kwargs=TINY)
+    resumed = IdcTrainStep(total_steps=100, model_kwargs=TINY)
     resumed.build(tf.distribute.get_strategy())
     tf.train.Checkpoint(optimizer=resumed.optimizer).restore(path).expect_partial()
     assert int(resumed.optimizer.iterations.numpy()) == 37
@@ -95,7 +95,7 @@ def test_resume_restores_the_schedule_position(tmp_path):
 
 
 def test_one_step_through_the_loop_changes_weights(tmp_path):
-    step = IdcStep(total_steps=2, model_kwargs=TINY, grad_loss_norm="l2")
+    step = IdcTrainStep(total_steps=2, model_kwargs=TINY, grad_loss_norm="l2")
     before, trainer = one_loop_step(step, tmp_path)
     assert_weights_changed_and_finite(before, step.model)
     values = trainer.last_values

@@ -19,7 +19,7 @@ from tests.train_checks import (
     run_script,
     write_split,
 )
-from training.two_way_step import TwoWayStep
+from training.two_way_step import TwoWayTrainStep
 
 TINY = {"base_channels": 4, "num_res": 1}
 TINY_ARGS = ["--base_channels=4", "--num_res=1", "--crop_size=32", "--batch_size=2"]
@@ -56,7 +56,7 @@ def test_ablation_flags_reach_the_model_and_preset_keeps_the_recipe():
 
 
 def test_step_builds_the_paper_model_and_optimizer():
-    step = TwoWayStep(total_steps=100)
+    step = TwoWayTrainStep(total_steps=100)
     step.build(tf.distribute.get_strategy())
     assert adam_settings(step.optimizer) == (0.9, 0.999, 1e-8)
     assert_glorot_init(step.model)
@@ -68,7 +68,7 @@ def test_step_builds_the_paper_model_and_optimizer():
 
 
 def test_one_step_through_the_loop_changes_weights(tmp_path):
-    step = TwoWayStep(total_steps=2, model_kwargs=TINY)
+    step = TwoWayTrainStep(total_steps=2, model_kwargs=TINY)
     before, trainer = one_loop_step(step, tmp_path, size=32)
     assert_weights_changed_and_finite(before, step.model)
     assert np.isfinite(trainer.last_values["loss"]) and "mse_2" in trainer.last_values

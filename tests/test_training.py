@@ -29,7 +29,7 @@ from training.loop import (
     ValidationSet,
     write_json_atomic,
 )
-from training.mimo_unet_step import MimoUnetStep
+from training.mimo_unet_step import MimoUnetTrainStep
 from training.tracking import checkpointed_variable_count, track_layer_lists
 
 TINY = {"num_res": 1, "base_channels": 8}
@@ -64,7 +64,7 @@ def _trainer(run_dir, max_steps, data=None, validation=None, **config):
     spe = len(blur) // 2
     cfg = {"checkpoint_every": 1, "log_every": 2, "global_batch_size": 2, **config}
     config = LoopConfig(str(run_dir), steps_per_epoch=spe, epochs=3, max_steps=max_steps, **cfg)
-    step = MimoUnetStep(steps_per_epoch=spe, model_kwargs=TINY)
+    step = MimoUnetTrainStep(steps_per_epoch=spe, model_kwargs=TINY)
     return Trainer(step, _epoch_fn(blur, sharp), config, validation=validation, out=io.StringIO())
 
 
@@ -227,7 +227,9 @@ def test_resume_refuses_other_model_and_noresume(trained, tmp_path):
     with pytest.raises(ConfigError, match="--resume"):
         _trainer(tmp_path, 5, resume=False).setup()
     blur, sharp = trained["data"]
-    step = MimoUnetStep("mimo_unet", steps_per_epoch=4, model_kwargs={**TINY, "init": "glorot"})
+    step = MimoUnetTrainStep(
+        "mimo_unet", steps_per_epoch=4, model_kwargs={**TINY, "init": "glorot"}
+    )
     config = LoopConfig(str(tmp_path), steps_per_epoch=4, max_steps=5, global_batch_size=2)
     other = Trainer(step, _epoch_fn(blur, sharp), config, out=io.StringIO())
     with pytest.raises(ConfigError, match="model_kwargs"):
@@ -295,7 +297,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from training.loop import LoopConfig, Trainer, ValidationSet
-    from training.mimo_unet_step import MimoUnetStep
+    from training.mimo_unet_step import MimoUnetTrainStep
     from training.strategy import make_strategy
     tiny = {"num_res": 1, "base_channels": 8}
     rng = np.random.default_rng(0)
@@ -303,7 +305,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     blur = np.clip(sharp + rng.normal(0, 0.1, sharp.shape), 0, 1).astype("float32")
 
     def one_step(strategy, weights):
-        step = MimoUnetStep(steps_per_epoch=1, model_kwargs=tiny)
+        step = MimoUnetTrainStep(steps_per_epoch=1, model_kwargs=tiny)
         step.build(strategy)
         step.model.set_weights(weights)
         ds = tf.data.Dataset.from_tensors((blur, sharp))
@@ -314,7 +316,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         return step, float(loss)
 
     keras.utils.set_random_seed(0)
-    ref = MimoUnetStep(steps_per_epoch=1, model_kwargs=tiny)
+    ref = MimoUnetTrainStep(steps_per_epoch=1, model_kwargs=tiny)
     ref.build(tf.distribute.get_strategy())
     init = ref.model.get_weights()
     mirrored = make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
@@ -329,7 +331,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     runs = []
     for max_steps in (2, 3):  # the second run resumes under the strategy
-        step = MimoUnetStep(steps_per_epoch=2, model_kwargs=tiny)
+        step = MimoUnetTrainStep(steps_per_epoch=2, model_kwargs=tiny)
         cfg = LoopConfig(sys.argv[1], steps_per_epoch=2, max_steps=max_steps, checkpoint_every=1,
                          global_batch_size=2, log_every=1)
         u8 = lambda x: np.rint(x * 255).astype(np.uint8)

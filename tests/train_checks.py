@@ -135,7 +135,7 @@ def round_trip(run_dir, data_dir, tmp_path, model_name, model_kwargs):
     import deblur
     import evaluate
     import export
-    from training import model_io
+    from inference import model_io
 
     config = json.loads((run_dir / "run_config.json").read_text())
     assert config["model"] == model_name and config["model_kwargs"] == model_kwargs

@@ -5,7 +5,7 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.loop`: :class:`~training.loop.Trainer` and :class:`~training.loop.LoopConfig`,
   the one loop (strategy, checkpoints and resume, TensorBoard, progress/ETA, validation, NaN guard).
 * :mod:`training.step`: :class:`~training.step.TrainStep`, the base class of step objects,
-  :class:`~training.step.SingleModelStep` (one model, one Adam, one loss: MIMO-UNet, IDC,
+  :class:`~training.step.SingleModelTrainStep` (one model, one Adam, one loss: MIMO-UNet, IDC,
   Two-Way) and :func:`~training.step.minimize` (gradients scaled for the number of replicas).
 * :mod:`training.script`: the flow every ``train_<paper>.py`` shares (defaults and preset, flags ->
   ``Trainer``, one-line errors).
@@ -17,7 +17,6 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.tracking`: makes list-held layers visible to ``tf.train.Checkpoint``.
 * :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`: the
   per-paper step objects.
-* :mod:`training.model_io`, :mod:`training.tiling`: model loading for evaluate/export/deblur.
 
 Step-object interface (subclass :class:`training.step.TrainStep`)
 -----------------------------------------------------------------

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 from absl import flags
 
+from cli import define_once
+
 FLAGS = flags.FLAGS
 PRESETS = ("none", "quick")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 COMMON_FLAGS: list[str] = []  # names defined here, in definition order (for run_config.json)
-
-
-def define_once(define, name, default, help_text, **kwargs):
-    """``define(name, default, help_text, **kwargs)`` unless a flag ``name`` already exists."""
-    if name not in FLAGS:
-        define(name=name, default=default, help=help_text, **kwargs)
 
 
 def _common(define, name, default, help_text, **kwargs):
@@ -214,11 +210,6 @@ def apply_defaults(defaults: dict):
     """Sets flag defaults; flags given on the command line keep their value."""
     for name, value in defaults.items():
         FLAGS.set_default(name, value)
-
-
-def given(name: str) -> bool:
-    """True if ``--name`` was given on the command line (parsed flags only)."""
-    return FLAGS[name].present > 0
 
 
 def snapshot(names=None) -> dict:

@@ -10,8 +10,8 @@
   counter so that a resumed run continues it).
 
 Model building, the schedule, the tape and the update are
-:class:`training.step.PolynomialDecayStep`'s. The noise of the training input (A-IDC-6) is added by
-the data pipeline, not here.
+:class:`training.step.PolynomialDecayTrainStep`'s. The noise of the training input (A-IDC-6) is
+added by the data pipeline, not here.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from __future__ import annotations
 import functools
 
 import losses
-from training.step import PolynomialDecayStep
+from training.step import PolynomialDecayTrainStep
 
 LEARNING_RATE = 1e-4  # paper: "1×10^-4 ~ 1×10^-6"
 END_LEARNING_RATE = 1e-6
 POWER = 0.3  # SRN's decay power (the paper gives only the range)
 
 
-class IdcStep(PolynomialDecayStep):
+class IdcTrainStep(PolynomialDecayTrainStep):
     """One Adam update of IDC on a (blur, sharp) batch.
 
     Args:

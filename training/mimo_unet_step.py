@@ -4,7 +4,7 @@ Adam (betas 0.9/0.999, epsilon 1e-8 as PyTorch, no weight decay) on ``L_cont + 0
 the three outputs (:func:`losses.mimo_unet_loss`), learning rate x0.5 every 500 epochs stepped per
 epoch (:func:`training.schedules.mimo_unet_schedule`). No warm-up, clipping, EMA or mixed precision.
 The model keeps PyTorch's initialisation (``init="torch"``) unless ``model_kwargs`` says otherwise.
-Model building, the tape and the update are :class:`training.step.SingleModelStep`'s.
+Model building, the tape and the update are :class:`training.step.SingleModelTrainStep`'s.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import functools
 
 import losses
 from training import schedules
-from training.step import SingleModelStep
+from training.step import SingleModelTrainStep
 
 VARIANTS = ("mimo_unet", "mimo_unet_plus")
 
 
-class MimoUnetStep(SingleModelStep):
+class MimoUnetTrainStep(SingleModelTrainStep):
     """One Adam update of MIMO-UNet(+) on a (blur, sharp) batch.
 
     Args:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+import cli
 from training import flags as train_flags
 
 FLAGS = flags.FLAGS
@@ -69,7 +70,7 @@ def width_kwargs() -> dict:
 
 
 def polynomial_decay_kwargs(total: int) -> dict:
-    """The flags of :class:`training.step.PolynomialDecayStep` (IDC, Two-Way): the decay from
+    """The flags of :class:`training.step.PolynomialDecayTrainStep` (IDC, Two-Way): the decay from
     ``--learning_rate`` to ``--lr_end`` with ``--lr_power`` over ``total`` steps, Adam epsilon."""
     return {
         "total_steps": total,
@@ -205,6 +206,7 @@ def run_main(script: str, argv, *, prepare: Sequence[Callable[[], None]], build:
             function()
     except app.UsageError as error:
         sys.exit(fail(error))
+    cli.import_tensorflow()  # after the flag checks: TensorFlow's start-up lines hidden
     import data
     from training.loop import ConfigError, NonFiniteLossError
 

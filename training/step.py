@@ -1,6 +1,6 @@
 """The per-paper step object that :class:`training.loop.Trainer` drives (interface in
 ``training/__init__.py``), with the gradient helper every paper shares and
-:class:`SingleModelStep`, the one-model / one-Adam / one-loss step that MIMO-UNet, IDC and
+:class:`SingleModelTrainStep`, the one-model / one-Adam / one-loss step that MIMO-UNet, IDC and
 Two-Way specialise."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class TrainStep:
         }
 
 
-class SingleModelStep(TrainStep):
+class SingleModelTrainStep(TrainStep):
     """One registry model, one Adam optimizer, one loss: the step of MIMO-UNet, IDC and Two-Way.
 
     A paper's step only chooses the model, the loss and the learning-rate schedule; building the
@@ -149,12 +149,12 @@ class SingleModelStep(TrainStep):
         }
 
 
-class PolynomialDecayStep(SingleModelStep):
-    """A :class:`SingleModelStep` whose rate follows SRN's polynomial decay over the whole run,
+class PolynomialDecayTrainStep(SingleModelTrainStep):
+    """A :class:`SingleModelTrainStep` whose rate follows SRN's polynomial decay over the whole run,
     then is held (:func:`training.schedules.polynomial_decay`): the IDC and Two-Way recipes.
 
     Args:
-        model_name, loss_fn, model_kwargs, epsilon, loss_text: as :class:`SingleModelStep`.
+        model_name, loss_fn, model_kwargs, epsilon, loss_text: as :class:`SingleModelTrainStep`.
         total_steps: length of the run; the rate decays over it.
         learning_rate, end_learning_rate, power: ``lr0``, ``end`` and the power of the decay.
     """

@@ -1,9 +1,8 @@
-"""TensorBoard scalar and image summaries written with TensorFlow core only.
+"""TensorBoard scalar and image summaries written with ``tf.summary.write``.
 
-``tf.summary.scalar`` / ``tf.summary.image`` live in the ``tensorboard`` package, which the runtime
-requirements do not include. These helpers write the same records through ``tf.summary.write`` with
-the plugin metadata TensorBoard's "scalars" and "images" dashboards read, so event files are
-identical in content; viewing them needs ``pip install tensorboard``.
+The records carry the plugin metadata TensorBoard's "scalars" and "images" dashboards read, so the
+event files are those ``tf.summary.scalar`` / ``tf.summary.image`` write, without routing every call
+through the ``tensorboard`` package's summary API (the viewer is in the requirements).
 """
 
 from __future__ import annotations

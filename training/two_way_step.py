@@ -9,7 +9,7 @@
   on the optimizer's iteration counter so that a resumed run continues it).
 
 Model building, the schedule, the tape and the update are
-:class:`training.step.PolynomialDecayStep`'s.
+:class:`training.step.PolynomialDecayTrainStep`'s.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from __future__ import annotations
 import functools
 
 import losses
-from training.step import PolynomialDecayStep
+from training.step import PolynomialDecayTrainStep
 
 LEARNING_RATE = 1e-4
 END_LEARNING_RATE = 0.0  # "decayed to 0"
 POWER = 0.3
 
 
-class TwoWayStep(PolynomialDecayStep):
+class TwoWayTrainStep(PolynomialDecayTrainStep):
     """One Adam update of the Two-Way network on a (blur, sharp) batch.
 
     Args:

@@ -36,8 +36,8 @@ import tensorflow as tf
 from absl import flags
 
 import models
-from models import inference
-from training.flags import define_once  # also used by the CLIs as model_io.define_once
+from inference.flags import define_model_source_flags  # noqa: F401  (defines the flags read here)
+from models import inference as model_inference
 from training.tracking import track_layer_lists
 
 FLAGS = flags.FLAGS
@@ -51,39 +51,6 @@ SIGNATURE_OUTPUT = "restored"
 
 class ModelSourceError(ValueError):
     """A model source that cannot be used; the message names the path and the problem."""
-
-
-def define_flags():
-    """Defines the model-source flags and ``--self_ensemble`` (once per process)."""
-    string = flags.DEFINE_string
-    define_once(string, "checkpoint", None, "Training run dir, checkpoint dir or prefix.")
-    define_once(string, "weights", None, "Keras FILE.weights.h5 (needs --model) or FILE.keras.")
-    define_once(string, "model", None, f"Registered model name: {models.model_names()}.")
-    define_once(string, "model_kwargs", None, 'Model kwargs as JSON, e.g. {"num_res": 8}.')
-    define_once(string, "saved_model", None, "SavedModel directory written by export.py.")
-    define_once(
-        flags.DEFINE_enum,
-        "self_ensemble",
-        "none",
-        "Geometric self-ensemble: none, rot4 (MIMO-UNet++: 4 rotations) or x8 (EDSR).",
-        enum_values=list(inference.ENSEMBLE_MODES),
-    )
-
-
-def define_jit_flag():
-    """``--jit_compile`` of the commands that run the model many times (evaluate.py, deblur.py)."""
-    define_once(
-        flags.DEFINE_bool,
-        "jit_compile",
-        False,
-        "Compile the model with XLA (a little faster on CPU; compiled once per image size).",
-    )
-
-
-OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the results folder."
-
-
-define_flags()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,16 +97,16 @@ def keras_restorer(model, self_ensemble="none", source=None, jit_compile=False) 
     check_ensemble_mode(self_ensemble)
 
     def forward(images):
-        return inference.restore(model, images, self_ensemble)
+        return model_inference.restore(model, images, self_ensemble)
 
     source = dict(source or {}, self_ensemble=self_ensemble, jit_compile=jit_compile)
     return Restorer(image_function(forward, jit_compile), source, model)
 
 
 def check_ensemble_mode(mode):
-    if mode not in inference.ENSEMBLE_MODES:
+    if mode not in model_inference.ENSEMBLE_MODES:
         raise ModelSourceError(
-            f"--self_ensemble {mode!r}: expected one of {inference.ENSEMBLE_MODES}."
+            f"--self_ensemble {mode!r}: expected one of {model_inference.ENSEMBLE_MODES}."
         )
 
 
@@ -164,8 +131,10 @@ def saved_model_restorer(path, self_ensemble="none", jit_compile=False) -> Resto
         # Pad once before the ensemble, as models.inference.restore does, so that the result
         # equals the Keras model's; the signature then finds nothing left to pad.
         height, width = tf.shape(images)[1], tf.shape(images)[2]
-        padded = inference.pad_to_multiple(images, multiple)
-        return inference.crop_to(inference.ensemble(serve, padded, self_ensemble), height, width)
+        padded = model_inference.pad_to_multiple(images, multiple)
+        return model_inference.crop_to(
+            model_inference.ensemble(serve, padded, self_ensemble), height, width
+        )
 
     function = image_function(forward, jit_compile)
     function.loaded = loaded  # keeps the SavedModel's variables alive with the function
