@@ -10,7 +10,10 @@ and the returned dict holds scalar float32 tensors: ``"loss"`` (the total to min
 term that enters it, unweighted and per scale (``content_0``, ``fft_2``, ``mse_1``, ...; index 0 is
 the coarsest scale), so that the training loop can log the whole dict. The labels of the coarser
 scales are built here from ``sharp`` with :func:`models.blocks.image_pyramid` (bilinear, half-pixel
-centres, no antialias), in the mode each paper uses.
+centres, no antialias), in the mode each paper uses: MIMO-UNet's official labels are resized
+straight from the full label; IDC's and Two-Way's are "obtained in the same way" as the model's
+blurred input pyramid, so their losses take the model's ``pyramid_mode`` (the step objects pass
+it).
 
 Everything is written with ``keras.ops`` so that it runs inside a ``tf.function`` training step (and
 under the other Keras backends, where the MIMO-UNet reference values must be re-checked first).
@@ -221,10 +224,14 @@ def idc_loss(
     ssim_weight=IDC_SSIM_WEIGHT,
     grad_weight=IDC_GRAD_WEIGHT,
     grad_loss_norm="l1",
+    pyramid_mode="sequential",
 ):
     """IDC mixed loss (paper section 3.3, eq. 2-6; idc.md section 5).
 
-    Labels by the sequential bilinear pyramid (repeated halving; the 1/4 label is the 4x4 box mean).
+    Labels by the model's bilinear pyramid, ``pyramid_mode`` (A-IDC-11): ``"sequential"`` (default,
+    repeated halving; the 1/4 label is the 4x4 box mean) or ``"direct"`` (each level resized
+    straight from ``sharp``; the 1/4 label is the mean of the central 2x2 of each 4x4 block). The
+    paper's labels are "obtained in the same way" as the inputs, so pass the model's mode.
     Per scale i, ``L_mix,i = mse_i + ssim_weight * ssim_loss_i + grad_weight * grad_i`` with
 
     * ``mse_i``: mean squared error over all N*h*w*3 elements (SRN's reduction, A-IDC-12);
@@ -239,7 +246,7 @@ def idc_loss(
         weighted per-scale sum) and ``loss``.
     """
     predictions, sharp = _as_float32(predictions, sharp)
-    labels = label_pyramid(predictions, sharp, mode="sequential")
+    labels = label_pyramid(predictions, sharp, mode=pyramid_mode)
     terms = {}
     for i, (pred, label) in enumerate(zip(predictions, labels, strict=True)):
         terms[f"mse_{i}"] = mse(pred, label)
@@ -254,10 +261,13 @@ def idc_loss(
     return terms
 
 
-def two_way_loss(predictions, sharp, scale_weights=TWO_WAY_SCALE_WEIGHTS):
+def two_way_loss(
+    predictions, sharp, scale_weights=TWO_WAY_SCALE_WEIGHTS, pyramid_mode="sequential"
+):
     """Two-Way loss ``sum_i alpha_i * MSE_i`` (paper eq. 2; two_way.md section 6, A-TW-8).
 
-    Labels by the sequential bilinear pyramid (as IDC). ``MSE_i`` is the mean over the elements of
+    Labels by the model's bilinear pyramid, ``pyramid_mode`` (as IDC: ``"sequential"`` by default,
+    ``"direct"`` by switch; pass the model's mode). ``MSE_i`` is the mean over the elements of
     scale i (alpha_i / T_i of eq. 2); ``scale_weights`` = (1, 1, 5) coarse to fine, i.e. weight 5
     on the full-resolution output. Applied to the summed output F_i only, not to the branches.
 
@@ -266,7 +276,7 @@ def two_way_loss(predictions, sharp, scale_weights=TWO_WAY_SCALE_WEIGHTS):
     """
     predictions, sharp = _as_float32(predictions, sharp)
     _check_weights(scale_weights, predictions, "scale_weights")
-    labels = label_pyramid(predictions, sharp, mode="sequential")
+    labels = label_pyramid(predictions, sharp, mode=pyramid_mode)
     terms = {
         f"mse_{i}": mse(p, s) for i, (p, s) in enumerate(zip(predictions, labels, strict=True))
     }

@@ -13,6 +13,8 @@ import losses
 import models
 from models import blocks, idc
 from tests import model_checks
+from training.idc_step import IdcTrainStep
+from training.two_way_step import TwoWayTrainStep
 
 TINY = {"base_channels": 4, "num_res": 1}  # one ResBlock per stage: fewer eager ops
 SUB_TEXTURE = 931_840
@@ -156,3 +158,45 @@ def test_finest_output_backpropagates_into_coarser_outputs_only_without_stop_gra
     grads = tape.gradient(finest, outputs[:-1], unconnected_gradients="zero")
     norms = [float(tf.norm(g)) for g in grads]
     assert norms == [0.0, 0.0] if stop else min(norms) > 0.0
+
+
+# ---- the loss labels follow the model's pyramid_mode (A-IDC-11; "obtained in the same way") ----
+
+STEPS = {"idc": IdcTrainStep, "two_way": TwoWayTrainStep}
+OTHER_MODE = {"sequential": "direct", "direct": "sequential"}
+
+
+def _model_input_pyramid(model, image):
+    """The levels B_i the model feeds its step, coarse to fine, recorded from its own forward."""
+    levels = []
+
+    def record(x):
+        levels.append(np.asarray(x[..., :3]))  # X_i = concat(B_i, P_i)
+        return x[..., :3]
+
+    model.coarse_to_fine(image, step=record)
+    return levels
+
+
+@pytest.mark.parametrize("name", DRIVEN)
+@pytest.mark.parametrize("mode", ["sequential", "direct"])
+def test_step_labels_are_the_models_input_pyramid_of_the_sharp_image(name, mode):
+    step = STEPS[name](total_steps=1, model_kwargs={**TINY, "pyramid_mode": mode})
+    step.build(tf.distribute.get_strategy())
+    assert step.loss_options == {"pyramid_mode": mode}  # read from the built model
+    assert f"pyramid_mode={mode!r}" in step.describe()["loss"]
+    sharp = model_checks.random_images(48, 48, batch=2, seed=5)
+    pyramid = _model_input_pyramid(step.model, sharp)
+    other_pyramid = _model_input_pyramid(built(name, pyramid_mode=OTHER_MODE[mode], **TINY), sharp)
+    assert not np.allclose(pyramid[0], other_pyramid[0], atol=1e-3)  # the modes differ at 1/4
+    # Predictions equal to the model's own pyramid of the sharp image: every term is zero.
+    for key, value in step.loss_fn(pyramid, sharp, **step.loss_options).items():
+        assert abs(float(value)) < 1e-6, (key, float(value))
+    assert float(step.loss_fn(pyramid, sharp, pyramid_mode=OTHER_MODE[mode])["loss"]) > 1e-4
+    # The update's logged loss is the loss under the model's mode.
+    blur = model_checks.random_images(48, 48, batch=2, seed=6)
+    predictions = step.model(blur, training=True)
+    expected = float(step.loss_fn(predictions, sharp, pyramid_mode=mode)["loss"])
+    wrong = float(step.loss_fn(predictions, sharp, pyramid_mode=OTHER_MODE[mode])["loss"])
+    got = float(step.train_step(tf.constant(blur), tf.constant(sharp))["loss"])
+    assert got == pytest.approx(expected, rel=1e-6) and got != pytest.approx(wrong, rel=1e-6)

@@ -290,3 +290,38 @@ def test_two_way_weight_length_checked():
     preds, sharp = _random_batch(np.random.default_rng(10))
     with pytest.raises(ValueError, match="scale_weights"):
         losses.two_way_loss(preds[1:], sharp)
+
+
+# ---- label pyramids follow the model's pyramid_mode (IDC A-IDC-11, Two-Way) -------------------
+
+LOSSES_WITH_PYRAMID = {"idc": losses.idc_loss, "two_way": losses.two_way_loss}
+NUMPY_LABELS = {
+    "sequential": _sequential_labels,
+    "direct": lambda s: [_central_2x2_of_4x4(s), _block_mean(s, 2), s],
+}
+
+
+@pytest.mark.parametrize("paper", sorted(LOSSES_WITH_PYRAMID))
+@pytest.mark.parametrize("mode", ["sequential", "direct"])
+def test_labels_follow_the_pyramid_mode(paper, mode):
+    loss_fn = LOSSES_WITH_PYRAMID[paper]
+    sharp = np.random.default_rng(11).uniform(0.0, 1.0, (2, 48, 64, 3)).astype(np.float32)
+    preds = NUMPY_LABELS[mode](sharp)  # independent numpy construction of the mode's labels
+    got = _floats(loss_fn(preds, sharp, pyramid_mode=mode))
+    for key, value in got.items():
+        assert abs(value) < 1e-6, (paper, mode, key, value)
+    # The other mode's labels differ at the 1/4 scale only (both take the 2x2 mean at 1/2).
+    other = "direct" if mode == "sequential" else "sequential"
+    wrong = _floats(loss_fn(preds, sharp, pyramid_mode=other))
+    assert wrong["mse_0"] > 1e-3 and abs(wrong["mse_1"]) < 1e-10 and abs(wrong["mse_2"]) < 1e-10
+
+
+def test_labels_default_to_the_papers_sequential_pyramid_and_refuse_other_modes():
+    preds, sharp = _random_batch(np.random.default_rng(12), n=1, h=48, w=48)
+    for loss_fn in LOSSES_WITH_PYRAMID.values():
+        np.testing.assert_allclose(
+            float(loss_fn(preds, sharp)["loss"]),
+            float(loss_fn(preds, sharp, pyramid_mode="sequential")["loss"]),
+        )
+        with pytest.raises(ValueError, match="pyramid mode"):
+            loss_fn(preds, sharp, pyramid_mode="bicubic")

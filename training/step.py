@@ -5,10 +5,9 @@ Two-Way specialise."""
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
-from training import schedules
+from training import optimizers, schedules
 
 
 class TrainStep:
@@ -77,8 +76,13 @@ class TrainStep:
 class SingleModelTrainStep(TrainStep):
     """One registry model, one Adam optimizer, one loss: the step of MIMO-UNet, IDC and Two-Way.
 
-    A paper's step only chooses the model, the loss and the learning-rate schedule; building the
-    model and optimizer, the gradient tape and the update are here once.
+    A paper's step only chooses the model, the loss, the learning-rate schedule and the Adam
+    formula; building the model and optimizer, the gradient tape and the update are here once.
+
+    ``loss_model_options`` (class attribute) names model attributes passed to the loss as keyword
+    arguments once the model is built: IDC and Two-Way pass ``pyramid_mode`` so that the labels of
+    the coarser scales are made the way the model makes its input pyramid ("obtained in the same
+    way"), whatever ``model_kwargs`` chose.
 
     Args:
         model_name: registry name (``models.build_model``).
@@ -89,8 +93,13 @@ class SingleModelTrainStep(TrainStep):
         model_kwargs: ``models.build_model`` overrides (JSON-serialisable).
         beta_1, beta_2, epsilon: Adam's parameters (0.9, 0.999, 1e-8: PyTorch's and TF1's
             defaults; Keras 3's epsilon default is 1e-7, so it is always passed explicitly).
+        adam_formula: ``"pytorch"`` (papers whose original code is PyTorch) or ``"keras"`` (TF1's
+            ``AdamOptimizer``), see :mod:`training.optimizers`; recorded in ``run_config.json``
+            as ``"optimizer"``.
         schedule_text, loss_text: one-line descriptions for the run summary.
     """
+
+    loss_model_options: tuple = ()
 
     def __init__(
         self,
@@ -102,14 +111,21 @@ class SingleModelTrainStep(TrainStep):
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-8,
+        adam_formula="keras",
         schedule_text="",
         loss_text="",
     ):
+        if adam_formula not in optimizers.FORMULAS:
+            raise ValueError(
+                f"adam_formula must be one of {optimizers.FORMULAS}, got {adam_formula!r}."
+            )
         self.model_name, self.model_kwargs = model_name, dict(model_kwargs or {})
         self.loss_fn, self.schedule = loss_fn, schedule
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.adam_formula = adam_formula
         self.schedule_text, self.loss_text = schedule_text, loss_text
         self.model = self.optimizer = None
+        self.loss_options = {}
 
     def build(self, strategy):
         from models import build_model  # lazy: the loop's unit tests need no model registry
@@ -117,7 +133,8 @@ class SingleModelTrainStep(TrainStep):
         with strategy.scope():
             self.model = build_model(self.model_name, **self.model_kwargs)
             self.model.build((None, None, None, 3))
-            self.optimizer = keras.optimizers.Adam(
+            self.optimizer = optimizers.make_adam(
+                self.adam_formula,
                 learning_rate=self.schedule,
                 beta_1=self.beta_1,
                 beta_2=self.beta_2,
@@ -126,6 +143,7 @@ class SingleModelTrainStep(TrainStep):
             # Slots must exist before a restore (Keras 3 otherwise drops Adam's moments) and before
             # the first step under MirroredStrategy (variables cannot be created in a replica).
             self.optimizer.build(self.model.trainable_variables)
+        self.loss_options = {name: getattr(self.model, name) for name in self.loss_model_options}
 
     def checkpoint_items(self):
         return {"model": self.model, "optimizer": self.optimizer}
@@ -134,19 +152,30 @@ class SingleModelTrainStep(TrainStep):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             predictions = self.model(blur, training=True)
-            terms = self.loss_fn(predictions, sharp)
+            terms = self.loss_fn(predictions, sharp, **self.loss_options)
         minimize(tape, terms["loss"], variables, self.optimizer)
         return terms
 
     def describe(self):
+        # Not "optimizer": that key is run_config()'s identity entry, which describe() must not
+        # overwrite in run_config.json.
         initial = self.schedule(0) if callable(self.schedule) else self.schedule
+        loss = self.loss_text
+        if self.loss_options:
+            options = ", ".join(f"{k}={v!r}" for k, v in sorted(self.loss_options.items()))
+            loss = f"{loss}; labels follow the model's {options}"
         return {
-            "optimizer": f"Adam(lr={float(initial):g}, betas=({self.beta_1:g}, {self.beta_2:g}), "
-            f"epsilon={self.epsilon:g})",
+            "optimizer_settings": f"lr={float(initial):g}, betas=({self.beta_1:g}, "
+            f"{self.beta_2:g}), epsilon={self.epsilon:g}",
             "schedule": self.schedule_text,
-            "loss": self.loss_text,
+            "loss": loss,
             "parameters": int(sum(int(tf.size(v)) for v in self.model.trainable_variables)),
         }
+
+    def run_config(self):
+        """The base entries plus ``"optimizer"``: ``"Adam (PyTorch formula)"`` or ``"Adam (Keras
+        formula)"`` (:data:`training.optimizers.FORMULA_NAMES`), which a resume must not change."""
+        return {**super().run_config(), "optimizer": optimizers.FORMULA_NAMES[self.adam_formula]}
 
 
 class PolynomialDecayTrainStep(SingleModelTrainStep):
@@ -154,7 +183,8 @@ class PolynomialDecayTrainStep(SingleModelTrainStep):
     then is held (:func:`training.schedules.polynomial_decay`): the IDC and Two-Way recipes.
 
     Args:
-        model_name, loss_fn, model_kwargs, epsilon, loss_text: as :class:`SingleModelTrainStep`.
+        model_name, loss_fn, model_kwargs, epsilon, adam_formula, loss_text: as
+            :class:`SingleModelTrainStep`.
         total_steps: length of the run; the rate decays over it.
         learning_rate, end_learning_rate, power: ``lr0``, ``end`` and the power of the decay.
     """
@@ -170,6 +200,7 @@ class PolynomialDecayTrainStep(SingleModelTrainStep):
         power,
         model_kwargs=None,
         epsilon=1e-8,
+        adam_formula="keras",
         loss_text="",
     ):
         super().__init__(
@@ -180,6 +211,7 @@ class PolynomialDecayTrainStep(SingleModelTrainStep):
             ),
             model_kwargs=model_kwargs,
             epsilon=epsilon,
+            adam_formula=adam_formula,
             schedule_text=f"polynomial decay {learning_rate:g} -> {end_learning_rate:g}, power "
             f"{power:g}, over {total_steps} steps, then held",
             loss_text=loss_text,
