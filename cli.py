@@ -76,7 +76,7 @@ def import_tensorflow():
         import tensorflow
 
         return tensorflow
-    with _stderr_captured() as captured:
+    with stderr_captured() as captured:
         try:
             import tensorflow
         except BaseException:
@@ -86,7 +86,9 @@ def import_tensorflow():
 
 
 @contextlib.contextmanager
-def _stderr_captured():
+def stderr_captured():
+    """Points file descriptor 2 (C/C++ libraries' messages too) at a temporary file; yields a
+    function returning the text captured so far."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as sink:

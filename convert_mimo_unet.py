@@ -8,18 +8,22 @@
 ``requirements-torch.txt``; read with ``weights_only=True``) or an ``.npz`` of the state dict under
 its exact key names (no PyTorch needed). Every key is mapped strictly (mimo_unet.md Sec. 12); a
 checkpoint with missing, extra or mis-shaped tensors is refused with their names. The output is
-written to a temporary name and renamed, so a failed run leaves nothing behind.
+written to a temporary name and renamed (:mod:`fileio`), so a failed run leaves nothing behind;
+the result line is printed on stdout.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-import tempfile
 
 from absl import app, flags
 
-from training.flags import define_once
+import cli
+import fileio
+from cli import define_once
+from inference import outputs
 
 FLAGS = flags.FLAGS
 # define_once: evaluate.py / export.py / deblur.py and the training scripts share flag names (--out,
@@ -32,6 +36,7 @@ define_once(
     "mimo_unet or mimo_unet_plus; guessed from the number of tensors (244 or 532) if omitted.",
 )
 define_once(flags.DEFINE_string, "out", None, "Output file (here: FILE.weights.h5).")
+cli.declare_key_flags(["src", "variant", "out"])
 
 TENSORS_PER_VARIANT = {244: "mimo_unet", 532: "mimo_unet_plus"}
 
@@ -55,35 +60,41 @@ def convert(src: str, out: str, variant: str | None = None) -> str:
     variant = variant or guess_variant(state_dict)
     model = models.build_model(variant)
     load_state_dict(model, state_dict)
-    directory = os.path.dirname(os.path.abspath(out))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
-    os.close(handle)
+    # Keras writes only to a path: save into a private temporary folder beside ``out`` (stale ones
+    # of killed runs are removed), then write the bytes atomically with the umask's mode.
+    temporary = fileio.temporary_dir(out)
     try:
-        model.save_weights(temporary, overwrite=True)
-        os.replace(temporary, out)
+        path = os.path.join(temporary, os.path.basename(out))
+        model.save_weights(path, overwrite=True)
+        with open(path, "rb") as handle:
+            fileio.atomic_write_bytes(out, handle.read())
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        shutil.rmtree(temporary, ignore_errors=True)
     return variant
 
 
-def main(argv):
-    del argv
+def check_flags():
+    """The flag checks that need no TensorFlow; raises ValueError with the rule."""
     if not FLAGS.src or not FLAGS.out:
-        raise app.UsageError("--src and --out are required.")
+        raise ValueError("--src and --out are required.")
     if FLAGS.variant not in (None, "mimo_unet", "mimo_unet_plus"):
-        raise app.UsageError(f"--variant {FLAGS.variant}: expected mimo_unet or mimo_unet_plus.")
-    if FLAGS.variant not in (None, "mimo_unet", "mimo_unet_plus"):
-        raise app.UsageError(f"--variant {FLAGS.variant}: expected mimo_unet or mimo_unet_plus.")
+        raise ValueError(f"--variant {FLAGS.variant}: expected mimo_unet or mimo_unet_plus.")
     if not FLAGS.out.endswith(".weights.h5"):
-        raise app.UsageError(f"--out {FLAGS.out}: Keras weight files must end in .weights.h5.")
+        raise ValueError(f"--out {FLAGS.out}: Keras weight files must end in .weights.h5.")
+    outputs.check_file_target(FLAGS.out, "--out")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
+        check_flags()
+        cli.import_tensorflow()
         variant = convert(FLAGS.src, FLAGS.out, FLAGS.variant)
-    except ValueError as error:  # CheckpointError and variant mismatch: a message, no traceback
-        sys.exit(f"convert_mimo_unet: {error}")
+    except (ValueError, OSError) as error:  # CheckpointError, variant mismatch, OutputError
+        sys.exit(f"convert_mimo_unet.py: error: {error}")
     print(f"Wrote {FLAGS.out} ({variant}).")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

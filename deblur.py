@@ -4,7 +4,8 @@
     python deblur.py --input shots/ --out sharp/ --saved_model exports/mimo_unet --tile 512
 
 Model sources: see :mod:`inference.model_io`. Each output is a PNG named ``<stem><suffix>.png``
-(``--suffix``, default ``_deblurred``), written atomically next to its input or into ``--out``.
+(``--suffix``, default ``_deblurred``), written atomically next to its input or into ``--out``;
+each ``input -> output`` line and the final count are printed on stdout.
 
 What is read (``cv2.IMREAD_UNCHANGED``) and written:
 
@@ -12,14 +13,22 @@ What is read (``cv2.IMREAD_UNCHANGED``) and written:
 * grayscale: replicated to three channels, deblurred, averaged back to one, written as grayscale.
 * with alpha (BGRA): the colour is deblurred, the alpha channel is copied unchanged.
 * 16-bit: processed in float (value / 65535) and written as a 16-bit PNG, so no precision is lost.
-* anything else (float images, 2-channel images, unreadable files) is refused with a message naming
-  the file; the other files are still processed and the exit status is non-zero at the end.
 
-Outputs are clamped to [0, 1] and rounded to the file's bit depth. ``--tile SIZE`` restores large
-images in overlapping tiles blended with a raised-cosine window (:mod:`inference.tiling`): the
-network's memory is then bounded by the tile size (the image and its float32 accumulators still take
-about 30 bytes per pixel); ``--tile_overlap`` should exceed the model's effective receptive field
-for seamless results. When a folder is given, files already ending in the suffix are skipped.
+Bad files are refused, not skipped: a file OpenCV cannot read (checked for every input before the
+model is loaded), damage found while decoding (a PNG with corrupt image data, a truncated JPEG),
+float or 2-channel images stop the command with ``deblur.py: error: <file>: <problem>`` and exit
+status 1; the outputs written before stay complete. Existing outputs are refused before the model is
+loaded unless ``--overwrite`` is given; every output folder is checked first.
+
+Large images: ``--tile auto`` (default) restores an image whole when the forward pass's estimated
+memory (:func:`inference.tiling.forward_bytes_per_pixel`, from the model and its width) fits
+``--memory_budget_gb``, else in the largest tiles that fit; ``--tile N`` always tiles images larger
+than N, ``--tile 0`` never tiles. Tiles overlap by ``--tile_overlap`` and are blended with a
+raised-cosine window (:mod:`inference.tiling`); the tiled path keeps the image in its file dtype,
+converts one tile at a time and writes finished bands of rows straight into the output array, so
+its memory is the input and output images (6 bytes per pixel for 8-bit colour, plus the encoded
+PNG) and a constant. ``--tile_overlap`` should exceed the model's effective receptive field for
+seamless results. When a folder is given, files already ending in the suffix are skipped.
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ import numpy as np
 from absl import app, flags, logging
 
 import cli
+import fileio
 from inference import flags as inference_flags
-from inference import model_io, tiling
+from inference import outputs, tiling
 
 FLAGS = flags.FLAGS
 _define = cli.define_once
@@ -41,10 +51,25 @@ _define(flags.DEFINE_string, "input", None, "An image file or a folder of images
 _define(
     flags.DEFINE_string, "out", None, inference_flags.OUT_HELP + " Default: next to each input."
 )
-_define(flags.DEFINE_integer, "tile", 0, "Tile side in pixels for large images (0 = whole).")
+_define(
+    flags.DEFINE_string,
+    "tile",
+    "auto",
+    "Tile side in pixels: auto (tile only when a whole-image forward would exceed "
+    "--memory_budget_gb), 0 (never tile) or N (tile images larger than N).",
+)
 _define(flags.DEFINE_integer, "tile_overlap", 32, "Minimum overlap of neighbouring tiles (px).")
+_define(
+    flags.DEFINE_float,
+    "memory_budget_gb",
+    4.0,
+    "Memory the model's forward pass may take (GB) before --tile auto tiles an image.",
+)
 _define(flags.DEFINE_string, "suffix", "_deblurred", "Appended to the input's stem for outputs.")
 inference_flags.define_jit_flag()
+inference_flags.define_overwrite_flag()
+KEY_FLAGS = ["input", "out", "tile", "tile_overlap", "memory_budget_gb", "suffix", "overwrite"]
+cli.declare_key_flags([*KEY_FLAGS, *inference_flags.SOURCE_FLAGS, "jit_compile"])
 
 # Extensions OpenCV can decode (cv2.imread); other files in a folder are skipped, not failed.
 IMAGE_EXTENSIONS = frozenset(
@@ -52,6 +77,9 @@ IMAGE_EXTENSIONS = frozenset(
     | {".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tiff", ".tif", ".exr", ".hdr", ".pic"}
 )
 MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+# Decoder messages that mean the file's data is damaged although OpenCV returned an image
+# (libjpeg fills the missing part of a truncated or corrupt JPEG with grey and only warns).
+DAMAGE_WORDS = ("corrupt", "premature end", "error", "invalid", "truncated")
 
 
 class ImageError(ValueError):
@@ -59,55 +87,74 @@ class ImageError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# Reading and writing
+# Reading and writing: images stay in their file layout (uint8/uint16, gray/BGR/BGRA)
 # --------------------------------------------------------------------------------------------------
 
 
 def read_image(path):
-    """Reads ``path`` -> (RGB (H, W, 3) float32 in [0, 1], layout dict for :func:`write_image`)."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageError(f"{path}: not readable as an image by OpenCV.")
-    if image.dtype not in MAX_VALUE:
-        raise ImageError(f"{path}: {image.dtype} samples are not supported (8- or 16-bit only).")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    channels = 1 if image.ndim == 2 else image.shape[2]
+    """Reads ``path`` -> (values as OpenCV decodes them, layout dict).
+
+    ``values`` is (H, W) gray or (H, W, 3|4) BGR(A), uint8 or uint16; ``layout`` holds its dtype,
+    ``gray`` and ``alpha`` (the (H, W) alpha plane or ``None``). Damage reported by the decoder
+    (libpng / libjpeg messages, normally printed on stderr) raises :class:`ImageError` with it.
+    """
+    with cli.stderr_captured() as captured:  # the decoder's own messages explain the damage
+        values = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        text = captured()
+    messages = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if values is None:
+        detail = f" ({messages})" if messages else ""
+        raise ImageError(f"{path}: cannot be decoded (damaged, or not an image){detail}.")
+    if any(word in messages.lower() for word in DAMAGE_WORDS):
+        raise ImageError(f"{path}: damaged image data ({messages}).")
+    if values.dtype not in MAX_VALUE:
+        raise ImageError(f"{path}: {values.dtype} samples are not supported (8- or 16-bit only).")
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
+    channels = 1 if values.ndim == 2 else values.shape[2]
     if channels not in (1, 3, 4):
         raise ImageError(f"{path}: {channels} channels are not supported (1, 3 or 4).")
-    layout = {"dtype": image.dtype, "gray": channels == 1, "alpha": None}
-    if channels == 1:
-        rgb = np.repeat(image[..., None], 3, axis=2)
-    else:
-        rgb = image[..., 2::-1]  # BGR(A) -> RGB
-        layout["alpha"] = image[..., 3] if channels == 4 else None
-    return rgb.astype(np.float32) / np.float32(MAX_VALUE[image.dtype]), layout
+    alpha = values[..., 3] if channels == 4 else None
+    return values, {"dtype": values.dtype, "gray": channels == 1, "alpha": alpha}
 
 
-def to_file_values(rgb, layout):
-    """Restored RGB float (H, W, 3) -> the array OpenCV writes (gray, BGR or BGRA, input depth)."""
+def rgb_float(values, layout, rows=slice(None), cols=slice(None)):
+    """The RGB float32 (h, w, 3) in [0, 1] of ``values[rows, cols]`` (gray replicated)."""
+    part = values[rows, cols]
+    rgb = np.repeat(part[..., None], 3, axis=2) if layout["gray"] else part[..., 2::-1]
+    return rgb.astype(np.float32) / np.float32(MAX_VALUE[layout["dtype"]])
+
+
+def to_file_values(rgb, layout, alpha=None):
+    """Restored RGB float (h, w, 3) -> the array OpenCV writes (gray, BGR or BGRA, input depth).
+
+    ``rgb`` is clamped and scaled in place (it is a temporary of the caller); ``alpha`` is the
+    matching (h, w) alpha plane or ``None``.
+    """
     maximum = MAX_VALUE[layout["dtype"]]
     if layout["gray"]:
         rgb = rgb.mean(axis=2, keepdims=True)
-    values = np.rint(np.clip(rgb, 0.0, 1.0) * maximum).astype(layout["dtype"])
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+    rgb *= maximum
+    values = np.rint(rgb, out=rgb).astype(layout["dtype"])
     if layout["gray"]:
         return values[..., 0]
     values = values[..., ::-1]
-    if layout["alpha"] is not None:
-        values = np.concatenate([values, layout["alpha"][..., None]], axis=2)
+    if alpha is not None:
+        values = np.concatenate([values, alpha[..., None]], axis=2)
     return np.ascontiguousarray(values)
 
 
-def write_image(path, rgb, layout):
-    """Encodes as PNG and writes ``path`` atomically (temporary file + rename)."""
-    ok, encoded = cv2.imencode(".png", to_file_values(rgb, layout))
+def write_image(path, values):
+    """Encodes file ``values`` as PNG and writes ``path`` atomically (temporary file + rename)."""
+    ok, encoded = cv2.imencode(".png", values)
     if not ok:
         raise ImageError(f"{path}: PNG encoding failed.")
-    model_io.atomic_write_bytes(path, encoded.tobytes())
+    fileio.atomic_write_bytes(path, memoryview(encoded))  # no bytes copy of a large PNG
 
 
 # --------------------------------------------------------------------------------------------------
-# Inputs and outputs
+# Inputs and outputs, all checked before the model is loaded
 # --------------------------------------------------------------------------------------------------
 
 
@@ -139,16 +186,51 @@ def output_path(path, out_dir, suffix):
     return target
 
 
+def plan_outputs(inputs, out_dir, suffix, overwrite=False):
+    """``[(input, target), ...]`` after checking every output before any work.
+
+    Refuses (:class:`ImageError` / :class:`inference.outputs.OutputError`): an input OpenCV has no
+    reader for, two inputs with one target (``a.jpg`` and ``a.png``), an output folder that is a
+    file, under a file or not writable, and existing targets unless ``overwrite``.
+    """
+    if out_dir:
+        outputs.check_folder(out_dir, "--out")
+    plan, sources = [], {}
+    for path in inputs:
+        if not cv2.haveImageReader(path):
+            raise ImageError(f"{path}: not an image file OpenCV can read.")
+        target = output_path(path, out_dir, suffix)
+        key = os.path.abspath(target)
+        if key in sources:
+            raise ImageError(
+                f"{sources[key]} and {path} would both be written to {target}; use --suffix or "
+                "process them separately."
+            )
+        sources[key] = path
+        if not out_dir:
+            outputs.check_folder(os.path.dirname(key), "--input")
+        outputs.check_file_target(target, "--out" if out_dir else "--input")
+        plan.append((path, target))
+    outputs.refuse_existing([t for _, t in plan], "--out" if out_dir else "--input", overwrite)
+    return plan
+
+
 # --------------------------------------------------------------------------------------------------
 # Processing
 # --------------------------------------------------------------------------------------------------
 
 
-def deblur_array(restorer, rgb, tile=0, overlap=32):
-    """(H, W, 3) float32 [0, 1] -> (H, W, 3) float32 unclamped; tiled when ``tile`` > 0."""
-    if tile and max(rgb.shape[:2]) > tile:
-        return tiling.restore_tiled(restorer, rgb, tile, overlap, restorer_multiple(restorer))
-    return np.asarray(restorer(rgb[None]))[0]
+def parse_tile(text) -> str | int:
+    """``--tile``: 'auto' or a non-negative integer."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ImageError(f"--tile {text}: expected auto, 0 or a tile side in pixels.")
+    return value
 
 
 def restorer_multiple(restorer):
@@ -158,56 +240,95 @@ def restorer_multiple(restorer):
     return int(restorer.source.get("size_multiple", 1))
 
 
-def deblur_file(restorer, path, target, tile=0, overlap=32):
-    """Reads, deblurs and writes one image; raises :class:`ImageError` naming the file."""
-    rgb, layout = read_image(path)
+def choose_tile(restorer, height, width, tile="auto", overlap=32, budget_gb=4.0) -> int:
+    """The tile side for an image (0 = whole): ``tile`` itself, or for 'auto' the result of
+    :func:`inference.tiling.auto_tile` with the model's estimated forward memory."""
+    align = restorer_multiple(restorer)
+    if tile != "auto":
+        return tile if tile and max(height, width) > tile else 0
+    per_pixel = tiling.forward_bytes_per_pixel(restorer.source)
+    return tiling.auto_tile(height, width, per_pixel, budget_gb * tiling.GB, overlap, align)
+
+
+def deblur_values(restorer, values, layout, tile=0, overlap=32):
+    """File ``values`` -> restored file values of the same shape and dtype; tiled when ``tile``."""
+    height, width = values.shape[:2]
+    if not tile:
+        restored = np.array(restorer(rgb_float(values, layout)[None]), np.float32)[0]
+        return to_file_values(restored, layout, layout["alpha"])
+    output = np.empty_like(values)
+
+    def read_tile(top, bottom, left, right):
+        return rgb_float(values, layout, slice(top, bottom), slice(left, right))
+
+    align = restorer_multiple(restorer)
+    bands = tiling.restore_bands(restorer, read_tile, height, width, tile, overlap, align)
+    for top, stop, band in bands:
+        alpha = None if layout["alpha"] is None else layout["alpha"][top:stop]
+        output[top:stop] = to_file_values(band, layout, alpha)
+    return output
+
+
+def deblur_file(restorer, path, target, tile=0, overlap=32, budget_gb=4.0):
+    """Reads, deblurs and writes one image; returns the tile side used (0 = whole).
+
+    Raises :class:`ImageError` naming the file.
+    """
+    values, layout = read_image(path)
+    height, width = values.shape[:2]
+    side = choose_tile(restorer, height, width, tile, overlap, budget_gb)
+    if side and tile == "auto":
+        logging.info("%s: %dx%d, in tiles of %d px (--memory_budget_gb)", path, width, height, side)
     try:
-        restored = deblur_array(restorer, rgb, tile, overlap)
-    except Exception as error:  # out of memory, etc.: name the file, suggest tiling
-        hint = "" if tile else " (for large images try --tile 512)"
-        raise ImageError(f"{path}: restoration failed{hint}: {error}") from error
-    write_image(target, restored, layout)
+        restored = deblur_values(restorer, values, layout, side, overlap)
+    except Exception as error:  # out of memory (MemoryError, ResourceExhaustedError), etc.
+        hint = "" if side else " (for large images try --tile 512 or a smaller --memory_budget_gb)"
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ImageError(f"{path}: restoration failed{hint}: {first}") from error
+    write_image(target, restored)
+    return side
 
 
-def run(restorer, inputs, out_dir, suffix, tile, overlap):
-    """Processes every input; returns the list of failure messages."""
-    failures, written = [], set()
-    for path in inputs:
-        try:
-            target = output_path(path, out_dir, suffix)
-            if target in written:  # e.g. a.jpg and a.png in one folder
-                raise ImageError(f"{path}: {target} was already written from another input.")
-            written.add(target)
-            deblur_file(restorer, path, target, tile, overlap)
-            logging.info("%s -> %s", path, target)
-        except (ImageError, OSError, cv2.error) as error:
-            logging.error("%s", error)
-            failures.append(str(error))
-    return failures
+def run(restorer, plan, tile="auto", overlap=32, budget_gb=4.0) -> int:
+    """Deblurs every ``(input, target)`` of ``plan`` in order, printing ``input -> target``;
+    stops at the first bad file (:class:`ImageError`). Returns the number written."""
+    for path, target in plan:
+        deblur_file(restorer, path, target, tile, overlap, budget_gb)
+        print(f"{path} -> {target}", flush=True)
+    return len(plan)
+
+
+def check_flags():
+    """Every flag and path check that needs no model; returns (plan, tile)."""
+    if not FLAGS.input:
+        raise ImageError("--input is required (an image file or a folder).")
+    tile = parse_tile(FLAGS.tile)
+    if tile not in ("auto", 0):
+        tiling.check_tiling(tile, FLAGS.tile_overlap)
+    elif FLAGS.tile_overlap < 0:
+        raise ImageError(f"--tile_overlap must be >= 0, got {FLAGS.tile_overlap}.")
+    if FLAGS.memory_budget_gb <= 0:
+        raise ImageError(f"--memory_budget_gb {FLAGS.memory_budget_gb}: must be positive.")
+    inputs = list_inputs(FLAGS.input, FLAGS.suffix)
+    if not inputs:
+        raise ImageError(f"--input {FLAGS.input}: no image files found.")
+    return plan_outputs(inputs, FLAGS.out, FLAGS.suffix, FLAGS.overwrite), tile
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        if not FLAGS.input:
-            raise ImageError("--input is required (an image file or a folder).")
-        if FLAGS.tile:
-            tiling.check_tiling(FLAGS.tile, FLAGS.tile_overlap)
-        inputs = list_inputs(FLAGS.input, FLAGS.suffix)
-        if not inputs:
-            raise ImageError(f"--input {FLAGS.input}: no image files found.")
+        plan, tile = check_flags()
+        cli.import_tensorflow()
+        from inference import model_io
+
         restorer = model_io.restorer_from_flags()
-    except (ImageError, model_io.ModelSourceError, ValueError) as error:
+        count = run(restorer, plan, tile, FLAGS.tile_overlap, FLAGS.memory_budget_gb)
+    except (ValueError, OSError, cv2.error) as error:  # ImageError, OutputError, ModelSourceError
         sys.exit(f"deblur.py: error: {error}")
-    failures = run(restorer, inputs, FLAGS.out, FLAGS.suffix, FLAGS.tile, FLAGS.tile_overlap)
-    if failures:
-        sys.exit(
-            f"deblur.py: {len(failures)} of {len(inputs)} image(s) failed:\n  "
-            + "\n  ".join(failures)
-        )
-    logging.info("Deblurred %d image(s).", len(inputs))
+    print(f"Deblurred {count} image(s).")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -18,8 +18,16 @@ forward pass alone per image (including the copy of its result to the host, whic
 GPU); the median is reported.
 
 Output: ``<out_dir>/per_image.csv`` (name, psnr, ssim, seconds) and ``<out_dir>/summary.json``,
-both written atomically; without ``--out_dir`` the summary is printed. ``--save_images DIR`` writes
-``DIR/<name>.png`` (clamp, x255, round; atomically).
+both written atomically; without ``--out_dir`` the summary JSON is printed. ``--save_images DIR``
+writes ``DIR/<name>.png`` (clamp, x255, round; atomically). The result line (means, baseline,
+runtime) is printed on stdout; per-image lines are absl INFO logs on stderr.
+
+Checked before the model is loaded and before the first image: ``--out_dir`` and ``--save_images``
+must be (or be creatable as) writable folders; existing ``per_image.csv`` / ``summary.json`` in
+``--out_dir`` or any ``<name>.png`` this run would write into ``--save_images`` are refused unless
+``--overwrite``. A damaged image (e.g. a PNG with corrupt image data) stops the run with
+``evaluate.py: error: <file>: <problem>`` and exit status 1. Without ``--data_dir`` the embedded
+synthetic test split is scored, and the console says so.
 """
 
 from __future__ import annotations
@@ -38,9 +46,9 @@ import numpy as np
 from absl import app, flags, logging
 
 import cli
-import metrics
+import fileio
 from inference import flags as inference_flags
-from inference import model_io
+from inference import outputs
 
 FLAGS = flags.FLAGS
 
@@ -68,7 +76,7 @@ def _define_flags():
         "metric_input",
         "uint8",
         "uint8 (PNG values) or float (official).",
-        enum_values=list(metrics.CONVENTIONS),
+        enum_values=list(inference_flags.METRIC_CONVENTIONS),
     )
     define(flags.DEFINE_string, "out_dir", None, "Folder for per_image.csv and summary.json.")
     define(flags.DEFINE_string, "save_images", None, "Folder for the restored <name>.png images.")
@@ -77,9 +85,14 @@ def _define_flags():
         flags.DEFINE_integer, "limit", 0, "Evaluate the first N images (0 = all).", lower_bound=0
     )
     inference_flags.define_jit_flag()
+    inference_flags.define_overwrite_flag()
 
 
 _define_flags()
+KEY_FLAGS = ["data_dir", "split", "blur_variant", "metric_input", "out_dir", "save_images"]
+KEY_FLAGS += ["warmup", "limit", "overwrite", "jit_compile"]
+cli.declare_key_flags([*KEY_FLAGS, *inference_flags.SOURCE_FLAGS])
+RESULT_FILES = ("per_image.csv", "summary.json")
 
 
 class EvaluationError(RuntimeError):
@@ -91,19 +104,13 @@ class EvaluationError(RuntimeError):
 # --------------------------------------------------------------------------------------------------
 
 
-def open_pairs(data_dir, split, blur_variant):
-    """Opens a split through the data layer.
-
-    Returns:
-        (description dict, iterator of (name, blur (1, H, W, 3) float32 [0, 1], sharp (H, W, 3)
-        float32 [0, 1])) in the data set's order. Errors raise :class:`EvaluationError`.
-    """
+def open_source(data_dir, split, blur_variant):
+    """Opens a split through the data layer: (source, description dict); lists the images but
+    decodes none. Errors raise :class:`EvaluationError`."""
     try:
         import data
-        from data import pipeline
     except ImportError as error:
         raise EvaluationError(f"The data layer (data/) is not importable: {error}") from error
-    where = f"{data_dir or 'the embedded synthetic set'} (split {split!r})"
     try:
         source = data.open_split(data_dir, split, blur_variant=blur_variant)
     except data.DataError as error:
@@ -114,18 +121,54 @@ def open_pairs(data_dir, split, blur_variant):
         "blur_variant": blur_variant,
         "source": repr(source),
     }
-    return info, _iterate(pipeline.eval_dataset(source), (data.DataError,), where)
+    return source, info
 
 
-def _iterate(dataset, errors, where):
+def image_names(source, limit=0):
+    """The names of the pairs to evaluate (``None`` when the source cannot list them, TFDS)."""
+    pairs = getattr(source, "pairs", None)
+    if pairs is None:
+        return None
+    names = [pair.name for pair in pairs]
+    return names[:limit] if limit else names
+
+
+def iterate_pairs(source, split="test"):
+    """(name, blur (1, H, W, 3) float32 [0, 1], sharp (H, W, 3) float32 [0, 1]) in order.
+
+    A file the data layer cannot decode raises :class:`EvaluationError` with the data layer's
+    message (``<file>: <problem>``)."""
     import tensorflow as tf
 
+    import data
+    from data import pipeline
+
+    where = f"{getattr(source, 'name', source)} (split {split!r})"
     try:
-        for element in dataset:
+        for element in pipeline.eval_dataset(source):
             name = element["name"].numpy()[0].decode("utf-8")
             yield name, element["blur"].numpy(), element["sharp"].numpy()[0]
-    except (*errors, tf.errors.OpError) as error:
-        raise EvaluationError(f"{where}: {error}") from error
+    except data.DataError as error:
+        raise EvaluationError(str(error)) from error
+    except tf.errors.OpError as error:
+        raise EvaluationError(op_error_text(error, where)) from error
+
+
+def op_error_text(error, where) -> str:
+    """One line for a TensorFlow error raised while reading the data set: the data layer's
+    ``DataError`` message when the error wraps one (raised inside a tf.data function), else the
+    first line of TensorFlow's message after ``where``."""
+    message = error.message.strip()
+    marker = "DataError: "
+    if marker in message:
+        return message.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return f"{where}: {(message.splitlines() or [type(error).__name__])[0]}"
+
+
+def open_pairs(data_dir, split, blur_variant):
+    """Opens a split: (description dict, iterator of :func:`iterate_pairs`)."""
+    source, info = open_source(data_dir, split, blur_variant)
+    return info, iterate_pairs(source, split)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,6 +188,8 @@ def evaluate(restorer, pairs, convention="uint8", warmup=2, save_dir=None, limit
 
     Only the rows are kept, so memory stays flat over any number of images.
     """
+    import metrics
+
     rows = []
     for index, (name, blur, sharp) in enumerate(itertools.islice(pairs, limit or None)):
         for _ in range(warmup if index == 0 else 0):
@@ -173,16 +218,23 @@ def evaluate(restorer, pairs, convention="uint8", warmup=2, save_dir=None, limit
     return rows
 
 
+def image_path(folder, name):
+    """``folder/<name>`` with a ``.png`` extension; ``..``/``.``/empty parts of ``name`` become
+    ``_`` so that no name writes outside ``folder``."""
+    parts = [p if p not in ("", ".", "..") else "_" for p in name.replace("\\", "/").split("/")]
+    return os.path.splitext(os.path.join(folder, *parts))[0] + ".png"
+
+
 def save_png(folder, name, output):
     """Writes clamp(output, 0, 1) * 255 rounded as ``folder/<name>.png`` (RGB), atomically."""
     import cv2
 
-    parts = [p if p not in ("", ".", "..") else "_" for p in name.replace("\\", "/").split("/")]
-    stem = os.path.splitext(os.path.join(folder, *parts))[0]
+    import metrics
+
     ok, encoded = cv2.imencode(".png", metrics.to_uint8(output)[..., ::-1])
     if not ok:
         raise EvaluationError(f"Could not encode {name} as PNG.")
-    model_io.atomic_write_bytes(stem + ".png", encoded.tobytes())
+    fileio.atomic_write_bytes(image_path(folder, name), encoded.tobytes())
 
 
 def summarize(rows, restorer, data_info, convention):
@@ -204,7 +256,7 @@ def summarize(rows, restorer, data_info, convention):
         "self_ensemble": restorer.source.get("self_ensemble", "none"),
         "runtime_median_seconds": statistics.median([r["seconds"] for r in rows]) if rows else None,
         "runtime_note": "forward pass only (batch 1, after warm-up), incl. copy to host",
-        "device": model_io.device_description(),
+        "device": device_description(),
     }
     if summary["num_identical"]:
         summary["note"] = (
@@ -214,12 +266,20 @@ def summarize(rows, restorer, data_info, convention):
     return summary
 
 
+def device_description():
+    from inference import model_io
+
+    return model_io.device_description()
+
+
 def _mean(values):
     return float(np.mean(values)) if values else None
 
 
 def definitions(convention):
     """The metric definitions, as strings for the summary (see :mod:`metrics`)."""
+    import metrics
+
     if convention == "uint8":
         prep = "output clamped to [0,1], x255, rounded to uint8 vs uint8 ground truth; R=255"
     else:
@@ -261,33 +321,73 @@ def per_image_csv(rows) -> str:
 
 def write_results(out_dir, rows, summary):
     """Writes per_image.csv and summary.json atomically into ``out_dir``."""
-    model_io.atomic_write_bytes(
-        os.path.join(out_dir, "per_image.csv"), per_image_csv(rows).encode()
-    )
-    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
-    model_io.atomic_write_bytes(os.path.join(out_dir, "summary.json"), text.encode())
+    fileio.atomic_write_bytes(os.path.join(out_dir, "per_image.csv"), per_image_csv(rows).encode())
+    fileio.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
 
 
-def report(summary):
-    psnr = summary["psnr_mean"]
-    ssim = summary["ssim_mean"]
-    base_psnr, base_ssim = summary["input_psnr_mean"], summary["input_ssim_mean"]
-    logging.info(
-        "%d images: PSNR %s dB, SSIM %s (blurred input: %s dB, %s) (%s), median %.4f s/image on %s",
-        summary["num_images"],
-        "n/a" if psnr is None else f"{psnr:.4f}",
-        "n/a" if ssim is None else f"{ssim:.4f}",
-        "n/a" if base_psnr is None else f"{base_psnr:.4f}",
-        "n/a" if base_ssim is None else f"{base_ssim:.4f}",
-        summary["metric_input"],
-        summary["runtime_median_seconds"] or 0.0,
-        summary["device"],
+def result_line(summary) -> str:
+    """One line: number of images, mean PSNR / SSIM, the blurred input's, runtime, device."""
+
+    def fmt(value, digits=4):
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    return (
+        f"{summary['num_images']} images: PSNR {fmt(summary['psnr_mean'])} dB, SSIM "
+        f"{fmt(summary['ssim_mean'])} (blurred input: {fmt(summary['input_psnr_mean'])} dB, "
+        f"{fmt(summary['input_ssim_mean'])}) ({summary['metric_input']}), median "
+        f"{summary['runtime_median_seconds'] or 0.0:.4f} s/image on {summary['device']}"
     )
 
 
-def run(restorer):
+def check_outputs(out_dir, save_images):
+    """The output folders can be written (before anything is loaded); raises OutputError."""
+    if out_dir:
+        outputs.check_folder(out_dir, "--out_dir")
+    if save_images:
+        outputs.check_folder(save_images, "--save_images")
+
+
+def refuse_existing_results(out_dir, save_images, names, overwrite):
+    """Existing results of this run are refused unless ``overwrite`` (before the model loads).
+
+    ``names`` are the images this run would save (``None``: unknown, then any PNG in
+    ``save_images`` counts)."""
+    if out_dir:
+        paths = [os.path.join(out_dir, name) for name in RESULT_FILES]
+        outputs.refuse_existing(paths, "--out_dir", overwrite, out_dir)
+    if save_images and os.path.isdir(save_images):
+        if names is None:
+            paths = [os.path.join(save_images, n) for n in sorted(os.listdir(save_images))]
+            paths = [p for p in paths if p.endswith(".png")]
+        else:
+            paths = [image_path(save_images, name) for name in names]
+        outputs.refuse_existing(paths, "--save_images", overwrite, save_images)
+
+
+def prepare():
+    """Every check that needs no model: output folders, data split, existing results.
+
+    Returns (source, data description). Prints which data is scored when no --data_dir is given.
+    """
+    check_outputs(FLAGS.out_dir, FLAGS.save_images)
+    cli.import_tensorflow()
+    source, data_info = open_source(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
+    if not FLAGS.data_dir:
+        print(
+            f"No --data_dir: scoring the embedded synthetic set, split {FLAGS.split!r} "
+            f"({source!r}); its numbers say nothing about GoPro.",
+            flush=True,
+        )
+    names = image_names(source, FLAGS.limit)
+    refuse_existing_results(FLAGS.out_dir, FLAGS.save_images, names, FLAGS.overwrite)
+    return source, data_info
+
+
+def run(restorer, source=None, data_info=None):
     """Evaluates with the flag values; returns the summary dict."""
-    data_info, pairs = open_pairs(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
+    if source is None:
+        source, data_info = open_source(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
+    pairs = iterate_pairs(source, FLAGS.split)
     rows = evaluate(
         restorer, pairs, FLAGS.metric_input, FLAGS.warmup, FLAGS.save_images, FLAGS.limit
     )
@@ -298,7 +398,7 @@ def run(restorer):
         write_results(FLAGS.out_dir, rows, summary)
     else:
         print(json.dumps(summary, indent=2))
-    report(summary)
+    print(result_line(summary), flush=True)
     return summary
 
 
@@ -306,11 +406,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
+        source, data_info = prepare()
+        from inference import model_io
+
         restorer = model_io.restorer_from_flags()
-        run(restorer)
-    except (model_io.ModelSourceError, EvaluationError, OSError, ValueError) as error:
+        run(restorer, source, data_info)
+    except (EvaluationError, OSError, ValueError) as error:  # + DataError, ModelSourceError
         sys.exit(f"evaluate.py: error: {error}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

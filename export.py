@@ -13,8 +13,12 @@ Padding to the model's size multiple (edge replication at the bottom/right) and 
 inside the graph; an optional ``--self_ensemble`` is baked in. The model name, kwargs, source,
 self-ensemble and size multiple are stored in the variable ``metadata_json`` and in
 ``assets.extra/deblur_export.json``.
-The export is written to a temporary folder beside ``--out``, reloaded and compared with the Keras
-model on an odd-sized input, and only then renamed to ``--out``: no half-written export remains.
+The export is written to a temporary folder ``.<name>.tmp-<pid>-<random>`` beside ``--out``,
+reloaded and compared with the Keras model on an odd-sized input, and only then renamed to
+``--out``: no half-written export remains, and the next export beside it removes the temporary
+folders of killed runs (:mod:`fileio`). Folders and files get the umask's modes. An existing
+``--out`` and an unusable output location are refused before the model is loaded; the result line
+(``Exported ...``) is printed on stdout.
 """
 
 from __future__ import annotations
@@ -23,21 +27,20 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags, logging
 
 import cli
+import fileio
 from inference import flags as inference_flags
-from inference import model_io
-from models import inference
+from inference import outputs
 
 FLAGS = flags.FLAGS
 cli.define_once(flags.DEFINE_string, "out", None, inference_flags.OUT_HELP)
-cli.define_once(flags.DEFINE_bool, "overwrite", False, "Replace an existing --out folder.")
+inference_flags.define_overwrite_flag()
 cli.define_once(flags.DEFINE_bool, "verify", True, "Reload the export and compare it.")
+cli.declare_key_flags(["out", "overwrite", "verify", *inference_flags.SOURCE_FLAGS])
 
 VERIFY_SHAPE = (1, 37, 53, 3)  # odd sides: exercises the padding and the crop
 VERIFY_ATOL = 1e-4
@@ -54,6 +57,11 @@ def build_module(model, self_ensemble="none", metadata=None):
     ``tf.saved_model.save`` stores only the two traced signatures and does not trace every Keras
     layer again (several seconds even for a tiny model).
     """
+    import tensorflow as tf
+
+    from inference import model_io
+    from models import inference
+
     module = tf.Module(name="deblur_export")
     module.model_variables = list(model.variables)
     info = dict(metadata or {}, self_ensemble=self_ensemble)
@@ -80,27 +88,39 @@ def build_module(model, self_ensemble="none", metadata=None):
 
 def _traced(fn, dtype):
     """The concrete function of ``fn`` on (N, H, W, 3) ``dtype`` input named ``images``."""
+    import tensorflow as tf
+
+    from inference import model_io
+
     spec = tf.TensorSpec([None, None, None, 3], dtype, name=model_io.SIGNATURE_INPUT)
     # No autograph: the model code has no tensor-dependent Python control flow; traces 2x faster.
     return tf.function(fn, input_signature=[spec], autograph=False).get_concrete_function()
 
 
+def check_out(out, overwrite=False):
+    """``--out`` can be created (or replaced, with ``overwrite``); raises OutputError in words."""
+    outputs.check_new_folder(out, "--out")
+    outputs.refuse_existing([out], "--out", overwrite)
+
+
 def export(model, out, self_ensemble="none", metadata=None, overwrite=False, verify=True):
     """Writes the SavedModel of a built Keras ``model`` to ``out`` (atomically); returns ``out``."""
+    import tensorflow as tf
+
+    from models import inference
+
     out = os.path.abspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise ExportError(f"--out {out} exists; pass --overwrite to replace it.")
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    temp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    check_out(out, overwrite)
+    temp = fileio.temporary_dir(out)  # also removes the temporaries of killed exports
     try:
         metadata = dict(metadata or {}, size_multiple=inference.size_multiple(model))
         module, signatures = build_module(model, self_ensemble, metadata)
         tf.saved_model.save(module, temp, signatures=signatures)
         write_info(temp, json.loads(module.metadata_json.numpy().decode()))
+        apply_umask_modes(temp)
         if verify:
             verify_export(model, temp, self_ensemble)
-        _replace_dir(temp, out)
+        fileio.replace_dir(temp, out)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return out
@@ -108,19 +128,20 @@ def export(model, out, self_ensemble="none", metadata=None, overwrite=False, ver
 
 def write_info(folder, info):
     """A human-readable copy of the metadata in ``assets.extra/`` (ignored by TensorFlow)."""
-    path = os.path.join(folder, "assets.extra", model_io.EXPORT_INFO)
-    model_io.atomic_write_bytes(path, (json.dumps(info, indent=2) + "\n").encode())
+    from inference import model_io
+
+    fileio.atomic_write_json(os.path.join(folder, "assets.extra", model_io.EXPORT_INFO), info)
 
 
-def _replace_dir(temp, out):
-    """Moves ``temp`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
-    old = None
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-        os.replace(out, os.path.join(old, "export"))
-    os.replace(temp, out)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+def apply_umask_modes(folder):
+    """Gives every folder and file under ``folder`` the umask's mode (TensorFlow's writers may
+    create some with narrower modes)."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), fileio.dir_mode())
+        for name in files:
+            os.chmod(os.path.join(root, name), fileio.file_mode())
+    os.chmod(folder, fileio.dir_mode())
 
 
 def verify_export(model, path, self_ensemble="none", shape=VERIFY_SHAPE, atol=VERIFY_ATOL):
@@ -128,6 +149,11 @@ def verify_export(model, path, self_ensemble="none", shape=VERIFY_SHAPE, atol=VE
 
     Returns the largest float difference; raises :class:`ExportError` on a mismatch.
     """
+    import tensorflow as tf
+
+    from inference import model_io
+    from models import inference
+
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
     expected = np.asarray(inference.restore(model, images, self_ensemble))
     loaded = tf.saved_model.load(path)
@@ -157,14 +183,18 @@ def main(argv):
             raise ExportError("--out is required (the SavedModel directory to create).")
         if FLAGS.saved_model:
             raise ExportError("--saved_model is already an export; give --checkpoint or --weights.")
+        check_out(FLAGS.out, FLAGS.overwrite)
+        cli.import_tensorflow()
+        from inference import model_io
+
         model, source = model_io.load_keras_model(
             FLAGS.checkpoint, FLAGS.weights, FLAGS.model, FLAGS.model_kwargs
         )
         out = export(model, FLAGS.out, FLAGS.self_ensemble, source, FLAGS.overwrite, FLAGS.verify)
-    except (model_io.ModelSourceError, ExportError, OSError) as error:
+    except (ExportError, OSError, ValueError) as error:  # + OutputError, ModelSourceError
         sys.exit(f"export.py: error: {error}")
-    logging.info("Exported %s to %s.", source, out)
+    print(f"Exported {source.get('model')} ({source.get('kind')} {source.get('path')}) to {out}.")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -75,8 +75,8 @@ def remove_stale_temporaries(folder: str, base: str) -> list[str]:
     return removed
 
 
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Writes ``payload`` to ``path`` through ``.<name>.tmp-<pid>`` in the same folder.
+def atomic_write_bytes(path: str, payload) -> None:
+    """Writes ``payload`` (bytes-like) to ``path`` through ``.<name>.tmp-<pid>`` in the same folder.
 
     Creates missing parent folders; the file gets the umask's mode; stale temporaries of the same
     name from dead processes are removed first.

@@ -2,7 +2,8 @@
 
 This module imports neither TensorFlow nor Keras: ``--help`` and flag errors must answer in about a
 second. The names the help text lists are therefore stated here; ``tests/test_cli.py`` checks them
-against the registry (:data:`models.MODEL_BUILDERS`) and :data:`models.inference.ENSEMBLE_MODES`.
+against the registry (:data:`models.MODEL_BUILDERS`), :data:`models.inference.ENSEMBLE_MODES` and
+:data:`metrics.CONVENTIONS`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from cli import define_once
 
 MODEL_NAMES = ("idc", "mimo_unet", "mimo_unet_plus", "two_way")
 ENSEMBLE_MODES = ("none", "rot4", "x8")
+METRIC_CONVENTIONS = ("uint8", "float")
 OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the results folder."
 
 
@@ -42,5 +44,17 @@ def define_jit_flag():
         "Compile the model with XLA (a little faster on CPU; compiled once per image size).",
     )
 
+
+def define_overwrite_flag():
+    """``--overwrite``: the one rule of evaluate.py, export.py and deblur.py for old results."""
+    define_once(
+        flags.DEFINE_bool,
+        "overwrite",
+        False,
+        "Replace existing results; without it a command refuses before loading the model.",
+    )
+
+
+SOURCE_FLAGS = ("checkpoint", "weights", "model", "model_kwargs", "saved_model", "self_ensemble")
 
 define_model_source_flags()

@@ -11,7 +11,9 @@ Sources (exactly one):
   ``run_config.json`` is looked up beside the path and up to two folders above it; ``--model`` /
   ``--model_kwargs`` stand in when there is none.
 * ``--weights FILE.weights.h5`` with ``--model NAME`` (and ``--model_kwargs`` JSON): Keras weights,
-  including official MIMO-UNet weights converted by ``convert_mimo_unet.py``.
+  including official MIMO-UNet weights converted by ``convert_mimo_unet.py``. Without
+  ``--model_kwargs``, a ``run_config.json`` beside the file (a training run's
+  ``final.weights.h5``) supplies the model and its kwargs.
   ``--weights FILE.keras`` loads a whole saved Keras model (no ``--model`` needed).
 * ``--saved_model DIR``: a SavedModel written by ``export.py``.
 
@@ -154,7 +156,9 @@ def _load_saved_model(path):
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:  # TF raises many types for a damaged SavedModel
-        raise ModelSourceError(f"--saved_model {path}: cannot be loaded ({error}).") from error
+        raise ModelSourceError(
+            f"--saved_model {path}: cannot be loaded ({first_lines(error)})."
+        ) from error
     if SIGNATURE_FLOAT not in loaded.signatures:
         raise ModelSourceError(
             f"--saved_model {path}: no {SIGNATURE_FLOAT!r} signature; "
@@ -185,7 +189,7 @@ def build(name, model_kwargs=None):
         model = models.build_model(name, **(model_kwargs or {}))
     except (ValueError, TypeError) as error:
         raise ModelSourceError(
-            f"Cannot build model {name!r} with {model_kwargs}: {error}"
+            f"Cannot build model {name!r} with {model_kwargs}: {first_lines(error)}"
         ) from error
     model.build((None, None, None, 3))
     return model
@@ -205,7 +209,13 @@ def parse_model_kwargs(text) -> dict:
 
 
 def load_weights_file(path, name=None, model_kwargs=None):
-    """A Keras model from ``.weights.h5`` (with a model name) or ``.keras``: (model, info)."""
+    """A Keras model from ``.weights.h5`` or ``.keras``: (model, info).
+
+    For ``.weights.h5`` the architecture comes from ``--model`` / ``--model_kwargs``; when
+    ``model_kwargs`` is ``None`` (not given) and a training run's ``run_config.json`` lies beside
+    the file (``<run>/final.weights.h5``), its model and kwargs are used, so a run's weights load
+    with the run's architecture. A ``--model`` that disagrees with that file is an error.
+    """
     if not os.path.isfile(path):
         raise ModelSourceError(f"--weights {path}: no such file.")
     if path.endswith(".keras"):
@@ -213,17 +223,35 @@ def load_weights_file(path, name=None, model_kwargs=None):
             model = keras.saving.load_model(path, compile=False)
         except Exception as error:  # Keras raises many types for a damaged archive
             raise ModelSourceError(
-                f"--weights {path}: not a loadable .keras file ({error})."
+                f"--weights {path}: not a loadable .keras file ({first_lines(error)})."
             ) from error
         return model, {"kind": "keras", "path": os.path.abspath(path), "model": model.name}
+    info = {"kind": "weights", "path": os.path.abspath(path)}
+    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), RUN_CONFIG)
+    if model_kwargs is None and os.path.isfile(config_path):
+        config = _read_run_config(config_path)
+        if name and name != config["model"]:
+            raise ModelSourceError(
+                f"--model {name} disagrees with {config_path} (model {config['model']!r}); drop "
+                "--model, or give --model_kwargs to ignore that file."
+            )
+        name, model_kwargs = config["model"], config.get("model_kwargs") or {}
+        info["run_config"] = config_path
     if not name:
         raise ModelSourceError(
             f"--weights {path}: also pass --model (one of {models.model_names()})."
         )
     model = build(name, model_kwargs)
     _load_h5(model, path)
-    info = {"kind": "weights", "path": os.path.abspath(path), "model": name}
-    return model, dict(info, model_kwargs=model_kwargs or {})
+    return model, dict(info, model=name, model_kwargs=model_kwargs or {})
+
+
+def first_lines(error, limit=300) -> str:
+    """The first two non-empty lines of an exception's message, at most ``limit`` characters
+    (Keras appends kilobytes of object reprs after its summary)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _load_h5(model, path):
@@ -232,7 +260,7 @@ def _load_h5(model, path):
     except Exception as error:  # h5py / Keras raise many types (missing layer, shape, format)
         raise ModelSourceError(
             f"{path}: these weights do not fit model {model.name!r} (wrong --model or "
-            f"--model_kwargs?) or the file is not Keras weights: {error}"
+            f"--model_kwargs?) or the file is not Keras weights: {first_lines(error)}"
         ) from error
 
 
@@ -322,7 +350,9 @@ def restore_checkpoint(model, prefix):
     try:
         tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
     except (ValueError, tf.errors.OpError) as error:  # shape mismatch, unreadable file
-        raise ModelSourceError(f"{prefix}: does not fit model {model.name!r}: {error}") from error
+        raise ModelSourceError(
+            f"{prefix}: does not fit model {model.name!r}: {first_lines(error)}"
+        ) from error
     missing = [v.path for v in weights if np.isnan(v.numpy()).any()]
     if missing:
         raise ModelSourceError(
@@ -337,7 +367,9 @@ def checkpoint_model_variables(prefix):
     try:
         names = [name for name, _ in tf.train.list_variables(prefix)]
     except (tf.errors.OpError, ValueError) as error:
-        raise ModelSourceError(f"{prefix}: not a readable checkpoint ({error}).") from error
+        raise ModelSourceError(
+            f"{prefix}: not a readable checkpoint ({first_lines(error)})."
+        ) from error
     suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
     return [
         n
@@ -416,20 +448,6 @@ def restorer_from_flags() -> Restorer:
 # --------------------------------------------------------------------------------------------------
 # Small shared helpers of the CLIs
 # --------------------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path, payload: bytes):
-    """Writes ``payload`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(payload)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def device_description() -> str:

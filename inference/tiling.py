@@ -2,16 +2,22 @@
 
 Layout: an image is an (H, W, 3) float32 numpy array in [0, 1]; a restorer maps a (1, h, w, 3)
 float32 batch to a (1, h, w, 3) output (any h, w: it pads to its model's multiple and crops back,
-see :mod:`training.model_io`).
+see :mod:`inference.model_io`).
 
 Why it is seamless: every tile overlaps its neighbours by at least ``overlap`` pixels; each tile's
 output is weighted by a separable window that ramps up (raised cosine, strictly positive) over the
 first ``overlap`` pixels of every side that borders another tile and is 1 elsewhere, including along
-the image border; the weighted outputs and the weights are accumulated in float32 and divided. The
-pixels near a tile's inner edges, where the network saw zero padding instead of image, get small
-weights, and no hard edge remains. Tile starts are multiples of ``align`` (the model's size
-multiple) so each tile subsamples the same pixel grid as the whole image; the last tile of a row or
-column ends exactly at the border (it may be up to ``align - 1`` pixels longer than ``tile``).
+the image border; the weighted outputs are accumulated in float32 and divided by the sum of the
+weights (separable: the outer product of two 1-D sums). The pixels near a tile's inner edges, where
+the network saw zero padding instead of image, get small weights, and no hard edge remains. Tile
+starts are multiples of ``align`` (the model's size multiple) so each tile subsamples the same pixel
+grid as the whole image; the last tile of a row or column ends exactly at the border (it may be up
+to ``align - 1`` pixels longer than ``tile``).
+
+Memory (:func:`restore_bands`): tiles are converted to float32 one at a time and only one band of
+tile rows is accumulated, so beyond the caller's own input and output arrays the cost is one band
+(about ``tile x W x 12`` bytes) plus one tile's forward pass. :func:`auto_tile` decides when to tile
+from an estimate of the whole-image forward's memory (:func:`forward_bytes_per_pixel`).
 """
 
 from __future__ import annotations
@@ -69,6 +75,52 @@ def ramp(length: int, overlap: int, rise: bool, fall: bool) -> np.ndarray:
     return window
 
 
+def restore_bands(restorer, read_tile, height: int, width: int, tile: int, overlap: int, align=1):
+    """Restores an image tile by tile and yields its finished rows, top to bottom.
+
+    Only one band of float32 accumulators (at most ``tile + align - 1`` rows x ``width`` x 3) is
+    held: a row of tiles finishes every pixel above the next row's start, which is yielded and
+    dropped, and the overlap is carried into the next band. The blending weight of tile (i, j) is
+    ``wy_i(y) * wx_j(x)``; every tile of row i shares ``wy_i`` (of column j ``wx_j``), so the
+    total weight is the outer product of two 1-D sums: no (H, W) weight array.
+
+    Args:
+        restorer: (1, h, w, 3) float32 -> (1, h, w, 3) (tensor or array), unclamped.
+        read_tile: ``(top, bottom, left, right) -> (h, w, 3)`` float32 input in [0, 1]; called
+            once per tile, so the caller keeps the image in its file dtype (uint8) and converts
+            tiles only.
+        height, width: image size; tile, overlap: tile side and minimum overlap in pixels.
+        align: tile starts are multiples of this (use the model's size multiple).
+
+    Yields:
+        ``(top, stop, band)``: the final (stop - top, width, 3) float32 output of rows
+        ``top:stop``; consecutive bands cover the image without gaps or overlap. The caller may
+        modify ``band`` in place (it is dropped after the next row of tiles starts).
+    """
+    rows = tile_spans(height, tile, overlap, align)
+    cols = tile_spans(width, tile, overlap, align)
+    row_windows = [ramp(b - t, overlap, i > 0, i < len(rows) - 1) for i, (t, b) in enumerate(rows)]
+    col_windows = [ramp(r - c, overlap, j > 0, j < len(cols) - 1) for j, (c, r) in enumerate(cols)]
+    weight_y, weight_x = np.zeros(height, np.float32), np.zeros(width, np.float32)
+    for (top, bottom), window in zip(rows, row_windows, strict=True):
+        weight_y[top:bottom] += window
+    for (left, right), window in zip(cols, col_windows, strict=True):
+        weight_x[left:right] += window
+    band, band_top = None, 0
+    for i, ((top, bottom), wy) in enumerate(zip(rows, row_windows, strict=True)):
+        carried = None if band is None else band[top - band_top :]
+        band, band_top = np.zeros((bottom - top, width, 3), np.float32), top
+        if carried is not None:  # rows top.. of earlier tile rows (bottoms never decrease)
+            band[: len(carried)] += carried
+        for (left, right), wx in zip(cols, col_windows, strict=True):
+            patch = np.ascontiguousarray(read_tile(top, bottom, left, right), np.float32)[None]
+            band[:, left:right] += np.asarray(restorer(patch))[0] * (wy[:, None] * wx)[..., None]
+        stop = rows[i + 1][0] if i + 1 < len(rows) else height
+        done = band[: stop - top]
+        done /= weight_y[top:stop, None, None] * weight_x[None, :, None]
+        yield top, stop, done
+
+
 def restore_tiled(restorer, image: np.ndarray, tile: int, overlap: int, align: int = 1):
     """Restores an (H, W, 3) float32 image tile by tile; returns the (H, W, 3) float32 output.
 
@@ -79,17 +131,58 @@ def restore_tiled(restorer, image: np.ndarray, tile: int, overlap: int, align: i
         align: tile starts are multiples of this (use the model's size multiple).
     """
     height, width = image.shape[:2]
-    rows = tile_spans(height, tile, overlap, align)
-    cols = tile_spans(width, tile, overlap, align)
-    total = np.zeros(image.shape, np.float32)
-    weight = np.zeros((height, width, 1), np.float32)
-    for i, (top, bottom) in enumerate(rows):
-        wy = ramp(bottom - top, overlap, rise=i > 0, fall=i < len(rows) - 1)
-        for j, (left, right) in enumerate(cols):
-            wx = ramp(right - left, overlap, rise=j > 0, fall=j < len(cols) - 1)
-            patch = np.ascontiguousarray(image[None, top:bottom, left:right])
-            out = np.asarray(restorer(patch))[0]
-            window = (wy[:, None] * wx[None, :])[..., None]
-            total[top:bottom, left:right] += out * window
-            weight[top:bottom, left:right] += window
-    return total / weight
+    output = np.empty(image.shape, np.float32)
+
+    def read_tile(top, bottom, left, right):
+        return image[top:bottom, left:right]
+
+    for top, stop, band in restore_bands(restorer, read_tile, height, width, tile, overlap, align):
+        output[top:stop] = band
+    return output
+
+
+# --------------------------------------------------------------------------------------------------
+# When to tile: the forward pass's memory
+# --------------------------------------------------------------------------------------------------
+
+# Peak resident memory of one whole-image forward per input pixel, in bytes, of the full-width
+# models (base width 32), measured with benchmarks/inference.py at 720x1280 (README, Benchmarks:
+# 3.09 / 3.16 / 2.93 / 2.43 GiB over 921,600 pixels, TensorFlow's own ~0.5 GB included, so the
+# estimate errs on the safe side). Only part of it grows with the width: a MIMO-UNet of width 8
+# with one residual block took about 1 KB per pixel (benchmarks/deblur_memory.py, 2108-px tiles),
+# hence the 1/4 + 3/4 * width / 32 scaling below.
+FORWARD_BYTES_PER_PIXEL = {"mimo_unet": 3600, "mimo_unet_plus": 3700, "idc": 3400, "two_way": 2900}
+FULL_WIDTH = 32
+WIDTH_KWARGS = ("base_channels", "channels")  # MIMO-UNet's, IDC's and Two-Way's width argument
+MIN_BYTES_PER_PIXEL = 100  # input, padded copy and output images of any model
+GB = 1e9
+
+
+def forward_bytes_per_pixel(source: dict) -> float:
+    """Estimated peak bytes per input pixel of one whole-image forward of the described model.
+
+    ``source`` is a restorer's description (``model``, ``model_kwargs``, ``self_ensemble``); an
+    unknown model gets the largest entry. A self-ensemble runs its passes in one graph, up to two
+    at once on TensorFlow's inter-op threads, hence twice the memory.
+    """
+    name = source.get("model")
+    per_pixel = FORWARD_BYTES_PER_PIXEL.get(name, max(FORWARD_BYTES_PER_PIXEL.values()))
+    kwargs = source.get("model_kwargs") or {}
+    width = next((kwargs[k] for k in WIDTH_KWARGS if isinstance(kwargs.get(k), int)), FULL_WIDTH)
+    per_pixel = max(MIN_BYTES_PER_PIXEL, per_pixel * (0.25 + 0.75 * width / FULL_WIDTH))
+    if source.get("self_ensemble", "none") != "none":
+        per_pixel *= 2
+    return per_pixel
+
+
+def padded_pixels(height: int, width: int, align: int) -> int:
+    return math.ceil(height / align) * align * math.ceil(width / align) * align
+
+
+def auto_tile(height, width, bytes_per_pixel, budget_bytes, overlap, align=1) -> int:
+    """0 (restore whole) when a whole-image forward fits ``budget_bytes``, else the largest tile
+    side (a multiple of ``align``, at least ``2 * overlap + align``) whose forward fits."""
+    if padded_pixels(height, width, align) * bytes_per_pixel <= budget_bytes:
+        return 0
+    side = int(math.sqrt(budget_bytes / bytes_per_pixel)) // align * align
+    return max(side, 2 * overlap + align)

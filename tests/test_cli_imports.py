@@ -8,7 +8,15 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-SCRIPTS = ["train_mimo_unet", "evaluate", "export", "deblur", "convert_mimo_unet"]
+SCRIPTS = [
+    "train_mimo_unet",
+    "train_idc",
+    "train_two_way",
+    "evaluate",
+    "export",
+    "deblur",
+    "convert_mimo_unet",
+]
 
 
 @pytest.mark.parametrize("order", [SCRIPTS, SCRIPTS[::-1]], ids=["forward", "reverse"])

@@ -1,5 +1,7 @@
 """convert_mimo_unet.py: the acceptance path (fixture .npz -> .weights.h5 -> outputs match)."""
 
+import os
+import stat
 import subprocess
 import sys
 
@@ -18,7 +20,14 @@ def fixture_path(shared_dir):
 
 def test_converted_fixture_matches_official_outputs(fixture_path, tmp_path):
     out = tmp_path / "mimo.weights.h5"
-    assert convert_mimo_unet.convert(str(fixture_path), str(out)) == "mimo_unet"
+    stale = tmp_path / f".mimo.weights.h5.tmp-{_dead_pid()}-x"
+    stale.mkdir()  # a killed run's temporary folder: removed by the next run
+    previous = os.umask(0o022)
+    try:
+        assert convert_mimo_unet.convert(str(fixture_path), str(out)) == "mimo_unet"
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
     model = models.build_model("mimo_unet")
     model.build((None, None, None, 3))
     model.load_weights(str(out))
@@ -28,6 +37,12 @@ def test_converted_fixture_matches_official_outputs(fixture_path, tmp_path):
         expected = arrays[f"output_{k}"].transpose(0, 2, 3, 1)
         np.testing.assert_allclose(np.asarray(outputs[k]), expected, atol=1e-5, rtol=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mimo.weights.h5"]
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def run_cli(*args):
@@ -47,7 +62,13 @@ def test_cli_refuses_bad_input_without_writing(fixture_path, tmp_path):
     assert "missing (288)" in wrong.stderr and "wrong variant" in wrong.stderr
     missing = run_cli("--src", str(tmp_path / "nope.pkl"), "--out", str(out))
     assert missing.returncode != 0 and "no such file" in missing.stderr
+    assert missing.stderr.rstrip().splitlines()[-1].startswith("convert_mimo_unet.py: error: ")
+    assert "Traceback" not in missing.stderr and missing.stdout == ""
     assert not any(tmp_path.iterdir())
+    (tmp_path / "file").write_text("x")
+    under = run_cli("--src", str(fixture_path), "--out", str(tmp_path / "file" / "x.weights.h5"))
+    assert under.returncode == 1 and "is under the file" in under.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_pkl_without_torch_gives_install_hint(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""deblur.py and inference/tiling.py: tiling geometry and seams, image formats, files, bad input."""
+"""deblur.py and inference/tiling.py: tiling geometry and seams, automatic tiling, image formats,
+files, output checks before the model, bad input refused."""
 
 import json
 import os
@@ -13,7 +14,8 @@ from absl import flags
 import deblur
 import metrics
 import models
-from inference import model_io, tiling
+from inference import model_io, outputs, tiling
+from tests.bad_files import write_damaged_png
 from tests.train_checks import run_main
 
 FLAGS = flags.FLAGS
@@ -132,25 +134,71 @@ def test_jpeg_input_gives_png_output_next_to_it(tmp_path):
     image = np.random.default_rng(2).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "photo.jpg"), image)
     inputs = deblur.list_inputs(str(tmp_path), "_deblurred")
-    assert deblur.run(identity(), inputs, None, "_deblurred", 0, 32) == []
+    assert deblur.run(identity(), deblur.plan_outputs(inputs, None, "_deblurred"), 0, 32) == 1
     assert (tmp_path / "photo_deblurred.png").is_file()
     assert deblur.list_inputs(str(tmp_path), "_deblurred") == [str(tmp_path / "photo.jpg")]
     cv2.imwrite(str(tmp_path / "photo.png"), image)
-    failures = deblur.run(
-        identity(), deblur.list_inputs(str(tmp_path), "_deblurred"), None, "_deblurred", 0, 32
-    )
-    assert len(failures) == 1 and "already written" in failures[0]
+    with pytest.raises(deblur.ImageError, match="would both be written"):
+        deblur.plan_outputs(deblur.list_inputs(str(tmp_path), "_deblurred"), None, "_deblurred")
     with pytest.raises(deblur.ImageError, match="overwrite the input"):
         deblur.output_path(str(tmp_path / "x.png"), None, "")
 
 
-def test_unsupported_images_are_refused_clearly(tmp_path):
+def test_unsupported_and_damaged_images_are_refused_clearly(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     cv2.imwrite(str(tmp_path / "float.tiff"), np.zeros((8, 8, 3), np.float32))
-    with pytest.raises(deblur.ImageError, match="broken.png: not readable"):
+    damaged = write_damaged_png(tmp_path / "damaged.png")
+    with pytest.raises(deblur.ImageError, match="broken.png: cannot be decoded"):
         deblur.read_image(str(tmp_path / "broken.png"))
     with pytest.raises(deblur.ImageError, match="float32 samples are not supported"):
         deblur.read_image(str(tmp_path / "float.tiff"))
+    assert cv2.haveImageReader(damaged)  # the header is intact: only decoding finds the damage
+    with pytest.raises(deblur.ImageError, match="damaged.png: cannot be decoded .*libpng"):
+        deblur.read_image(damaged)
+
+
+def test_auto_tiling_for_a_small_budget_matches_the_whole_image(tiny):
+    """--tile auto: a budget below the whole-image estimate tiles; the result equals the whole."""
+    model = tiny[0].model
+    restorer = model_io.keras_restorer(model, source={"model": "mimo_unet", "model_kwargs": TINY})
+    per_pixel = tiling.forward_bytes_per_pixel(restorer.source)
+    assert per_pixel == pytest.approx(3600 * (0.25 + 0.75 * 8 / 32))  # scaled by the width
+    rgb = np.random.default_rng(4).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    budget_gb = 41 * 41 * per_pixel / tiling.GB  # room for a 41 x 41 forward, not 64 x 80
+    assert deblur.choose_tile(restorer, 64, 80, "auto", 12, budget_gb=100) == 0
+    side = deblur.choose_tile(restorer, 64, 80, "auto", 12, budget_gb=budget_gb)
+    assert side == 40
+    assert deblur.choose_tile(restorer, 64, 80, 0, 12) == 0
+    assert deblur.choose_tile(restorer, 64, 80, 100, 12) == 0
+    layout = {"dtype": np.dtype(np.uint8), "gray": False, "alpha": None}
+    whole = deblur.deblur_values(restorer, rgb, layout, 0)
+    tiled = deblur.deblur_values(restorer, rgb, layout, side, 12)
+    assert tiled.dtype == np.uint8 and tiled.shape == rgb.shape
+    assert np.abs(tiled.astype(int) - whole).max() <= 3
+    assert metrics.psnr(tiled, whole) > 45
+
+
+def test_banded_tiling_equals_the_two_dimensional_weights():
+    """restore_bands' separable weights and carried bands give the plain weighted average."""
+    image = np.random.default_rng(6).random((45, 70, 3), dtype=np.float32)
+
+    def restorer(x):
+        return np.sin(7 * np.asarray(x)) + np.asarray(x).mean()
+
+    for tile, overlap, align in [(24, 8, 4), (13, 4, 1), (17, 6, 1)]:
+        total = np.zeros_like(image)
+        weight = np.zeros(image.shape[:2] + (1,), np.float32)
+        rows = tiling.tile_spans(45, tile, overlap, align)
+        cols = tiling.tile_spans(70, tile, overlap, align)
+        for i, (top, bottom) in enumerate(rows):
+            wy = tiling.ramp(bottom - top, overlap, i > 0, i < len(rows) - 1)
+            for j, (left, right) in enumerate(cols):
+                wx = tiling.ramp(right - left, overlap, j > 0, j < len(cols) - 1)
+                window = (wy[:, None] * wx[None, :])[..., None]
+                total[top:bottom, left:right] += restorer(image[top:bottom, left:right]) * window
+                weight[top:bottom, left:right] += window
+        got = tiling.restore_tiled(lambda x: restorer(x[0])[None], image, tile, overlap, align)
+        np.testing.assert_allclose(got, total / weight, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,32 +206,54 @@ def test_unsupported_images_are_refused_clearly(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_main_tiles_continues_after_a_bad_file_and_exits_nonzero(tiny, tmp_path):
+def test_main_tiles_and_refuses_a_damaged_file_keeping_finished_outputs(tiny, tmp_path, capsys):
     restorer, weights = tiny
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     image = np.random.default_rng(3).integers(0, 256, (50, 61, 3), dtype=np.uint8)
     cv2.imwrite(str(folder / "good.png"), image)
-    (folder / "bad.png").write_bytes(b"garbage")
+    write_damaged_png(folder / "later.png")
     (folder / "notes.txt").write_text("not an image: skipped")
     source = ["--weights", weights, "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]
-    code = run_main(
-        deblur,
-        *source,
-        "--input",
-        str(folder),
-        "--out",
-        str(out),
-        "--tile",
-        "40",
-        "--tile_overlap",
-        "16",
-    )
-    assert isinstance(code, str) and "1 of 2 image(s) failed" in code and "bad.png" in code
-    assert sorted(os.listdir(out)) == ["good_deblurred.png"]
+    args = [*source, "--input", str(folder), "--out", str(out), "--tile", "40"]
+    code = run_main(deblur, *args, "--tile_overlap", "16")
+    assert isinstance(code, str) and code.startswith("deblur.py: error: ")
+    assert "later.png" in code and "\n" not in code
+    assert sorted(os.listdir(out)) == ["good_deblurred.png"]  # complete, no temporaries
+    assert f"good.png -> {out / 'good_deblurred.png'}" in capsys.readouterr().out
     whole = restorer(image[None, ..., ::-1] / np.float32(255)).numpy()[0]
     written = cv2.imread(str(out / "good_deblurred.png"))[..., ::-1]
     assert metrics.psnr(written, metrics.to_uint8(whole)) > 45
+
+
+def test_outputs_are_checked_before_the_model_is_loaded(tmp_path):
+    """Existing targets, an --out that is a file or under one: refused in words before the
+    (here missing) weights are opened; with --overwrite the weights are the next problem."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(folder / f"{name}.png"), np.zeros((8, 8, 3), np.uint8))
+        (folder / f"{name}_deblurred.png").write_bytes(b"an earlier result")
+    (tmp_path / "file").write_text("x")
+    source = ["--weights", str(tmp_path / "missing.weights.h5"), "--model", "mimo_unet"]
+    cases = {
+        "a_deblurred.png exists (and 2 more); pass --overwrite": ["--input", str(folder)],
+        "is a file, not a folder": ["--input", str(folder), "--out", str(tmp_path / "file")],
+        "is under the file": ["--input", str(folder), "--out", str(tmp_path / "file" / "x")],
+        "missing.weights.h5: no such file": ["--input", str(folder), "--overwrite"],
+    }
+    for message, args in cases.items():
+        code = run_main(deblur, *source, *args)
+        assert isinstance(code, str) and message in code, (message, code)
+    assert (folder / "a_deblurred.png").read_bytes() == b"an earlier result"
+    with pytest.raises(outputs.OutputError, match="not writable"):
+        os.chmod(folder, 0o500)
+        try:
+            if os.access(folder, os.W_OK):  # running as root: permissions do not apply
+                raise outputs.OutputError("not writable (root: skipped)")
+            deblur.plan_outputs([str(folder / "a.png")], None, "_new")
+        finally:
+            os.chmod(folder, 0o700)
 
 
 def test_main_bad_inputs(tiny, tmp_path):

@@ -1,9 +1,13 @@
-"""evaluate.py and the model loader: metrics, outputs, model sources, tracing, bad inputs."""
+"""evaluate.py and the model loader: metrics, outputs, model sources, tracing, bad inputs,
+outputs checked before the model, damaged images, quiet console with results on stdout."""
 
 import csv
 import json
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,7 +20,8 @@ import metrics
 import models
 from inference import model_io
 from models import inference
-from tests.train_checks import run_main
+from tests.bad_files import write_damaged_png
+from tests.train_checks import REPO, env, run_main
 from training.tracking import track_layer_lists
 
 FLAGS = flags.FLAGS
@@ -221,3 +226,121 @@ def test_memory_stays_flat_over_many_images_of_varying_sizes(tiny):
     growth_mb = (process.memory_info().rss - before) / 2**20
     assert len(rows) == 300 and restorer.fn.experimental_get_tracing_count() == 1
     assert growth_mb < 30, f"memory grew by {growth_mb:.1f} MB over 300 images"
+
+
+def _source(weights):
+    return ["--weights", weights, "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]
+
+
+def test_outputs_are_checked_before_the_model_is_loaded(dataset, tmp_path):
+    """Output mistakes are named in words before the (here missing) weights are opened."""
+    (tmp_path / "file").write_text("x")
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "summary.json").write_text("{}")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "b.png").write_bytes(b"an earlier image")
+    source = ["--weights", str(tmp_path / "missing.weights.h5"), "--model", "mimo_unet"]
+    cases = {
+        "--out_dir " + str(tmp_path / "file") + ": is a file, not a folder": [
+            "--out_dir",
+            str(tmp_path / "file"),
+        ],
+        "is under the file": ["--save_images", str(tmp_path / "file" / "images")],
+        "summary.json exists; pass --overwrite": ["--out_dir", str(done)],
+        "b.png exists; pass --overwrite": ["--save_images", str(saved)],
+        "missing.weights.h5: no such file": ["--save_images", str(saved), "--overwrite"],
+    }
+    for message, args in cases.items():
+        code = run_main(evaluate, *source, "--data_dir", str(dataset), *args)
+        assert isinstance(code, str) and message in code, (message, code)
+    code = run_main(evaluate, *source, "--data_dir", str(dataset), "--save_images", str(saved),
+                    "--limit", "1")  # fmt: skip
+    assert "missing.weights.h5" in code  # only a.png would be written: no conflict
+    assert (saved / "b.png").read_bytes() == b"an earlier image"
+
+
+def test_weights_beside_a_run_config_load_with_its_model(tiny, tmp_path):
+    """A run's final.weights.h5 loads with the run's model and kwargs (no --model_kwargs)."""
+    model, weights = tiny
+    run = tmp_path / "run"
+    run.mkdir()
+    final = run / "final.weights.h5"
+    final.write_bytes(Path(weights).read_bytes())
+    (run / "run_config.json").write_text(json.dumps({"model": "mimo_unet", "model_kwargs": TINY}))
+    image = np.random.default_rng(7).random((1, 20, 28, 3), dtype=np.float32)
+    for name in (None, "mimo_unet"):
+        restorer = model_io.load_restorer(weights=str(final), model=name)
+        np.testing.assert_allclose(
+            restorer(image).numpy(), inference.restore(model, image).numpy(), atol=1e-6
+        )
+        assert restorer.source["model_kwargs"] == TINY and restorer.source["run_config"]
+    with pytest.raises(model_io.ModelSourceError, match="disagrees with .*run_config.json"):
+        model_io.load_restorer(weights=str(final), model="idc")
+    # --model_kwargs given: the file is ignored; a mismatch is one short line, no Keras objects.
+    with pytest.raises(model_io.ModelSourceError) as caught:
+        model_io.load_restorer(weights=str(final), model="mimo_unet", model_kwargs="{}")
+    message = str(caught.value)
+    assert "do not fit" in message and "\n" not in message and len(message) < 600
+    assert "List of objects" not in message
+
+
+def test_without_data_dir_the_console_names_the_synthetic_set(monkeypatch, capsys, tmp_path):
+    class Source:
+        pairs = []
+
+        def __repr__(self):
+            return "FolderSource(<cache>/synthetic_gopro/test)"
+
+    seen = {}
+
+    def fake_open(data_dir, split, blur_variant):
+        seen["data_dir"] = data_dir
+        return Source(), {"data_dir": "embedded synthetic set"}
+
+    monkeypatch.setattr(evaluate, "open_source", fake_open)
+    code = run_main(evaluate, "--weights", str(tmp_path / "missing.weights.h5"), "--model", "idc")
+    assert seen["data_dir"] is None and "missing.weights.h5" in code
+    out = capsys.readouterr().out
+    assert "No --data_dir: scoring the embedded synthetic set, split 'test'" in out
+
+
+def _run_evaluate(*args):
+    environment = env()
+    environment.pop("TF_CPP_MIN_LOG_LEVEL")  # evaluate.py itself must quiet TensorFlow
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "evaluate.py"), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_cli_results_on_stdout_and_no_tensorflow_noise(dataset, tiny, tmp_path):
+    done = _run_evaluate(*_source(tiny[1]), "--data_dir", str(dataset), "--warmup", "0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 images: PSNR" in done.stdout and "blurred input" in done.stdout
+    for noise in ("cuInit", "oneDNN", "cuda", "cpu_feature_guard", "Traceback"):
+        assert noise not in done.stderr, done.stderr[-2000:]
+
+
+def test_cli_refuses_a_damaged_image_in_one_line(tiny, tmp_path):
+    """A PNG with damaged image data (header and IEND intact): exit 1, one line naming it."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(8)
+    for name in ("a", "b"):
+        for kind in ("blur", "sharp"):
+            image = rng.integers(0, 256, (32, 40, 3), np.uint8)
+            write_png(root / "test" / kind / f"{name}.png", image)
+    damaged = write_damaged_png(root / "test" / "blur" / "b.png", (32, 40, 3))
+    done = _run_evaluate(*_source(tiny[1]), "--data_dir", str(root), "--warmup", "0")
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors[-1].startswith(f"evaluate.py: error: {damaged}: "), done.stderr[-2000:]
+    assert done.stderr.rstrip().splitlines()[-1] == errors[-1]
+    for crash in ("Traceback", "Fatal Python error", "Aborted"):
+        assert crash not in done.stderr, done.stderr[-2000:]

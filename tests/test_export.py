@@ -1,7 +1,11 @@
-"""export.py: SavedModel round trip (float32 and uint8 signatures, odd sizes), atomicity, errors."""
+"""export.py: SavedModel round trip (float32 and uint8 signatures, odd sizes), atomicity, stale
+temporaries, umask modes, output checks before the model, errors."""
 
 import json
 import os
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,13 +85,14 @@ def test_saved_model_restorer_under_xla(tiny):
 
 
 @pytest.mark.slow
-def test_main_exports_over_existing_out_only_with_overwrite(tiny, tmp_path):
+def test_main_exports_over_existing_out_only_with_overwrite(tiny, tmp_path, capsys):
     source = ["--weights", tiny[1], "--model", "mimo_unet", "--model_kwargs", json.dumps(TINY)]
     out = tmp_path / "cli"
     out.mkdir()
     (out / "old.txt").write_text("an earlier export")
     assert "pass --overwrite" in run_main(export, *source, "--out", str(out))
     assert run_main(export, *source, "--out", str(out), "--overwrite", "--noverify") == 0
+    assert "Exported mimo_unet (weights " in capsys.readouterr().out
     assert (out / "saved_model.pb").is_file() and not (out / "old.txt").exists()
     assert sorted(os.listdir(tmp_path)) == ["cli"]  # no temporary or moved-aside folders left
 
@@ -122,3 +127,49 @@ def test_main_refuses_bad_inputs(tiny, tmp_path):
         code = run_main(export, *args)
         assert isinstance(code, str) and message in code, (message, code)
     assert not any(os.path.exists(out + str(i)) for i in range(2, 8))
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temporaries_are_removed_and_modes_follow_the_umask(tiny, tmp_path):
+    """A killed export's `.out.tmp-<pid>-x/` goes at the next export; a live process's stays.
+    Under umask 022 the export is 0755 with 0644 files (not mkdtemp's 0700)."""
+    model = tiny[0]
+    dead = tmp_path / f".out.tmp-{_dead_pid()}-abc"
+    live = tmp_path / f".out.tmp-{os.getppid()}-def"
+    for folder in (dead, live):
+        (folder / "variables").mkdir(parents=True)
+        (folder / "variables" / "variables.data-00000-of-00001").write_bytes(b"x" * 1000)
+    previous = os.umask(0o022)
+    try:
+        out = export.export(model, str(tmp_path / "out"), verify=False)
+    finally:
+        os.umask(previous)
+    assert not dead.exists() and live.exists()
+    assert sorted(os.listdir(tmp_path)) == [live.name, "out"]
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+    for root, dirs, files in os.walk(out):
+        for name in dirs:
+            assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o755, name
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o644, name
+
+
+def test_out_is_checked_before_the_model_is_loaded(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "done").mkdir()
+    source = ["--weights", str(tmp_path / "missing.weights.h5"), "--model", "mimo_unet"]
+    cases = {
+        "is a file, not a folder": tmp_path / "file",
+        "is under the file": tmp_path / "file" / "export",
+        "done exists; pass --overwrite": tmp_path / "done",
+        "missing.weights.h5: no such file": tmp_path / "new",
+    }
+    for message, out in cases.items():
+        code = run_main(export, *source, "--out", str(out))
+        assert isinstance(code, str) and code.startswith("export.py: error: ") and message in code
+    assert sorted(os.listdir(tmp_path)) == ["done", "file"]
