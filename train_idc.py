@@ -33,6 +33,9 @@ PAPER_FLAGS = [
     "lr_end",
     "lr_power",
 ]
+# Constructor arguments of IDC that have a flag here (--model_kwargs sets them through it); the
+# others (texture_input, stop_gradient, pyramid_mode, kernel_size) come from --model_kwargs only.
+MODEL_FLAG_KEYS = ("decoder_reading", "use_texture", "n_scales", "base_channels", "num_res")
 SSIM_WINDOW = 11  # losses.SSIM_WINDOW: the coarsest training scale must hold one SSIM window
 
 # The paper recipe (idc.md sections 7-8), restated in full so that another paper's script imported
@@ -137,14 +140,20 @@ def check_flags():
     script.check_decay_flags()
 
 
+def apply_model_kwargs():
+    """``--model_kwargs`` checked against IDC; keys with a flag set that flag."""
+    script.apply_model_kwargs("idc", MODEL_FLAG_KEYS)
+
+
 def model_kwargs():
     """``models.build_model("idc", ...)`` overrides: the paper switches always (run_config.json
-    states them), the widths when given."""
+    states them), the widths when given, and the other ``--model_kwargs`` entries."""
     return {
         "decoder_reading": FLAGS.decoder_reading,
         "use_texture": FLAGS.use_texture,
         "n_scales": FLAGS.n_scales,
         **script.width_kwargs(),
+        **script.extra_model_kwargs(MODEL_FLAG_KEYS),
     }
 
 
@@ -168,7 +177,8 @@ def build_trainer(out=None):
 
 
 def main(argv):
-    prepare = (apply_flag_defaults, check_flags)  # before TensorFlow loads: bad flags fail fast
+    # Before TensorFlow loads: bad flags fail fast.
+    prepare = (apply_flag_defaults, apply_model_kwargs, check_flags)
     script.run_main("train_idc.py", argv, prepare=prepare, build=build_trainer)
 
 

@@ -32,6 +32,8 @@ PAPER_FLAGS = [
     "lr_decay_rate",
     "fft_weight",
 ]
+# Constructor arguments of MIMOUNet that have a flag here (--model_kwargs sets them through it).
+MODEL_FLAG_KEYS = ("num_res", "base_channels", "init")
 
 # The paper recipe (the shared flags' own defaults already match it; restated so that another
 # paper's script imported in the same process cannot change what this script runs).
@@ -97,11 +99,17 @@ def apply_flag_defaults():
     script.apply_defaults(PAPER_DEFAULTS, QUICK_PRESET)
 
 
+def apply_model_kwargs():
+    """``--model_kwargs`` checked against MIMOUNet; its num_res / base_channels / init set the
+    flags."""
+    script.apply_model_kwargs(FLAGS.variant, MODEL_FLAG_KEYS)
+
+
 def model_kwargs():
     """``models.build_model(variant, ...)`` overrides: the initialisation when not PyTorch's, the
-    widths when given."""
+    widths when given, and the other ``--model_kwargs`` entries (e.g. ``dropout_rate``)."""
     kwargs = {"init": FLAGS.init} if FLAGS.init != "torch" else {}
-    return {**kwargs, **script.width_kwargs()}
+    return {**kwargs, **script.width_kwargs(), **script.extra_model_kwargs(MODEL_FLAG_KEYS)}
 
 
 def check_flags():
@@ -138,7 +146,8 @@ def build_trainer(out=None):
 
 
 def main(argv):
-    prepare = (apply_flag_defaults, check_flags)  # before TensorFlow loads: bad flags fail fast
+    # Before TensorFlow loads: bad flags fail fast.
+    prepare = (apply_flag_defaults, apply_model_kwargs, check_flags)
     script.run_main("train_mimo_unet.py", argv, prepare=prepare, build=build_trainer)
 
 

@@ -23,6 +23,9 @@ from training import script
 
 FLAGS = flags.FLAGS
 PAPER_FLAGS = ["two_way", "deconv_kernel", "base_channels", "num_res", "lr_end", "lr_power"]
+# Constructor arguments of TwoWay that have a flag here (--model_kwargs sets them through it); the
+# others (share_bottleneck_blocks, kernel_size, n_scales, ...) come from --model_kwargs only.
+MODEL_FLAG_KEYS = ("two_way", "deconv_kernel", "base_channels", "num_res")
 SIZE_MULTIPLE = 16  # three scales: the 1/4 level passes two stride-2 convolutions
 
 # The paper recipe (two_way.md section 6), restated in full so that another paper's script
@@ -96,13 +99,19 @@ def check_flags():
     script.check_decay_flags()
 
 
+def apply_model_kwargs():
+    """``--model_kwargs`` checked against TwoWay; keys with a flag set that flag."""
+    script.apply_model_kwargs("two_way", MODEL_FLAG_KEYS)
+
+
 def model_kwargs():
     """``models.build_model("two_way", ...)`` overrides: the paper switches always (run_config.json
-    states them), the widths when given."""
+    states them), the widths when given, and the other ``--model_kwargs`` entries."""
     return {
         "two_way": FLAGS.two_way,
         "deconv_kernel": FLAGS.deconv_kernel,
         **script.width_kwargs(),
+        **script.extra_model_kwargs(MODEL_FLAG_KEYS),
     }
 
 
@@ -124,7 +133,8 @@ def build_trainer(out=None):
 
 
 def main(argv):
-    prepare = (apply_flag_defaults, check_flags)  # before TensorFlow loads: bad flags fail fast
+    # Before TensorFlow loads: bad flags fail fast.
+    prepare = (apply_flag_defaults, apply_model_kwargs, check_flags)
     script.run_main("train_two_way.py", argv, prepare=prepare, build=build_trainer)
 
 

@@ -6,8 +6,9 @@ For every split of ``DIR`` (the sub-folders in any layout :mod:`data.readers` re
 
 * the layout, the number of pairs (and of sequences) and the image sizes;
 * missing counterparts and folders, duplicate names, size mismatches between blur and sharp;
-* unreadable, empty and truncated files (header and end checks, then a full OpenCV decode of
-  every file unless ``--quick``, which finds corruption inside a file);
+* unreadable, empty and truncated files (header and end checks, then a full read of every file
+  unless ``--quick``: PNG chunk checksums and an OpenCV decode, which find damage inside a file,
+  with the same message training gives);
 * grayscale, grey+alpha, RGBA, CMYK and 16-bit images (the readers refuse them);
 * ignored files (warnings only).
 

@@ -33,19 +33,32 @@ reproducible and independent of the degree of parallelism; ``seed=None`` draws f
 Batches: ``(blur, sharp)`` float32 (B, crop, crop, 3); the last partial batch is dropped by
 default; prefetched.
 
-TFDS sources (no file list) are read with shuffled files, optionally cached (``Dataset.cache()``
-of the decoded images), cropped as above and shuffled through a buffer of min(N, 1024) crops.
+TFDS sources (no file list) are read with shuffled files, or with ``cache=True`` in their stored
+order through one ``Dataset.cache()`` of the decoded images per source object
+(:meth:`~data.sources.PairedSource.cached_images`, shared by every dataset built from the source),
+cropped as above and shuffled through a buffer of min(N, 1024) crops.
+
+Epochs and resume: build one dataset per epoch with its own seed (``seed + epoch``, as
+:func:`training.inputs.epoch_dataset_fn` does); with or without ``cache`` the batches of an epoch
+then depend only on the seed, so a resumed run sees exactly the batches of an uninterrupted one.
 
 Evaluation (:func:`eval_dataset`): full-size dicts ``{"blur", "sharp"}`` float32 (1, H, W, 3) in
 [0, 1] and ``"name"`` (1,) string, in the source's deterministic order.
+
+Damaged files: decoding happens in OpenCV (``cv2.imread`` returns nothing for damaged data), and a
+file that cannot be decoded raises :class:`~data.errors.DataError` naming it inside the pipeline.
+Iterating a training dataset through :func:`data.errors.iterate` (as the training loop does)
+re-raises that DataError; the evaluation dataset does it by itself (:class:`CheckedDataset`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
-from data.errors import DataError
+from data.errors import DataError, iterate
 from data.sources import FolderSource, PairedSource, TfdsSource, load_cached
 
 NOISE_MODES = ("off", "random_sigma", "fixed_sigma")
@@ -87,8 +100,40 @@ def train_dataset(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(source: PairedSource) -> tf.data.Dataset:
-    """Full-size float32 pairs in [0, 1], batch 1, in order (see the module docstring)."""
+class CheckedDataset:
+    """A ``tf.data.Dataset`` whose iteration raises :class:`~data.errors.DataError` naming a file
+    that cannot be decoded (instead of a ``tf.errors.OpError`` with a traceback in its message).
+
+    Every other attribute is the wrapped dataset's; methods returning a dataset (``take``,
+    ``map``, ...) return it wrapped again. ``dataset`` is the plain ``tf.data.Dataset`` (for
+    ``tf.distribute`` or ``as_numpy_iterator``, which do not convert errors).
+    """
+
+    def __init__(self, dataset: tf.data.Dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        return iterate(self.dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name):
+        attribute = getattr(self.dataset, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def wrapped(*args, **kwargs):
+            result = attribute(*args, **kwargs)
+            return CheckedDataset(result) if isinstance(result, tf.data.Dataset) else result
+
+        return wrapped
+
+
+def eval_dataset(source: PairedSource) -> CheckedDataset:
+    """Full-size float32 pairs in [0, 1], batch 1, in order (see the module docstring); a file
+    that cannot be decoded raises :class:`~data.errors.DataError` naming it when reached."""
 
     def to_float(example):
         return {
@@ -98,7 +143,7 @@ def eval_dataset(source: PairedSource) -> tf.data.Dataset:
         }
 
     ds = source.images().map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(1).prefetch(tf.data.AUTOTUNE)
+    return CheckedDataset(ds.batch(1).prefetch(tf.data.AUTOTUNE))
 
 
 def _check_args(source, batch_size, crop_size, noise, drop_remainder) -> None:
@@ -201,10 +246,12 @@ def _reflect_indices_np(n: int, size: int) -> np.ndarray:
 
 
 def _generic_crops(source: PairedSource, randoms, crop_size, pad_small, cache, seed):
-    is_tfds = isinstance(source, TfdsSource)
-    images = source.images(shuffle_files=True, seed=seed) if is_tfds else source.images()
-    if cache:
-        images = images.cache()
+    if cache:  # one cache per source in the stored order: epochs (and resumed runs) agree on it
+        images = source.cached_images()
+    elif isinstance(source, TfdsSource):
+        images = source.images(shuffle_files=True, seed=seed)
+    else:
+        images = source.images()
 
     def crop(example, random):
         pair = tf.concat([example["blur"], example["sharp"]], axis=-1)

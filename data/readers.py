@@ -33,7 +33,7 @@ import os
 from typing import NamedTuple
 
 from data import image_io
-from data.errors import DataError
+from data.errors import DataError, MissingSplitError
 
 BLUR_VARIANTS = ("blur", "blur_gamma")
 _MAX_LISTED = 10  # problems quoted in one DataError message
@@ -111,10 +111,15 @@ def scan_split(
 
 
 def raise_for_problems(problems: list[Problem], context: str) -> None:
-    """Raises one DataError quoting the first errors of ``problems`` (warnings are ignored)."""
+    """Raises one DataError quoting the first errors of ``problems`` (warnings are ignored).
+
+    A single error is raised as its own one-line message (``<file>: <problem>``).
+    """
     errors = [p for p in problems if p.error]
     if not errors:
         return
+    if len(errors) == 1:
+        raise DataError(errors[0].message)
     lines = [f"  - {p.message}" for p in errors[:_MAX_LISTED]]
     if len(errors) > _MAX_LISTED:
         lines.append(f"  ... and {len(errors) - _MAX_LISTED} more (run `python -m data.check`).")
@@ -123,14 +128,14 @@ def raise_for_problems(problems: list[Problem], context: str) -> None:
 
 def _split_dir(root: str, split: str) -> str:
     if not os.path.isdir(root):
-        raise DataError(f"{root}: data folder not found.")
+        raise MissingSplitError(f"{root}: data folder not found.")
     split_dir = os.path.join(root, split)
     if os.path.isdir(split_dir):
         return split_dir
     nested = [d for d in ("GOPRO_Large", "GoPro", "GOPRO") if os.path.isdir(os.path.join(root, d))]
     hint = f" Did you mean {os.path.join(root, nested[0])}?" if nested else ""
     found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    raise DataError(f"{split_dir}: split folder not found (subfolders: {found}).{hint}")
+    raise MissingSplitError(f"{split_dir}: split folder not found (subfolders: {found}).{hint}")
 
 
 def detect_layout(split_dir: str) -> str:

@@ -14,8 +14,10 @@
 ``PairedSource.images()`` yields dicts ``{"blur": uint8 (H, W, 3), "sharp": uint8 (H, W, 3),
 "name": tf.string}`` in a deterministic order (sorted names for folders, TFDS's stored order for
 TFDS). Folder images are decoded with OpenCV inside ``tf.py_function``, so a file that is corrupt
-*inside* (its header and end were valid) stops the input pipeline with a message naming the file;
-TensorFlow is imported only when a dataset is built.
+*inside* (its header and end were valid) stops the input pipeline with a
+:class:`~data.errors.DataError` naming the file (iterate with :func:`data.errors.iterate` to get it
+as such); TensorFlow is imported only when a dataset is built. A split folder that does not exist
+raises :class:`~data.errors.MissingSplitError`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import numpy as np
 
 from data import image_io, readers
-from data.errors import DataError
+from data.errors import DataError, MissingSplitError
 from data.readers import Pair
 
 TFDS_PREFIX = "tfds:"
@@ -43,6 +45,14 @@ class PairedSource:
     def images(self):
         """``tf.data.Dataset`` of full-size uint8 pairs (see the module docstring)."""
         raise NotImplementedError
+
+    def cached_images(self):
+        """:meth:`images` behind one in-memory ``Dataset.cache()`` per source object, in the
+        deterministic order: every dataset built on it (one per training epoch) shares the decoded
+        images, which are read once, in the first epoch that runs."""
+        if getattr(self, "_cached_images", None) is None:
+            self._cached_images = self.images().cache()
+        return self._cached_images
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {len(self)} pairs)"
@@ -109,7 +119,7 @@ class TfdsSource(PairedSource):
 
     def __init__(self, builder, split: str):
         if split not in builder.info.splits:
-            raise DataError(
+            raise MissingSplitError(
                 f"{builder.name}: no split {split!r} (has {list(builder.info.splits)})."
             )
         self._builder = builder

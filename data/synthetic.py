@@ -50,13 +50,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+import fileio
 from data import dead_leaves, image_io, motion_blur, trajectories
 from data import synthetic_sources as sources
 
@@ -476,29 +476,19 @@ def build_dataset(
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
         raise FileExistsError(f"{out_dir} already exists (use overwrite).")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    # fileio: a hidden folder named after this process (stale ones of dead processes are removed),
+    # the umask's modes for every folder and file.
+    tmp = fileio.temporary_dir(out_dir)
     try:
         for split in SPLITS:
             generate_split(tmp, split, cfg, workers, log)
         text = json.dumps(manifest(cfg), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         image_io.atomic_write_bytes(os.path.join(tmp, MANIFEST), text.encode())
-        _replace_dir(tmp, out_dir, overwrite)
+        if overwrite:
+            fileio.replace_dir(tmp, out_dir)
+        else:
+            os.rename(tmp, out_dir)  # fails if another process created it meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def _replace_dir(new: str, target: str, overwrite: bool) -> None:
-    if overwrite and os.path.exists(target):
-        trash = tempfile.mkdtemp(
-            prefix=f".{os.path.basename(target)}.old-", dir=os.path.dirname(target)
-        )
-        os.rename(target, os.path.join(trash, "old"))
-        os.rename(new, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(new, target)
-    os.chmod(target, 0o755)  # mkdtemp creates 0700 folders

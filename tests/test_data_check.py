@@ -74,13 +74,13 @@ def test_every_problem_is_reported_and_the_exit_status_is_nonzero(good):
         "pixel format (RGBA, grayscale): 2",
         "ERROR pixel format (16-bit per channel): 1",
         "ERROR unreadable: 1",
-        "000001.png: cannot decode image",
+        "000001.png: damaged PNG data",
         "warning ignored: 1",
     ):
         assert expected in text, expected
     assert "FAILED" in text
     quick = check.format_report(check.check_dataset(str(good), quick=True))
-    assert "cannot decode" not in quick  # only a full decode finds damage inside a file
+    assert "damaged" not in quick  # only a full read finds damage inside a file
     done = run_cli(good, "--splits", "test", "--blur_variant", "blur")
     assert done.returncode == 1 and "[test] blur:" in done.stdout and "[train]" not in done.stdout
 
@@ -103,3 +103,21 @@ def test_cli_errors(tmp_path):
     done = run_cli(tmp_path)
     assert done.returncode == 1 and "no split folder" in done.stderr
     assert run_cli().returncode != 0
+
+
+def test_damage_inside_the_image_data_is_found_and_named(good):
+    """200 bytes overwritten inside the IDAT data of a larger PNG (header, chunk layout and IEND
+    intact): --quick passes, the full check names the file (chunk checksum), exit 1, and libpng's
+    own error line never reaches the output."""
+    from tests.train_checks import damage_png
+
+    bad = good / "train" / "S1" / "blur" / "000001.png"
+    write(bad, rgb(7, h=96, w=128))
+    write(good / "train" / "S1" / "sharp" / "000001.png", rgb(8, h=96, w=128))
+    write(good / "train" / "S1" / "blur_gamma" / "000001.png", rgb(9, h=96, w=128))
+    damage_png(bad)
+    assert "damaged" not in check.format_report(check.check_dataset(str(good), quick=True))
+    done = run_cli(good, "--splits", "train", "--blur_variant", "blur")
+    assert done.returncode == 1
+    assert f"{bad}: damaged PNG data (checksum mismatch in the IDAT chunk" in done.stdout
+    assert "libpng" not in done.stdout + done.stderr

@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 
 import data
+from data import errors as data_errors
 from data import pipeline
+from tests.train_checks import damage_png
 
 SIZE = (40, 48)
 
@@ -165,20 +167,68 @@ def test_reflect_padding_matches_numpy_symmetric():
     assert tiny.shape == (7, 7, 1) and set(np.unique(tiny)) == {0, 1}
 
 
-def test_corrupt_file_fails_naming_the_file(tmp_path):
+def _damaged_split(tmp_path):
     rng = np.random.default_rng(2)
-    for name in ("a.png", "b.png"):
+    for name in ("a.png", "b.png", "c.png"):
         sharp = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
         write(tmp_path / "s" / "blur" / name, sharp)
         write(tmp_path / "s" / "sharp" / name, sharp)
-    bad = tmp_path / "s" / "blur" / "b.png"
-    raw = bytearray(bad.read_bytes())
-    raw[60:90] = b"\x00" * 30  # damage the compressed data, keep the header and IEND
-    bad.write_bytes(bytes(raw))
-    src = data.open_split(str(tmp_path), "s")  # header and end are fine
-    ds = pipeline.train_dataset(src, batch_size=2, crop_size=16, seed=0)
-    with pytest.raises((tf.errors.OpError, data.DataError), match=r"b\.png: cannot decode"):
-        epochs(ds)
+    damage_png(tmp_path / "s" / "blur" / "b.png")
+    return data.open_split(str(tmp_path), "s")  # header and end are fine: opening passes
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_damaged_file_raises_data_error_naming_it(tmp_path, cache):
+    src = _damaged_split(tmp_path)
+    ds = pipeline.train_dataset(src, batch_size=1, crop_size=16, seed=0, cache=cache)
+    with pytest.raises(data.DataError, match=r"b\.png: damaged PNG data") as info:
+        list(data_errors.iterate(ds))
+    assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
+    # The raw tf.data error carries the same line, which from_op_error recovers.
+    with pytest.raises(tf.errors.OpError) as raw:
+        list(ds)
+    assert str(data_errors.from_op_error(raw.value)) == str(info.value)
+
+
+def test_eval_dataset_raises_data_error_naming_the_file(tmp_path):
+    src = _damaged_split(tmp_path)
+    with pytest.raises(data.DataError, match=r"s/blur/b\.png: damaged PNG data"):
+        list(pipeline.eval_dataset(src))
+    first = list(pipeline.eval_dataset(src).take(1))  # wrapped methods keep the conversion
+    assert len(first) == 1 and first[0]["name"].numpy()[0] == b"a.png"
+    with pytest.raises(data.DataError, match=r"b\.png"):
+        list(pipeline.eval_dataset(src).skip(1))
+
+
+def test_other_pipeline_errors_pass_through_iterate():
+    ds = tf.data.Dataset.from_tensor_slices(["1", "x"]).map(tf.strings.to_number)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="could not correctly convert"):
+        list(data_errors.iterate(ds))
+
+
+def test_cached_epochs_are_reproducible_after_a_restart(folder):
+    """--cache keeps resume batch-exact: epoch 2 rebuilt in a fresh process state (new source
+    object, empty cache) equals epoch 2 of a run that went through epochs 0 and 1."""
+    from training import inputs
+
+    def epoch_batches(make, epoch):
+        return [b.numpy() for b, _ in make(epoch)]
+
+    kwargs = {"batch_size": 2, "crop_size": 16, "cache": True, "seed": 5, "noise": "random_sigma"}
+    first = inputs.epoch_dataset_fn(data.open_split(str(folder), "train"), **kwargs)
+    ran = [epoch_batches(first, epoch) for epoch in range(3)]
+    assert not np.array_equal(ran[1][0], ran[2][0])  # epochs differ
+    restarted = inputs.epoch_dataset_fn(data.open_split(str(folder), "train"), **kwargs)
+    for a, b in zip(ran[2], epoch_batches(restarted, 2), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The same for a non-folder source (one Dataset.cache() per source object).
+    memory = data.open_split(str(folder), "train")
+    arrays = [memory.load_pair(i) for i in range(len(memory))]
+    first = inputs.epoch_dataset_fn(MemorySource(arrays), **kwargs)
+    ran = [epoch_batches(first, epoch) for epoch in range(3)]
+    restarted = inputs.epoch_dataset_fn(MemorySource(arrays), **kwargs)
+    for a, b in zip(ran[2], epoch_batches(restarted, 2), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_argument_errors(source):

@@ -299,3 +299,31 @@ def test_real_gopro_counts_per_sequence(split, total):
         counts[seq] = counts.get(seq, 0) + 1
     assert counts == GOPRO_COUNTS[split] and len(pairs) == total
     assert len({p.name for p in pairs}) == total
+
+
+def test_damaged_png_is_a_data_error_before_any_decoder(tmp_path, capfd):
+    from tests.train_checks import damage_png
+
+    path = tmp_path / "x.png"
+    assert cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+    damage_png(path)
+    image_io.read_info(str(path))  # header and end are intact
+    with pytest.raises(DataError, match=r"x\.png: damaged PNG data \(checksum mismatch in the"):
+        image_io.decode_rgb(str(path))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        image_io.decode_strict(str(path))
+    assert "libpng" not in capfd.readouterr().err
+
+
+def test_png_with_valid_checksums_but_bad_data_is_still_refused(tmp_path):
+    """Damage written with a recomputed CRC (a buggy writer) reaches OpenCV, which refuses it."""
+    path = tmp_path / "x.png"
+    assert cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+    raw = bytearray(path.read_bytes())
+    length = struct.unpack(">I", raw[33:37])[0]
+    assert raw[37:41] == b"IDAT"
+    raw[41 + length // 2 : 41 + length // 2 + 200] = b"\xff" * 200
+    raw[41 + length : 45 + length] = struct.pack(">I", zlib.crc32(bytes(raw[37 : 41 + length])))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"x\.png: cannot decode image"):
+        image_io.decode_rgb(str(path))

@@ -232,6 +232,25 @@ def test_flow_kind_saves_uv_half_labels(tmp_path):
     assert filecmp.cmp(pairs[0].sharp, pairs[1].sharp, shallow=False)  # one shared sharp window
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_data_set_files_get_the_umask_modes(tmp_path, mask):
+    """Not tempfile's 0600 / 0700: files 0666 & ~umask, folders 0777 & ~umask; an overwrite
+    keeps them and leaves no temporary folder."""
+    old = os.umask(mask)
+    try:
+        root = build(tmp_path / "g")
+        synthetic.build_dataset(root, synthetic.SynthConfig(**TINY), overwrite=True)
+    finally:
+        os.umask(old)
+    assert os.listdir(tmp_path) == ["g"]
+    modes = {os.stat(root).st_mode & 0o777}
+    for folder, dirs, files in os.walk(root):
+        modes |= {os.stat(os.path.join(folder, d)).st_mode & 0o777 for d in dirs}
+        file_modes = {os.stat(os.path.join(folder, f)).st_mode & 0o777 for f in files}
+        assert file_modes <= {0o666 & ~mask}, (folder, file_modes)
+    assert modes == {0o777 & ~mask}
+
+
 def test_trajectory_kind_writes_blur_and_sharp(tmp_path):
     root = build(tmp_path / "t", kind="trajectory")
     assert len(list_pairs(root, "test")) == 2

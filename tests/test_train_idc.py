@@ -2,6 +2,9 @@
 one step through the generic loop, the noise in the pipeline, bad flags, and a tiny trained run
 directory read back by evaluate.py / export.py / deblur.py."""
 
+import io
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,6 +22,7 @@ from tests.train_checks import (
     run_script,
     write_split,
 )
+from training import flags as train_flags
 from training import inputs
 from training.idc_step import IdcTrainStep
 
@@ -140,6 +144,48 @@ def test_bad_flags_exit_nonzero_with_a_clear_message(args, message, tmp_path):
     proc = run_script("train_idc.py", [*args, f"--run_dir={tmp_path / 'run'}"])
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_model_kwargs_reach_the_switches_without_a_flag():
+    """--model_kwargs reaches texture_input, stop_gradient, pyramid_mode; a key with a flag
+    (n_scales) sets the flag, so the crop check uses it too."""
+    extra = {"texture_input": "blur", "stop_gradient": False, "pyramid_mode": "direct"}
+    text = json.dumps({**extra, "n_scales": 1})
+    with parsed_flags("train_idc.py", f"--model_kwargs={text}", "--crop_size=44") as flags:
+        train_idc.apply_flag_defaults()
+        train_idc.apply_model_kwargs()
+        train_idc.check_flags()  # 44 is a multiple of 4 (one scale), not of 16 (three)
+        assert flags.n_scales == 1
+        kwargs = train_idc.model_kwargs()
+        assert train_flags.snapshot()["model_kwargs"] == text  # recorded in run_config.json
+    assert kwargs == {"decoder_reading": "literal", "use_texture": True, "n_scales": 1, **extra}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (['--model_kwargs={"texture": "blur"}'], "idc has no argument 'texture' (its arguments: "),
+        (['--model_kwargs={"use_texture": "maybe"}'], "use_texture='maybe' is not valid"),
+        (
+            ["--n_scales=3", '--model_kwargs={"n_scales": 1}'],
+            "--model_kwargs sets n_scales=1 but --n_scales is 3",
+        ),
+    ],
+)
+def test_bad_model_kwargs_are_one_line_errors(args, message):
+    error = run_main(train_idc, *args)
+    assert error.startswith("train_idc.py: error: --model_kwargs") and message in error, error
+
+
+def test_model_kwargs_value_the_model_refuses_is_a_config_error(tmp_path):
+    from training.loop import ConfigError, LoopConfig, Trainer
+
+    step = IdcTrainStep(total_steps=2, model_kwargs={**TINY, "texture_input": "sideways"})
+    config = LoopConfig(str(tmp_path / "run"), steps_per_epoch=1, max_steps=1)
+    trainer = Trainer(step, lambda epoch: None, config, out=io.StringIO())
+    with pytest.raises(ConfigError, match="cannot build model 'idc' .*texture_input"):
+        trainer.setup()
     assert not (tmp_path / "run").exists()
 
 

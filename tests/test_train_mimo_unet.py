@@ -1,5 +1,7 @@
-"""Tests of train_mimo_unet.py as a user runs it: bad inputs, a tiny run on the real data layer,
-kill -9 and resume, two workers under MultiWorkerMirroredStrategy, a missing validation split.
+"""Tests of train_mimo_unet.py as a user runs it: the paper defaults, bad inputs (flags,
+--model_kwargs, damaged training and validation files, unusable or foreign run folders), a tiny
+run on the real data layer, kill -9 and resume, two workers under MultiWorkerMirroredStrategy, a
+missing validation split.
 
 The data sets are a few small PNG pairs in the GoPro layout written here (the reader and pipeline
 of data/ are the real ones); the model is MIMO-UNet with 1 residual block and 8 channels.
@@ -17,7 +19,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.train_checks import REPO, env, run_script, write_split
+import train_mimo_unet
+from tests.train_checks import REPO, damage_png, env, parsed_flags, run_script, write_split
 
 SCRIPT = os.path.join(REPO, "train_mimo_unet.py")
 TINY_ARGS = [
@@ -43,6 +46,56 @@ def gopro_like(tmp_path_factory):
     return root
 
 
+# ---- the paper recipe ---------------------------------------------------------------------------
+
+
+def test_paper_defaults():
+    """mimo_unet.md section 7 / the official train.py: batch 4, 256 crops, horizontal flips only,
+    3000 epochs, Adam lr 1e-4 with epsilon 1e-8, x0.5 every 500 epochs, FFT weight 0.1, PyTorch
+    initialisation; the quick preset's learning rate is 2e-4."""
+    with parsed_flags("train_mimo_unet.py") as flags:
+        train_mimo_unet.apply_flag_defaults()
+        train_mimo_unet.apply_model_kwargs()
+        train_mimo_unet.check_flags()
+        assert flags.variant == "mimo_unet" and flags.batch_size == 4 and flags.crop_size == 256
+        assert (flags.hflip, flags.vflip, flags.rot90) == (True, False, False)
+        assert flags.noise == "off" and flags.epochs == 3000 and flags.max_steps == 0
+        assert flags.learning_rate == 1e-4 and flags.adam_epsilon == 1e-8
+        assert flags.lr_decay_epochs == 500 and flags.lr_decay_rate == 0.5
+        assert flags.fft_weight == 0.1 and flags.init == "torch"
+        assert train_mimo_unet.model_kwargs() == {}  # the registry's MIMO-UNet: 8 blocks, 32 ch
+        # GoPro: 2103 training pairs // 4 = 525 steps per epoch.
+        step = train_mimo_unet.make_step(steps_per_epoch=525, total_steps=3000 * 525)
+    assert step.model_name == "mimo_unet" and step.fft_weight == 0.1
+    assert (step.beta_1, step.beta_2, step.epsilon) == (0.9, 0.999, 1e-8)
+    schedule = step.schedule.get_config()
+    assert schedule["milestones"] == [500, 1000, 1500, 2000, 2500, 3000]
+    for epoch, rate in ((0, 1e-4), (499, 1e-4), (500, 5e-5), (1000, 2.5e-5), (2999, 3.125e-6)):
+        assert float(step.schedule(epoch * 525)) == pytest.approx(rate)
+    with parsed_flags("train_mimo_unet.py", "--preset=quick") as flags:
+        train_mimo_unet.apply_flag_defaults()
+        assert flags.learning_rate == 2e-4 and flags.num_res == 2 and flags.crop_size == 64
+        assert flags.max_steps == 300 and flags.val_images == 4 and flags.batch_size == 4
+
+
+def test_model_kwargs_merge_with_the_flags():
+    args = ["--model_kwargs", '{"num_res": 3, "dropout_rate": 0.1}', "--base_channels=8"]
+    with parsed_flags("train_mimo_unet.py", *args) as flags:
+        train_mimo_unet.apply_flag_defaults()
+        train_mimo_unet.apply_model_kwargs()
+        assert flags.num_res == 3  # the key with a flag sets the flag (checks and logs agree)
+        assert train_mimo_unet.model_kwargs() == {
+            "num_res": 3,
+            "base_channels": 8,
+            "dropout_rate": 0.1,
+        }
+    args = ["--preset=quick", "--model_kwargs", '{"num_res": 1, "init": "glorot"}']
+    with parsed_flags("train_mimo_unet.py", *args) as flags:
+        train_mimo_unet.apply_flag_defaults()
+        train_mimo_unet.apply_model_kwargs()  # wins over the preset's num_res 2
+        assert train_mimo_unet.model_kwargs() == {"num_res": 1, "init": "glorot"}
+
+
 # ---- bad inputs: one clear line, non-zero exit, no traceback ------------------------------------
 
 
@@ -54,6 +107,14 @@ def gopro_like(tmp_path_factory):
         (["--crop_size=30"], "multiple of 4"),
         (["--preset=fast"], "quick"),
         (["extra_argument"], "unexpected arguments"),
+        (['--model_kwargs={"num_blocks": 2}'], "mimo_unet has no argument 'num_blocks'"),
+        (["--model_kwargs=[1]"], "--model_kwargs must be a JSON object"),
+        (["--model_kwargs={num_res: 2}"], "--model_kwargs is not valid JSON"),
+        (['--model_kwargs={"num_res": 0}'], "num_res=0 is not valid"),
+        (
+            ["--num_res=1", '--model_kwargs={"num_res": 2}'],
+            "--model_kwargs sets num_res=2 but --num_res is 1",
+        ),
     ],
 )
 def test_bad_flags_exit_nonzero_with_a_clear_message(args, message, tmp_path):
@@ -61,6 +122,120 @@ def test_bad_flags_exit_nonzero_with_a_clear_message(args, message, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def _one_error_line(proc, script="train_mimo_unet.py"):
+    """The single stderr line of a refused command (exit 1, no traceback, nothing aborted)."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"{script}: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["train", "test"])
+def test_damaged_image_refuses_with_one_line_naming_it(tmp_path, where):
+    """A PNG with 200 bytes damaged inside its image data (header and IEND intact) passes the
+    start-up check; training (train split) or the validation loading at start-up (test split)
+    then stops with one line naming the file, exit 1, no "Fatal Python error"; the steps done
+    before are checkpointed, and a run that never started leaves no run folder."""
+    data = tmp_path / "data"
+    write_split(data, "train", 8, size=(96, 96))
+    write_split(data, "test", 2, size=(96, 96), seed=1)
+    bad = damage_png(data / where / "SEQ1" / "blur" / "000001.png")
+    run = tmp_path / "run"
+    proc = _run([f"--data_dir={data}", f"--run_dir={run}", "--max_steps=4", *TINY_ARGS])
+    line = _one_error_line(proc)
+    assert line == (
+        f"train_mimo_unet.py: error: {bad}: damaged PNG data (checksum mismatch in the IDAT "
+        "chunk at byte 33)."
+    )
+    assert "Fatal Python error" not in proc.stderr
+    trained = [int(x.split()[1].split("/")[0]) for x in proc.stdout.splitlines() if "ETA" in x]
+    if where == "test":  # validation images are decoded at start-up: no step, no run folder
+        assert not trained and not run.exists()
+    else:  # the steps before the damaged batch are saved (here: the seeded order reaches it late)
+        assert trained and _latest_step(run) == trained[-1] < 4
+
+
+def test_a_bad_validation_file_is_an_error_a_missing_split_a_warning(tmp_path):
+    """Only a split folder that does not exist turns validation off (with a warning); a bad file
+    in an existing validation split stops the command, naming the file."""
+    import data
+    from training import inputs
+
+    write_split(tmp_path, "test", 3, size=(40, 40))
+    messages = []
+    assert inputs.load_validation(str(tmp_path), split="val", log=messages.append) is None
+    assert "WARNING: no validation" in messages[0] and "split folder not found" in messages[0]
+    bad = tmp_path / "test" / "SEQ0" / "sharp" / "000002.png"
+    bad.write_bytes(bad.read_bytes()[:-20])  # truncated: the header check at opening finds it
+    with pytest.raises(data.DataError, match=rf"^{bad}: truncated PNG"):
+        inputs.load_validation(str(tmp_path), log=messages.append)
+    assert len(messages) == 1
+
+
+def _fake_run(run_dir, **config):
+    """A run folder as another command left it: its run_config.json and a (never restored)
+    checkpoint; the refusal must come before any restore."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "ckpt-5.index").write_bytes(b"")
+    (run_dir / "checkpoints" / "ckpt-5.data-00000-of-00001").write_bytes(b"")
+    (run_dir / "checkpoints" / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-5"\nall_model_checkpoint_paths: "ckpt-5"\n'
+    )
+    recorded = {"paper": "mimo_unet", "model": "mimo_unet", "model_kwargs": {}, **config}
+    (run_dir / "run_config.json").write_text(json.dumps(recorded))
+    return sorted(p.name for p in run_dir.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("script", "recorded", "args", "difference"),
+    [
+        (
+            "train_mimo_unet.py",
+            {"paper": "idc", "model": "idc", "model_kwargs": {"n_scales": 3}},
+            [],
+            "model is 'idc' there, 'mimo_unet' in this command",
+        ),
+        (
+            "train_two_way.py",
+            {"model_kwargs": {"num_res": 1, "base_channels": 8}},
+            [],
+            "model is 'mimo_unet' there, 'two_way' in this command",
+        ),
+        (
+            "train_mimo_unet.py",
+            {"model_kwargs": {"num_res": 1, "base_channels": 8}},
+            ["--num_res=2"],
+            "model_kwargs.num_res is 1 there, 2 in this command",
+        ),
+    ],
+)
+def test_resume_into_another_run_is_refused_by_name(
+    tmp_path, gopro_like, script, recorded, args, difference
+):
+    run = tmp_path / "run"
+    before = _fake_run(run, **recorded)
+    tiny = [a for a in TINY_ARGS if not (args and a.startswith("--num_res"))]
+    proc = run_script(script, [f"--data_dir={gopro_like}", f"--run_dir={run}", *tiny, *args])
+    line = _one_error_line(proc, script)
+    assert difference in line and f"{run} holds another run" in line, line
+    assert "Shapes" not in proc.stderr and sorted(p.name for p in run.rglob("*")) == before
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_unusable_run_dir_refuses_with_one_line(tmp_path, kind):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    run = blocker
+    if kind == "unwritable":
+        run = "/proc/deblur_zoo_run"
+        if os.geteuid() != 0:
+            (tmp_path / "locked").mkdir(mode=0o500)
+            run = tmp_path / "locked" / "run"
+    proc = _run([f"--run_dir={run}", *TINY_ARGS])
+    line = _one_error_line(proc)
+    assert f"--run_dir {run}" in line and ("is a file" in line or "not writable" in line)
 
 
 def test_data_error_exits_nonzero(tmp_path):
@@ -116,12 +291,17 @@ def test_train_kill_and_resume(tmp_path, gopro_like):
         proc.wait()
     killed_at = _latest_step(run)
     assert killed_at is not None and killed_at >= 2
+    # What a kill in the middle of a save leaves (TensorFlow's sharded-save temporary folder).
+    temp = run / "checkpoints" / f"ckpt-{killed_at + 1}_temp"
+    temp.mkdir(exist_ok=True)
+    (temp / "part-00000-of-00001.index").write_bytes(b"partial")
 
     # Second run, same command: resumes from the last checkpoint and finishes.
     proc = _run([*args, f"--max_steps={killed_at + 3}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Resumed from {run / 'checkpoints' / f'ckpt-{killed_at}'}" in proc.stdout
-    assert _latest_step(run) == killed_at + 3
+    assert f"Removed a leftover of an interrupted run: {temp}" in proc.stdout
+    assert _latest_step(run) == killed_at + 3 and not list(run.rglob("*_temp"))
     config = json.loads((run / "run_config.json").read_text())
     assert config["model"] == "mimo_unet" and config["paper"] == "mimo_unet"
     assert config["model_kwargs"] == {"num_res": 1, "base_channels": 8}

@@ -55,6 +55,24 @@ def test_ablation_flags_reach_the_model_and_preset_keeps_the_recipe():
     assert kwargs == {"two_way": False, "deconv_kernel": 3, "num_res": 1}
 
 
+def test_model_kwargs_reach_share_bottleneck_blocks():
+    args = ('--model_kwargs={"share_bottleneck_blocks": true, "num_res": 2}', "--notwo_way")
+    with parsed_flags("train_two_way.py", *args) as flags:
+        train_two_way.apply_flag_defaults()
+        train_two_way.apply_model_kwargs()
+        train_two_way.check_flags()
+        assert flags.num_res == 2
+        kwargs = train_two_way.model_kwargs()
+    assert kwargs == {
+        "two_way": False,
+        "deconv_kernel": 4,
+        "num_res": 2,
+        "share_bottleneck_blocks": True,
+    }
+    error = run_main(train_two_way, '--model_kwargs={"shared": true}')
+    assert "two_way has no argument 'shared'" in error and "share_bottleneck_blocks" in error
+
+
 def test_step_builds_the_paper_model_and_optimizer():
     step = TwoWayTrainStep(total_steps=100)
     step.build(tf.distribute.get_strategy())

@@ -367,3 +367,194 @@ def test_mirrored_two_replicas_match_one_device(tmp_path):
     assert result["loss1"] == pytest.approx(result["loss2"], rel=1e-5)
     assert result["runs"][0][:2] == [2, 2] and result["runs"][1][:2] == [3, 3]
     assert np.isfinite(result["runs"][1][2]) and np.isfinite(result["runs"][1][3])
+
+
+# ---- run folder: refusals, leftovers, epoch numbers, modes, damaged data ------------------------
+
+
+def test_resume_refuses_another_structure_before_restoring(trained, tmp_path):
+    """Another num_res, another model, another recorded identity entry or structure: one
+    ConfigError naming the first difference, raised before any restore (no TF shape error), and
+    the run folder is left as it was."""
+    _copy_run_until(trained["run_dir"], tmp_path, 4)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    blur, sharp = trained["data"]
+    config = LoopConfig(str(tmp_path), steps_per_epoch=4, max_steps=5, global_batch_size=2)
+
+    def refusal(step):
+        trainer = Trainer(step, _epoch_fn(blur, sharp), config, out=io.StringIO())
+        with pytest.raises(ConfigError) as info:
+            trainer.setup()
+        assert trainer.step_obj.model is None  # refused before building or restoring
+        return str(info.value)
+
+    wider = MimoUnetTrainStep(steps_per_epoch=4, model_kwargs={**TINY, "num_res": 2})
+    message = refusal(wider)
+    assert "model_kwargs.num_res is 1 there, 2 in this command" in message
+    assert "Shapes" not in message and "\n" not in message
+    plus = MimoUnetTrainStep("mimo_unet_plus", steps_per_epoch=4, model_kwargs=TINY)
+    assert "model is 'mimo_unet' there, 'mimo_unet_plus'" in refusal(plus)
+
+    config_path = tmp_path / "run_config.json"
+    recorded = json.loads(config_path.read_text())
+    write_json_atomic(config_path, {**recorded, "structure": {"optimizer_class": "Adam"}})
+    step = MimoUnetTrainStep(steps_per_epoch=4, model_kwargs=TINY)
+    step.structure = lambda: {"optimizer_class": "PyTorchAdam"}
+    assert "structure.optimizer_class is 'Adam' there, 'PyTorchAdam'" in refusal(step)
+    write_json_atomic(config_path, {**recorded, "paper": "two_way"})
+    step = MimoUnetTrainStep(steps_per_epoch=4, model_kwargs=TINY)
+    assert "paper is 'two_way' there, 'mimo_unet' in this command" in refusal(step)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("kind", ["file", "below_a_file", "unwritable"])
+def test_unusable_run_dir_is_refused(tmp_path, kind):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    run_dir = {"file": blocker, "below_a_file": blocker / "run"}.get(kind)
+    if kind == "unwritable":
+        if os.geteuid() == 0:  # root writes through permissions: use a file system that refuses
+            run_dir = "/proc/deblur_zoo_run"
+        else:
+            locked = tmp_path / "locked"
+            locked.mkdir(mode=0o500)
+            run_dir = locked / "run"
+    trainer = _trainer(run_dir, 2)
+    with pytest.raises(ConfigError, match="--run_dir .*(is a file|not writable)") as info:
+        trainer.setup()
+    assert "\n" not in str(info.value)
+    assert not os.path.exists(os.path.join(str(run_dir), "run_config.json"))
+
+
+def test_a_second_trainer_on_the_same_run_dir_is_refused(tmp_path):
+    from training.rundir import RunDirLock
+
+    tmp_path.joinpath("run").mkdir()
+    lock = RunDirLock(str(tmp_path / "run"))
+    assert lock.acquire()
+    try:
+        with pytest.raises(ConfigError, match="in use by another training process"):
+            _trainer(tmp_path / "run", 2).setup()
+    finally:
+        lock.release()
+    assert os.listdir(tmp_path / "run") == []
+
+
+def test_leftovers_of_killed_runs_are_removed_at_start(trained, tmp_path):
+    """What kill -9 leaves: TensorFlow's ckpt-<N>_temp/ folders (killed mid-save, in checkpoints/
+    and best/), merged files the state file never listed, checkpoint.tmp<hex>, and fileio
+    temporaries of dead processes. The next run removes them and resumes from the last listed
+    checkpoint; listed checkpoints are kept."""
+    _copy_run_until(trained["run_dir"], tmp_path, 3)
+    ckpts, best = tmp_path / "checkpoints", tmp_path / "best"
+    leftovers = [
+        ckpts / "ckpt-4_temp" / "part-00000-of-00001.data-00000-of-00001",
+        ckpts / "ckpt-4_temp" / "part-00000-of-00001.index",
+        ckpts / "ckpt-5.index",  # merged, never listed
+        ckpts / "checkpoint.tmp0123456789abcdef0123456789abcdef",
+        best / "ckpt-2_temp" / "part-00000-of-00001.index",
+        best / ".best.json.tmp-999999999",
+        tmp_path / ".run_config.json.tmp-999999999",
+        tmp_path / ".final.weights.h5.tmp-999999999-partial.weights.h5",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    kept = sorted(p.name for p in ckpts.glob("ckpt-3.*"))
+    trainer = _trainer(tmp_path, 4)
+    trainer.setup()
+    assert trainer.step == 3
+    for path in leftovers:
+        assert not path.exists(), path
+    assert not (ckpts / "ckpt-4_temp").exists() and not (best / "ckpt-2_temp").exists()
+    assert sorted(p.name for p in ckpts.glob("ckpt-3.*")) == kept
+    assert "Removed a leftover of an interrupted run" in trainer.progress.out.getvalue()
+    trainer.run()
+    assert tf.train.latest_checkpoint(str(ckpts)).endswith("ckpt-4")
+
+
+def test_epoch_numbers_agree_and_outputs_get_umask_modes(tmp_path):
+    """One convention in all human text, "epoch E/N" (1-based, in progress or just completed);
+    best.json says epochs_completed. Run under umask 022: every output is 0644 / 0755."""
+    old = os.umask(0o022)
+    try:
+        data = _pairs(n=4)
+        trainer = _trainer(
+            tmp_path / "run", 3, data=data, validation=_validation(*data), val_every=2, log_every=1
+        )
+        trainer.run()
+        resumed = _trainer(tmp_path / "run", 4, data=data, log_every=1)
+        resumed.run()
+    finally:
+        os.umask(old)
+    text = trainer.progress.out.getvalue()
+    assert "step 2/3 ( 66.7%) | epoch 1/2 |" in text and "step 3/3 (100.0%) | epoch 2/2 |" in text
+    assert "validation @ step 2 (epoch 1/2)" in text
+    assert "Done: step 3, epoch 2/2, 1 of its 2 steps," in text
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert best["step"] in (2, 3) and "epoch" not in best
+    assert best["epochs_completed"] == {2: 1, 3: 1}[best["step"]]
+    text = resumed.progress.out.getvalue()
+    ckpt = tmp_path / "run" / "checkpoints" / "ckpt-3"
+    resumed_line = f"Resumed from {ckpt}: step 3, epoch 2/2 (1 of 2 epochs completed, 1 of its 2"
+    assert resumed_line + " steps done)." in text
+    assert "Done: step 4, epoch 2/2 completed," in text
+
+    for folder, dirs, files in os.walk(tmp_path / "run"):
+        for name in dirs:
+            assert os.stat(os.path.join(folder, name)).st_mode & 0o777 == 0o755, name
+        for name in files:
+            assert os.stat(os.path.join(folder, name)).st_mode & 0o777 == 0o644, name
+    names = {name for _, _, files in os.walk(tmp_path / "run") for name in files}
+    assert {"run_config.json", "best.json", "final.weights.h5", "checkpoint"} <= names
+    assert not [n for n in names if ".tmp" in n or "partial" in n]
+
+
+def _failing_epoch_fn(blur, sharp, bad_index, message):
+    """Batches of 2 whose element ``bad_index`` fails to "decode" with a data.DataError (raised
+    inside tf.py_function, as the real pipeline does)."""
+    from data import DataError
+
+    def load(i):
+        if int(i) == bad_index:
+            raise DataError(message)
+        return blur[int(i)], sharp[int(i)]
+
+    def make(epoch):
+        def element(i):
+            b, s = tf.py_function(load, [i], [tf.float32, tf.float32])
+            return tf.ensure_shape(b, blur.shape[1:]), tf.ensure_shape(s, sharp.shape[1:])
+
+        ds = tf.data.Dataset.range(len(blur)).map(element, num_parallel_calls=2)
+        return ds.batch(2, drop_remainder=True).prefetch(2)
+
+    return make
+
+
+def test_damaged_file_mid_run_saves_the_last_step_and_names_the_file(tmp_path):
+    from data import DataError
+
+    blur, sharp = _pairs()
+    trainer = _trainer(tmp_path / "run", 4, checkpoint_every=100)
+    trainer.make_epoch_dataset = _failing_epoch_fn(blur, sharp, 5, "/d/x.png: damaged PNG data.")
+    with pytest.raises(DataError, match=r"^/d/x\.png: damaged PNG data\.$"):
+        trainer.run()
+    assert trainer.step == 2  # batches 0 and 1 trained; batch 2 holds element 5
+    latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    assert latest is not None and latest.endswith("ckpt-2")
+
+
+def test_damaged_file_before_the_first_step_leaves_no_run_folder(tmp_path):
+    from data import DataError
+
+    blur, sharp = _pairs()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    for run_dir in (tmp_path / "new", existing):
+        trainer = _trainer(run_dir, 4)
+        trainer.make_epoch_dataset = _failing_epoch_fn(blur, sharp, 0, "/d/y.png: damaged.")
+        with pytest.raises(DataError, match="y.png"):
+            trainer.run()
+    assert not (tmp_path / "new").exists()
+    assert os.listdir(existing) == ["notes.txt"]  # only what the failed run added is gone

@@ -1,7 +1,7 @@
-"""Helpers shared by the training-script tests of IDC and Two-Way (test_train_idc.py,
-test_train_two_way.py): small GoPro-layout data sets, flags parsed in-process, the script run as a
-subprocess, one step through the generic loop, and the run-directory round trip through
-evaluate.py, export.py and deblur.py."""
+"""Helpers shared by the training-script and data tests: small GoPro-layout data sets, PNG files
+damaged inside their image data, flags parsed in-process, the script run as a subprocess, one step
+through the generic loop, and the run-directory round trip through evaluate.py, export.py and
+deblur.py."""
 
 from __future__ import annotations
 
@@ -34,6 +34,25 @@ def write_split(root, split, n, size=(48, 48), seed=0):
             (seq / kind).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(seq / kind / f"{i:06d}.png"), image)
     return root
+
+
+def damage_png(path, count=200, seed=1):
+    """Overwrites ``count`` bytes in the middle of the first IDAT chunk's data of the PNG at
+    ``path`` with random bytes: the header, the chunk layout and IEND stay intact (the header and
+    end checks pass), only a full read finds the damage."""
+    with open(path, "rb") as handle:
+        raw = bytearray(handle.read())
+    pos = 8
+    while raw[pos + 4 : pos + 8] != b"IDAT":
+        pos += 12 + int.from_bytes(raw[pos : pos + 4], "big")
+    length = int.from_bytes(raw[pos : pos + 4], "big")
+    count = min(count, length)
+    start = pos + 8 + (length - count) // 2
+    noise = np.random.default_rng(seed).integers(0, 256, count, np.uint8).tobytes()
+    raw[start : start + count] = noise
+    with open(path, "wb") as handle:
+        handle.write(bytes(raw))
+    return str(path)
 
 
 def env():

@@ -15,6 +15,7 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.strategy`: ``default|mirrored|multi_worker`` -> ``tf.distribute`` strategy.
 * :mod:`training.summaries`: TensorBoard scalars/images with TensorFlow core only.
 * :mod:`training.tracking`: makes list-held layers visible to ``tf.train.Checkpoint``.
+* :mod:`training.rundir`: run-folder checks, lock, leftovers of killed runs, resume comparison.
 * :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`: the
   per-paper step objects.
 
@@ -46,13 +47,18 @@ Step-object interface (subclass :class:`training.step.TrainStep`)
     The Keras model evaluation and export use (default ``checkpoint_items()["model"]``).
 ``describe() -> dict``
     Optional extra lines for the run summary and ``run_config.json``.
+``structure`` (optional attribute, or method returning a dict)
+    Anything else the checkpoint's structure depends on (e.g. optimizer classes), recorded in
+    ``run_config.json`` and compared on resume like ``run_config()``'s entries.
 
 Run-directory contract (``--run_dir DIR``)
 ------------------------------------------
 ``run_config.json``
     ``{"model": <registry name>, "model_kwargs": {...}, "paper": ..., "flags": {...}, ...}`` plus
     the loop's bookkeeping (strategy, replicas, global batch, steps per epoch, total steps,
-    validation description, versions). Written atomically at every (re)start.
+    validation description, versions). Written atomically at every (re)start. A resume compares
+    every entry of the step object's ``run_config()`` (and its ``structure``, if it reports one)
+    with the recorded ones before restoring, and refuses a difference by name.
 ``checkpoints/``
     A ``tf.train.CheckpointManager`` folder (``ckpt-<step>``, last ``--keep_checkpoints``) of a
     ``tf.train.Checkpoint(model=..., optimizer=..., step=..., epoch=..., epoch_step=...)``. Every
@@ -62,7 +68,7 @@ Run-directory contract (``--run_dir DIR``)
     ``tf.train.Checkpoint(model=model).restore(prefix).expect_partial()``.
 ``best/``
     The same format, one checkpoint: the best validation PSNR so far; ``best/best.json`` holds
-    ``{"step", "epoch", "psnr", "ssim", "num_images", "validation"}``.
+    ``{"step", "epochs_completed", "psnr", "ssim", "num_images", "validation"}``.
 ``tensorboard/``
     Event files: ``train/<loss terms>``, ``train/learning_rate``, ``train/steps_per_second``,
     ``train/epoch``, ``val/psnr``, ``val/ssim``, ``val/blurred_input_psnr|ssim`` and the images

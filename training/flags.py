@@ -7,11 +7,23 @@ same way) can be imported in one process. Paper defaults and presets are applied
 importing one script never changes another's defaults.
 
 Paper-specific flags are defined the same way with :func:`define_once`.
+
+``--model_kwargs`` (JSON) reaches every constructor argument of the paper's model, including the
+switches without a flag of their own (IDC ``texture_input``, ``stop_gradient``, ``pyramid_mode``;
+Two-Way ``share_bottleneck_blocks``). :func:`merge_model_kwargs` checks its keys against the
+model class's constructor (read from the source with ``ast``, so before TensorFlow is imported),
+gives keys that have a flag (``num_res``, ``base_channels``, the paper switches) to that flag, so
+that the flag checks and ``run_config.json`` see one value, and refuses a flag given on the
+command line that disagrees with the same key.
 """
 
 from __future__ import annotations
 
-from absl import flags
+import ast
+import json
+import os
+
+from absl import app, flags
 
 from cli import define_once
 
@@ -111,14 +123,21 @@ def _define_data_flags():
         "Noise scale of --noise in 8-bit levels (IDC: 2, i.e. 2/255).",
         lower_bound=0.0,
     )
-    _common(b, "cache", False, "Cache decoded training images in memory.")
+    _common(
+        b,
+        "cache",
+        False,
+        "Cache decoded training images in memory (about 5.5 MB per 1280x720 pair); every epoch "
+        "keeps its own seeded shuffle, so a resumed run still sees the same batches.",
+    )
     _common(b, "pad_small", False, "Pad images smaller than the crop instead of failing.")
     _common(
         i,
         "seed",
         0,
         "Random seed of the model initialisation and the data pipeline (epoch e uses "
-        "seed + e); -1: unseeded.",
+        "seed + e, which makes resume batch-exact); -1: unseeded, and a resumed run then sees "
+        "another shuffle and other crops from the resumed epoch on.",
     )
     _common(s, "val_data_dir", None, "Validation data folder (default: --data_dir).")
     _common(
@@ -166,6 +185,15 @@ def _define_schedule_flags():
 
 def _define_run_flags():
     s, i, b = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool
+    _common(
+        s,
+        "model_kwargs",
+        None,
+        'Model constructor arguments as JSON, e.g. \'{"texture_input": "blur"}\' (IDC) or '
+        "'{\"share_bottleneck_blocks\": true}' (Two-Way); keys are checked against the model. Keys "
+        "with a flag of their own (num_res, base_channels, the paper switches) set that flag; a "
+        "flag given on the command line must agree. Recorded in run_config.json.",
+    )
     _common(
         s, "run_dir", None, "Run directory (default runs/<model>); resumed if it holds checkpoints."
     )
@@ -216,3 +244,77 @@ def snapshot(names=None) -> dict:
     """``{name: value}`` of the shared flags plus ``names`` (for ``run_config.json``)."""
     names = list(COMMON_FLAGS) + [n for n in (names or []) if n not in COMMON_FLAGS]
     return {name: FLAGS[name].value for name in names if name in FLAGS}
+
+
+# Registry name -> (module file in models/, model class): where the constructor's arguments are.
+MODEL_CLASSES = {
+    "mimo_unet": ("mimo_unet.py", "MIMOUNet"),
+    "mimo_unet_plus": ("mimo_unet.py", "MIMOUNet"),
+    "idc": ("idc.py", "IDC"),
+    "two_way": ("two_way.py", "TwoWay"),
+}
+_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+
+
+def model_arguments(model_name: str) -> list[str]:
+    """The named constructor arguments of ``model_name``'s class (``**kw``, which only Keras's
+    own ``name``/``dtype`` can reach, excluded), read from its source without importing it."""
+    filename, class_name = MODEL_CLASSES[model_name]
+    with open(os.path.join(_MODELS_DIR, filename), encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    names = [a.arg for a in item.args.args + item.args.kwonlyargs]
+                    return [n for n in names if n != "self"]
+    raise LookupError(f"models/{filename}: no {class_name}.__init__")
+
+
+def parse_model_kwargs(text) -> dict:
+    """``--model_kwargs`` JSON -> dict (empty for None or ""); ``app.UsageError`` otherwise."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise app.UsageError(f"--model_kwargs is not valid JSON ({error}): {text}") from None
+    if not isinstance(value, dict):
+        raise app.UsageError(f"--model_kwargs must be a JSON object, got {text}")
+    return value
+
+
+def merge_model_kwargs(model_name: str, flag_keys) -> dict:
+    """Applies ``--model_kwargs`` for ``model_name`` (see the module docstring); returns the
+    entries without a flag of their own (the caller adds them to its ``model_kwargs``).
+
+    Args:
+        model_name: registry name (its class's constructor gives the accepted keys).
+        flag_keys: names that are both a flag of the script and a constructor argument.
+    Raises ``app.UsageError`` naming an unknown key, a value its flag does not accept, or a
+    command-line flag that disagrees.
+    """
+    kwargs = parse_model_kwargs(FLAGS.model_kwargs)
+    accepted = model_arguments(model_name)
+    for key, value in kwargs.items():
+        if key not in accepted:
+            raise app.UsageError(
+                f"--model_kwargs: {model_name} has no argument {key!r} "
+                f"(its arguments: {', '.join(accepted)})."
+            )
+        if key in flag_keys:
+            _give_to_flag(key, value)
+    return {k: v for k, v in kwargs.items() if k not in flag_keys}
+
+
+def _give_to_flag(name: str, value) -> None:
+    flag = FLAGS[name]
+    try:
+        parsed = flag.parser.parse(value)
+    except (TypeError, ValueError) as error:
+        raise app.UsageError(f"--model_kwargs: {name}={value!r} is not valid ({error}).") from None
+    if flag.present and flag.value != parsed:
+        raise app.UsageError(
+            f"--model_kwargs sets {name}={parsed!r} but --{name} is {flag.value!r}; give it once."
+        )
+    flag.value = parsed

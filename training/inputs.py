@@ -8,8 +8,10 @@ Validation (mimo_unet.md section 13.3; the official ``valid/`` folder usually do
 chosj95/MIMO-UNet issues #13 and #33): the first ``--val_images`` pairs, in the reader's sorted
 order, of ``--val_split`` (default ``test``) of ``--val_data_dir`` (default ``--data_dir``),
 centre-cropped to ``--val_crop`` or full size. On GoPro that is a fixed subset of the *test* split,
-and the logs say so. If the default split does not exist, a warning is printed and training runs
-without validation; an explicit ``--val_data_dir`` that cannot be read is an error.
+and the logs say so. The images are decoded at start-up, so a damaged validation file stops the
+command before step 1 with a ``data.DataError`` naming it. Only a split folder that does not
+exist at all (``data.MissingSplitError``) under the default ``--data_dir`` gives a warning and a
+run without validation; with an explicit ``--val_data_dir`` it is an error too.
 """
 
 from __future__ import annotations
@@ -50,11 +52,12 @@ def epoch_dataset_fn(
     ``noise`` / ``noise_sigma`` (in [0, 1] units) add Gaussian noise to the blurred input only, in
     the pipeline (``data.pipeline.train_dataset``; IDC's ``"random_sigma"``, 2/255).
 
-    With ``seed >= 0`` epoch ``e`` is built with seed ``seed + e`` (a fixed shuffle and crop
-    sequence per epoch, which makes a mid-epoch resume see the same batches). With ``seed < 0`` or
-    ``cache`` (the decoded-image cache lives in one dataset) a single dataset is built and iterated
-    once per epoch: the pipeline reshuffles it each time, reproducibly for a seed, but a resumed
-    run then restarts that sequence (it sees a different shuffle, not different data).
+    Epoch ``e`` is built with seed ``seed + e``: a fixed shuffle and crop sequence per epoch, so
+    a run resumed in any epoch, mid-epoch included, sees exactly the batches of an uninterrupted
+    one. With ``cache`` too: the decoded images live in the source object (folders) or in one
+    cached dataset per source (TFDS), shared by every epoch's dataset. With ``seed < 0`` (or
+    ``None``) every epoch draws fresh randomness, so a resumed run sees a different shuffle and
+    different crops (the same data) from the resumed epoch on.
     """
     from data import pipeline
 
@@ -74,9 +77,8 @@ def epoch_dataset_fn(
             drop_remainder=True,
         )
 
-    if seed is None or seed < 0 or cache:
-        shared = build(None if seed is None or seed < 0 else seed)
-        return lambda epoch: shared
+    if seed is None or seed < 0:
+        return lambda epoch: build(None)
     return lambda epoch: build(seed + epoch)
 
 
@@ -96,19 +98,21 @@ def load_validation(
         data_dir: validation data folder (None = the embedded synthetic set).
         split: split name; ``num_images`` first pairs (0 = all); ``crop`` centre crop (0 = full).
         explicit_dir: the user passed ``--val_data_dir`` (then a missing split is an error).
+
+    Raises ``data.DataError`` naming the file for any damaged, unreadable or wrongly typed file
+    among the validation pairs (all of them are decoded here, before training starts).
     """
     import data
     from data import pipeline
 
     try:
         source = data.open_split(data_dir, split, blur_variant=blur_variant)
-    except data.DataError as error:
+    except data.MissingSplitError as error:
         if explicit_dir:
             raise
         log(
-            f"WARNING: no validation: split {split!r} of {describe_data_dir(data_dir)} is not "
-            f"readable ({error}). Training continues without validation; pass --val_data_dir/"
-            "--val_split to enable it."
+            f"WARNING: no validation: {error} Training continues without validation; pass "
+            "--val_data_dir/--val_split to enable it."
         )
         return None
     dataset = pipeline.eval_dataset(source)

@@ -7,18 +7,34 @@ Run directory (the contract ``evaluate.py`` / ``export.py`` / ``deblur.py`` read
     run_dir/
       run_config.json      {"model", "model_kwargs", "paper", "flags", ...}  (atomic write)
       checkpoints/         tf.train.CheckpointManager: model, optimizer(s), step, epoch, epoch_step
-      best/                the same format, best validation PSNR; best/best.json {"step", "psnr"..}
+      best/                the same format, best validation PSNR; best/best.json {"step",
+                           "epochs_completed", "psnr", ...}
       tensorboard/         scalars (losses, learning rates, steps/s, val PSNR/SSIM) and images
       final.weights.h5     Keras weights of the inference model, written at the end
 
-Epochs and resume: ``epoch`` counts completed epochs and ``epoch_step`` the updates done in the
-current one. Each epoch's data comes from ``make_epoch_dataset(epoch)`` (one pass, drop remainder);
-a run resumed mid-epoch rebuilds that epoch's dataset and skips the ``epoch_step`` batches already
-used, so with a seeded, deterministic input pipeline the resumed run sees exactly the batches of an
-uninterrupted one (and the same losses); otherwise it sees a fresh shuffle for the rest of that
-epoch. Step, epoch, optimizer state and learning-rate schedule position (keyed on the optimizer's
-iteration counter) are always restored exactly. A killed run loses at most the updates since its
-last checkpoint (``checkpoint_every`` steps); Ctrl-C / SIGTERM save a checkpoint before exiting.
+Every file the loop writes itself goes through :mod:`fileio` (atomic, the umask's modes).
+
+Epoch numbers: human text (progress line, resume, validation and end messages) says ``epoch
+E/N``, the 1-based epoch in progress, or just completed, out of the run's N epochs; JSON says
+``epochs_completed``. Internally ``epoch`` counts completed epochs and ``epoch_step`` the updates
+done in the current one.
+
+Epochs and resume: each epoch's data comes from ``make_epoch_dataset(epoch)`` (one pass, drop
+remainder); a run resumed mid-epoch rebuilds that epoch's dataset and skips the ``epoch_step``
+batches already used, so with a seeded, deterministic input pipeline the resumed run sees exactly
+the batches of an uninterrupted one (and the same losses); otherwise it sees a fresh shuffle for
+the rest of that epoch. Step, epoch, optimizer state and learning-rate schedule position (keyed on
+the optimizer's iteration counter) are always restored exactly. A killed run loses at most the
+updates since its last checkpoint (``checkpoint_every`` steps); Ctrl-C / SIGTERM save a
+checkpoint before exiting.
+
+Refusals (:class:`ConfigError`, one line): a ``run_dir`` that is a file, not writable, or in use
+by another trainer; a ``run_dir`` whose ``run_config.json`` records another paper, model, model
+arguments or checkpoint structure (compared before any restore, naming the first difference); a
+checkpoint that cannot be restored. A damaged training file stops the run with the
+``data.DataError`` naming it, after saving the last completed step. A run that fails before its
+first step leaves no run folder behind (nor anything it added to an existing one). At start the
+chief removes the leftovers of killed runs (:mod:`training.rundir`).
 """
 
 from __future__ import annotations
@@ -33,7 +49,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 
@@ -41,10 +56,12 @@ import keras
 import tensorflow as tf
 from absl import logging as absl_logging
 
+import fileio
 import metrics
+from data.errors import DataError, iterate
 from models.inference import restore
+from training import rundir, summaries
 from training import strategy as strategy_lib
-from training import summaries
 from training.tracking import track_layer_lists, untrack_model_variables
 
 CHECKPOINTS, BEST, TENSORBOARD = "checkpoints", "best", "tensorboard"
@@ -117,7 +134,7 @@ class ValidationSet:
 @dataclasses.dataclass
 class TrainResult:
     step: int
-    epoch: int
+    epoch: int  # completed epochs
     run_dir: str
     final_weights: str | None
     last_validation: dict | None
@@ -126,20 +143,10 @@ class TrainResult:
 
 
 def write_json_atomic(path, payload) -> None:
-    """Writes JSON to a temporary file in the same folder, then renames it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    """Indented JSON with sorted keys (values JSON cannot hold as their ``str``) written through
+    :func:`fileio.atomic_write_bytes` (temporary file, rename; the umask's mode)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    fileio.atomic_write_bytes(os.fspath(path), text.encode("utf-8"))
 
 
 def read_json(path):
@@ -154,8 +161,8 @@ class Progress:
     """Progress line with step rate and ETA: in place on a terminal, one line per log interval
     otherwise (log files, CI)."""
 
-    def __init__(self, total_steps, out=None):
-        self.total = total_steps
+    def __init__(self, total_steps, out=None, total_epochs=0):
+        self.total, self.total_epochs = total_steps, total_epochs
         self.out = out or sys.stdout
         self.tty = hasattr(self.out, "isatty") and self.out.isatty()
         self.last_draw = 0.0
@@ -163,7 +170,8 @@ class Progress:
     def line(self, step, epoch, rate, values) -> str:
         pct = 100.0 * step / max(self.total, 1)
         eta = (self.total - step) / rate if rate > 0 else float("nan")
-        parts = [f"step {step}/{self.total} ({pct:5.1f}%)", f"epoch {epoch}"]
+        epochs = f"/{self.total_epochs}" if self.total_epochs else ""
+        parts = [f"step {step}/{self.total} ({pct:5.1f}%)", f"epoch {epoch}{epochs}"]
         parts += [f"{k} {_fmt(v)}" for k, v in values.items()]
         parts += [f"{rate:.2f} step/s", f"ETA {_duration(eta)}"]
         return " | ".join(parts)
@@ -231,7 +239,8 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.validation, self.extra_config = validation, dict(run_config or {})
         self.chief = strategy_lib.is_chief(self.strategy)
-        self.progress = Progress(config.total_steps, out)
+        self.total_epochs = math.ceil(config.total_steps / max(config.steps_per_epoch, 1))
+        self.progress = Progress(config.total_steps, out, self.total_epochs)
         self.step = self.epoch = self.epoch_step = 0
         self.saved_step, self.last_val_step = -1, -1
         self.last_validation, self.best = None, None
@@ -239,21 +248,124 @@ class Trainer:
         self._baseline = None  # validation metrics of the blurred inputs themselves
         self._counters = None
         self._stop = StopRequest()
+        self._lock, self._created, self._restored = None, None, False
 
     # ---------------------------------------------------------------------------------------------
-    # Setup: build, checkpoints, resume, run summary
+    # Setup: run folder, build, checkpoints, resume, run summary
     # ---------------------------------------------------------------------------------------------
 
     def path(self, *parts):
         return os.path.join(self.config.run_dir, *parts)
 
+    def epoch_label(self) -> str:
+        """``epoch E/N``: the 1-based epoch in progress, or the one just completed (the human
+        text's one convention, see the module docstring)."""
+        return f"epoch {self._epoch_number()}/{self.total_epochs}"
+
+    def _epoch_number(self) -> int:
+        return self.epoch + 1 if self.epoch_step or not self.epoch else self.epoch
+
+    @property
+    def epochs_completed(self) -> int:
+        return self.epoch + self.epoch_step // self.config.steps_per_epoch
+
     def setup(self):
-        """Builds the step object, the checkpoint (managers) and restores the latest checkpoint."""
+        """Prepares the run folder, builds the step object and the checkpoint (managers), and
+        restores the latest checkpoint; raises :class:`ConfigError` for a run that cannot start.
+        On any failure it removes what it added to the run folder (nothing had trained yet)."""
         if self.config.steps_per_epoch < 1:
             raise ConfigError(
                 "steps_per_epoch must be >= 1 (is the training set smaller than one batch?)."
             )
-        self.step_obj.build(self.strategy)
+        try:
+            self._prepare_run_dir()
+            latest = self._resumable_checkpoint()
+            self._build()
+            self._restore(latest)
+            self._write_run_config()
+            self.writer = (
+                tf.summary.create_file_writer(self.path(TENSORBOARD))
+                if self.chief
+                else tf.summary.create_noop_writer()
+            )
+        except BaseException:
+            self._discard_if_unstarted()
+            raise
+        self._train_fn = self._make_train_fn()
+        self._predict_fn = tf.function(self._predict, reduce_retracing=True)
+
+    def _prepare_run_dir(self):
+        """Chief: checks, creates and locks the run folder, then removes leftovers of killed runs
+        (under the lock they cannot belong to a live process)."""
+        if not self.chief:
+            return
+        run_dir = self.config.run_dir
+        problem = rundir.run_dir_problem(run_dir)
+        if problem:
+            raise ConfigError(problem + ".")
+        self._created = rundir.Created(run_dir)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"--run_dir {run_dir}: cannot create it ({error}).") from None
+        self._lock = rundir.RunDirLock(run_dir)
+        if not self._lock.acquire():
+            self._lock, self._created = None, None  # the other trainer's folder: leave it alone
+            raise ConfigError(
+                f"{os.path.abspath(run_dir)} is in use by another training process; wait for "
+                "it to finish or choose another --run_dir."
+            )
+        for path in rundir.remove_leftovers(run_dir):
+            self.progress.message(f"Removed a leftover of an interrupted run: {path}")
+
+    def _resumable_checkpoint(self):
+        """The latest checkpoint to resume from (None: a new run), after checking that the run
+        folder holds a run of the same structure (before anything is built or restored)."""
+        latest = tf.train.latest_checkpoint(self.path(CHECKPOINTS))
+        if latest is None:
+            return None
+        if not self.config.resume:
+            raise ConfigError(
+                f"{self.path(CHECKPOINTS)} already holds checkpoints; pass --resume to "
+                "continue that run or choose another --run_dir."
+            )
+        old = read_json(self.path(RUN_CONFIG))
+        if old is not None:
+            new = self._structure_config()
+            found = rundir.first_difference({k: old.get(k, rundir.MISSING) for k in new}, new)
+            if found:
+                key, was, now = found
+                raise ConfigError(
+                    f"{self.config.run_dir} holds another run: {key} is "
+                    f"{rundir.describe_value(was)} there, {rundir.describe_value(now)} in this "
+                    "command; use another --run_dir, or the run's own settings to resume it."
+                )
+        return latest
+
+    def _structure_config(self) -> dict:
+        """The ``run_config.json`` entries a resume must not change: every entry of the step
+        object's ``run_config()`` (paper, model, model arguments, and e.g. the optimizer), plus its
+        ``structure`` (attribute or method returning a dict) if it reports one."""
+        config = json.loads(json.dumps(self.step_obj.run_config(), default=str))
+        structure = self._step_structure()
+        if structure is not None:
+            config["structure"] = structure
+        return config
+
+    def _step_structure(self):
+        structure = getattr(self.step_obj, "structure", None)
+        structure = structure() if callable(structure) else structure
+        return json.loads(json.dumps(structure, default=str)) if structure is not None else None
+
+    def _build(self):
+        try:
+            self.step_obj.build(self.strategy)
+        except (TypeError, ValueError) as error:  # e.g. a bad --model_kwargs value
+            model = self.step_obj.run_config()
+            raise ConfigError(
+                f"cannot build model {model.get('model')!r} with model_kwargs "
+                f"{model.get('model_kwargs')}: {str(error).splitlines()[0]}"
+            ) from None
         # Counters live outside the strategy scope: plain variables, assigned before each save.
         self._counters = {
             k: tf.Variable(0, dtype=tf.int64, trainable=False, name=k)
@@ -268,15 +380,6 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(**items, **self._counters)
         self.manager = self._manager(CHECKPOINTS, self.config.keep_checkpoints)
         self.best_manager = self._manager(BEST, 1)
-        self._maybe_restore()
-        self._write_run_config()
-        self.writer = (
-            tf.summary.create_file_writer(self.path(TENSORBOARD))
-            if self.chief
-            else tf.summary.create_noop_writer()
-        )
-        self._train_fn = self._make_train_fn()
-        self._predict_fn = tf.function(self._predict, reduce_retracing=True)
 
     def _manager(self, name, keep):
         # Non-chief workers of a multi-worker run must take part in every save (collectives) but
@@ -288,44 +391,55 @@ class Trainer:
             folder = self.path(".workers", f"worker_{task_id}", name)
         return tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=keep)
 
-    def _maybe_restore(self):
-        latest = (
-            self.manager.latest_checkpoint
-            if self.chief
-            else tf.train.latest_checkpoint(self.path(CHECKPOINTS))
-        )
+    def _restore(self, latest):
         if latest is None:
             return
-        if not self.config.resume:
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as error:
             raise ConfigError(
-                f"{self.path(CHECKPOINTS)} already holds checkpoints; pass --resume to "
-                "continue that run or choose another --run_dir."
-            )
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+                f"{latest}: cannot restore this checkpoint into the model of this command "
+                f"({str(error).splitlines()[0][:300]}); use another --run_dir."
+            ) from None
+        self._restored = True
         self.step, self.epoch, self.epoch_step = (
             int(self._counters[k].numpy()) for k in ("step", "epoch", "epoch_step")
         )
         self.saved_step = self.step
         self.best = read_json(self.path(BEST, BEST_JSON))
+        done = f"{self.epoch} of {self.total_epochs} epochs completed"
+        if self.epoch_step:
+            done += f", {self.epoch_step} of its {self.config.steps_per_epoch} steps done"
         self.progress.message(
-            f"Resumed from {latest}: step {self.step}, epoch {self.epoch} "
-            f"(+{self.epoch_step} steps)."
+            f"Resumed from {latest}: step {self.step}, {self.epoch_label()} ({done})."
         )
 
     def _write_run_config(self):
         payload = {**self.step_obj.run_config(), **self.extra_config}
+        structure = self._step_structure()
+        if structure is not None:
+            payload["structure"] = structure
         old = read_json(self.path(RUN_CONFIG))
-        if old is not None and self.step > 0:
-            for key in ("model", "model_kwargs"):
-                if old.get(key) != payload.get(key):
-                    raise ConfigError(
-                        f"{self.config.run_dir} holds a run of {key}={old.get(key)!r}, but this "
-                        f"command asks for {payload.get(key)!r}; use another --run_dir."
-                    )
         payload.update(self._loop_summary(old))
         if self.chief:
             write_json_atomic(self.path(RUN_CONFIG), payload)
         self._print_summary(payload)
+
+    def _discard_if_unstarted(self):
+        """Removes what this process added to the run folder if no step was trained and nothing
+        was restored or saved (a run that never started leaves no half-made folder)."""
+        unstarted = not self._restored and self.saved_step < 0 and self.step == 0
+        if self._created is not None and unstarted:
+            writer = getattr(self, "writer", None)
+            if writer is not None:
+                writer.close()
+            self._created.remove()
+        self._release()
+
+    def _release(self):
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _loop_summary(self, old):
         cfg = self.config
@@ -400,18 +514,30 @@ class Trainer:
     def run(self) -> TrainResult:
         """Trains to ``total_steps`` (resuming if possible), validates, saves; returns a summary.
 
-        Raises :class:`NonFiniteLossError` on NaN/Inf (the last good checkpoint is kept) and
-        ``KeyboardInterrupt`` after Ctrl-C / SIGTERM, once the current step is saved.
+        Raises :class:`NonFiniteLossError` on NaN/Inf (the last good checkpoint is kept),
+        ``KeyboardInterrupt`` after Ctrl-C / SIGTERM, once the current step is saved, and
+        ``data.DataError`` naming a damaged training file, once the last completed step is saved.
         """
         start = time.monotonic()
         if self._counters is None:
             self.setup()
-        with StopRequest() as self._stop:
-            try:
-                self._train_epochs()
-            finally:
-                self.writer.flush()
-        return self._finish(time.monotonic() - start)
+        try:
+            with StopRequest() as self._stop:
+                try:
+                    self._train_epochs()
+                except DataError:
+                    # The failing batch was never applied: the state is the last completed step.
+                    if self.step > 0:
+                        self._save(reason="data error")
+                    raise
+                finally:
+                    self.writer.flush()
+            return self._finish(time.monotonic() - start)
+        except BaseException:
+            self._discard_if_unstarted()
+            raise
+        finally:
+            self._release()
 
     def _train_epochs(self):
         cfg = self.config
@@ -420,17 +546,20 @@ class Trainer:
         while self.step < cfg.total_steps:
             expected, batches = self._epoch_batches()
             done = 0
-            for batch in batches:
-                self._after_step(self._train_fn(batch))
-                done += 1
+            # iterate(): a damaged file surfaces as the DataError naming it, and the iterator (with
+            # the input threads) is destroyed however the loop ends.
+            with contextlib.closing(iterate(batches)) as stream:
+                for batch in stream:
+                    self._after_step(self._train_fn(batch))
+                    done += 1
             if done < expected:
                 if done == 0:
                     raise RuntimeError(
-                        f"The training dataset of epoch {self.epoch} yielded no "
+                        f"The training dataset of {self.epoch_label()} yielded no "
                         "batch; is the training set smaller than one batch?"
                     )
                 self.progress.message(
-                    f"Warning: epoch {self.epoch} had {done} of {expected} "
+                    f"Warning: {self.epoch_label()} had {done} of {expected} "
                     "expected batches; treating it as complete."
                 )
             if self.epoch_step >= cfg.steps_per_epoch or done < expected:
@@ -450,7 +579,9 @@ class Trainer:
             interval["values"][k] = interval["values"].get(k, 0.0) + v
         interval["count"] += 1
         cfg = self.config
-        self.progress.update(self.step, self.epoch + 1, self._rate(), {"loss": values["loss"]})
+        self.progress.update(
+            self.step, self._epoch_number(), self._rate(), {"loss": values["loss"]}
+        )
         if self.step % max(cfg.log_every, 1) == 0 or self.step == cfg.total_steps:
             self._log_interval()
         if cfg.val_every and (self.step % cfg.val_every == 0):
@@ -460,8 +591,8 @@ class Trainer:
         if self._stop.signum is not None:
             self._save(reason="interrupted")
             self.progress.message(
-                f"Stopped by signal {self._stop.signum} at step {self.step}; "
-                "checkpoint saved. Run the same command again to resume."
+                f"Stopped by signal {self._stop.signum} at step {self.step} "
+                f"({self.epoch_label()}); checkpoint saved. Run the same command again to resume."
             )
             raise KeyboardInterrupt(f"signal {self._stop.signum}")
 
@@ -502,7 +633,7 @@ class Trainer:
             )
         shown = {"loss": means.get("loss", float("nan"))}
         shown.update({k.replace("learning_rate", "lr"): v for k, v in rates.items()})
-        self.progress.update(self.step, self.epoch + 1, self._rate(), shown, final=True)
+        self.progress.update(self.step, self._epoch_number(), self._rate(), shown, final=True)
         self._interval = {"values": {}, "count": 0, "time": time.monotonic(), "step": self.step}
 
     # ---------------------------------------------------------------------------------------------
@@ -534,8 +665,8 @@ class Trainer:
         self.last_validation, self.last_val_step = result, self.step
         base = self._baseline
         self.progress.message(
-            f"validation @ step {self.step}: PSNR {result['psnr']:.3f} dB, SSIM "
-            f"{result['ssim']:.4f} on {result['num_images']} image(s) (blurred inputs: "
+            f"validation @ step {self.step} ({self.epoch_label()}): PSNR {result['psnr']:.3f} dB, "
+            f"SSIM {result['ssim']:.4f} on {result['num_images']} image(s) (blurred inputs: "
             f"{base['psnr']:.3f} dB, {base['ssim']:.4f}; {time.monotonic() - started:.1f}s)"
             + (f"\n  validation set: {self.validation.label}" if first else "")
         )
@@ -563,7 +694,7 @@ class Trainer:
         self._save_with(self.best_manager)
         self.best = {
             "step": self.step,
-            "epoch": self.epoch,
+            "epochs_completed": self.epochs_completed,
             "psnr": psnr,
             "ssim": result["ssim"],
             "num_images": result["num_images"],
@@ -604,15 +735,18 @@ class Trainer:
                 os.rmdir(self.path(".workers"))
         if self.chief:
             final = self.path(FINAL_WEIGHTS)
-            tmp = self.path("final.partial.weights.h5")
-            self.step_obj.inference_model.save_weights(tmp)
-            os.replace(tmp, final)
+            self._write_final_weights(final)
         self.writer.flush()
         where = os.path.abspath(self.config.run_dir)
+        progress = (
+            f", {self.epoch_step} of its {self.config.steps_per_epoch} steps"
+            if self.epoch_step
+            else " completed"
+        )
         self.progress.message(
-            f"Done: step {self.step}, epoch {self.epoch} in {_duration(seconds)}. Outputs in "
-            f"{where}: checkpoints/, best/, tensorboard/ (tensorboard --logdir {where}/tensorboard"
-            f"), final.weights.h5."
+            f"Done: step {self.step}, {self.epoch_label()}{progress}, in {_duration(seconds)}. "
+            f"Outputs in {where}: checkpoints/, best/, tensorboard/ (tensorboard --logdir "
+            f"{where}/tensorboard), final.weights.h5."
         )
         return TrainResult(
             self.step,
@@ -623,6 +757,19 @@ class Trainer:
             self.best,
             seconds,
         )
+
+    def _write_final_weights(self, final):
+        """Keras weights through a :mod:`fileio`-named temporary (``.final.weights.h5.tmp-<pid>-
+        partial.weights.h5``: Keras wants the ``.weights.h5`` suffix), renamed into place."""
+        folder, base = os.path.split(final)
+        fileio.remove_stale_temporaries(folder, base)
+        tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-partial.weights.h5")
+        try:
+            self.step_obj.inference_model.save_weights(tmp)
+            os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
 
 
 class StopRequest:

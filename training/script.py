@@ -22,6 +22,7 @@ from absl import app, flags
 
 import cli
 from training import flags as train_flags
+from training import rundir
 
 FLAGS = flags.FLAGS
 
@@ -50,6 +51,28 @@ def check_data_dir() -> None:
     path = FLAGS.data_dir
     if path and not path.startswith("tfds:") and not os.path.isdir(path):
         raise app.UsageError(f"--data_dir {path} does not exist or is not a folder.")
+
+
+def check_run_dir() -> None:
+    """A given ``--run_dir`` must be a folder, or creatable, and writable (nothing is created)."""
+    if FLAGS.run_dir:
+        problem = rundir.run_dir_problem(FLAGS.run_dir)
+        if problem:
+            raise app.UsageError(problem + ".")
+
+
+def apply_model_kwargs(model_name: str, flag_keys) -> None:
+    """Checks ``--model_kwargs`` against ``model_name`` and gives the keys in ``flag_keys`` to
+    their flags (:func:`training.flags.merge_model_kwargs`); a prepare step of the scripts, run
+    before their flag checks so that these see the merged values."""
+    train_flags.merge_model_kwargs(model_name, flag_keys)
+
+
+def extra_model_kwargs(flag_keys) -> dict:
+    """The ``--model_kwargs`` entries without a flag of their own (checked by
+    :func:`apply_model_kwargs`), to add to a script's flag-derived ``model_kwargs``."""
+    kwargs = train_flags.parse_model_kwargs(FLAGS.model_kwargs)
+    return {k: v for k, v in kwargs.items() if k not in flag_keys}
 
 
 def check_decay_flags() -> None:
@@ -195,14 +218,16 @@ def run_main(script: str, argv, *, prepare: Sequence[Callable[[], None]], build:
             in about a second.
         build: ``() -> Trainer`` (the script's ``build_trainer``).
 
-    Exits non-zero with one ``<script>: error: ...`` line (no traceback) on bad arguments or flags,
-    data errors, a run directory of another model, and a non-finite loss; 130 on Ctrl-C.
+    Exits non-zero with one ``<script>: error: ...`` line (no traceback) on bad arguments or flags
+    (``--model_kwargs`` included), data errors (a damaged file named, in the training or
+    validation data), an unusable ``--run_dir`` or one holding another run, and a non-finite
+    loss; 130 on Ctrl-C.
     """
     fail = f"{script}: error: {{}}".format
     if len(argv) > 1:
         sys.exit(fail(f"unexpected arguments: {' '.join(argv[1:])}"))
     try:
-        for function in (*prepare, check_data_dir):
+        for function in (*prepare, check_data_dir, check_run_dir):
             function()
     except app.UsageError as error:
         sys.exit(fail(error))
