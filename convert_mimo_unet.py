@@ -7,7 +7,8 @@
 ``--src`` is an official ``torch.save`` file (``{"model": state_dict}``; needs PyTorch, see
 ``requirements-torch.txt``; read with ``weights_only=True``) or an ``.npz`` of the state dict under
 its exact key names (no PyTorch needed). Every key is mapped strictly (mimo_unet.md Sec. 12); a
-checkpoint with missing, extra or mis-shaped tensors is refused with their names. The output is
+checkpoint with missing, extra or mis-shaped tensors is refused with their names. An existing
+``--out`` is replaced only with ``--overwrite`` (checked before anything is read). The output is
 written to a temporary name and renamed (:mod:`fileio`), so a failed run leaves nothing behind;
 the result line is printed on stdout.
 """
@@ -23,6 +24,7 @@ from absl import app, flags
 import cli
 import fileio
 from cli import define_once
+from inference import flags as inference_flags
 from inference import outputs
 
 FLAGS = flags.FLAGS
@@ -36,7 +38,8 @@ define_once(
     "mimo_unet or mimo_unet_plus; guessed from the number of tensors (244 or 532) if omitted.",
 )
 define_once(flags.DEFINE_string, "out", None, "Output file (here: FILE.weights.h5).")
-cli.declare_key_flags(["src", "variant", "out"])
+inference_flags.define_overwrite_flag()
+cli.declare_key_flags(["src", "variant", "out", "overwrite"])
 
 TENSORS_PER_VARIANT = {244: "mimo_unet", 532: "mimo_unet_plus"}
 
@@ -82,6 +85,7 @@ def check_flags():
     if not FLAGS.out.endswith(".weights.h5"):
         raise ValueError(f"--out {FLAGS.out}: Keras weight files must end in .weights.h5.")
     outputs.check_file_target(FLAGS.out, "--out")
+    outputs.refuse_existing([FLAGS.out], "--out", FLAGS.overwrite)
 
 
 def main(argv):

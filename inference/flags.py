@@ -46,7 +46,8 @@ def define_jit_flag():
 
 
 def define_overwrite_flag():
-    """``--overwrite``: the one rule of evaluate.py, export.py and deblur.py for old results."""
+    """``--overwrite``: the one rule of evaluate.py, export.py, deblur.py and convert_mimo_unet.py
+    for existing results."""
     define_once(
         flags.DEFINE_bool,
         "overwrite",

@@ -69,6 +69,11 @@ def test_cli_refuses_bad_input_without_writing(fixture_path, tmp_path):
     under = run_cli("--src", str(fixture_path), "--out", str(tmp_path / "file" / "x.weights.h5"))
     assert under.returncode == 1 and "is under the file" in under.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    # An existing output is refused before the checkpoint is read, as in every command.
+    (tmp_path / "old.weights.h5").write_text("previous result")
+    exists = run_cli("--src", str(tmp_path / "nope.pkl"), "--out", str(tmp_path / "old.weights.h5"))
+    assert exists.returncode == 1 and "exists; pass --overwrite" in exists.stderr
+    assert (tmp_path / "old.weights.h5").read_text() == "previous result"
 
 
 def test_pkl_without_torch_gives_install_hint(tmp_path, monkeypatch):
