@@ -1,13 +1,25 @@
-"""Inference cost of every registered model: parameters, MACs and CPU time at 720x1280.
+"""Inference cost of every registered model as a fraction of this machine's fp32 matmul peak,
+with and without XLA.
 
-    python benchmarks/inference.py [--models mimo_unet,idc] [--height 720] [--width 1280]
+    python benchmarks/inference.py [--models mimo_unet,idc] [--size 720x1280] [--xla both|on|off]
 
-For each model, in a fresh subprocess (so that peak memory is the model's own): the parameter
-count, the analytic multiply-adds of one forward (convolution weights only, transposed
-convolutions by input pixels; :mod:`models.flops`), the wall time of one forward of a single
-H x W image (one warm-up pass, then the median of ``--repeats``), the effective GFLOP/s
-(2 x multiply-adds / seconds) and the process's peak resident memory. The forward is a
-``tf.function`` with a fixed input shape, the way ``evaluate.py`` runs it.
+Every (model, XLA on/off) pair runs in a fresh subprocess (peak memory is then the model's own),
+the two settings of one model back to back, in alternating order (so that a change in the
+machine's load does not always favour the same one). Each subprocess:
+
+1. measures the machine's fp32 matmul peak in the same process (:mod:`benchmarks.peak`);
+2. builds the model (random weights), runs one forward of a single H x W image through the same
+   function ``evaluate.py`` and ``deblur.py`` use (``inference.model_io.image_function`` over
+   ``models.inference.restore``; a ``tf.function`` of a (1, H, W, 3) input, XLA-compiled or not),
+   as a warm-up (tracing and compilation: "first s"), then the median of ``--repeats`` forwards;
+3. measures the peak again; the larger of the two is the row's peak.
+
+Printed per row: parameters, the analytic multiply-adds of one forward (convolution weights only,
+transposed convolutions by input pixels; :mod:`models.flops`), seconds, effective GFLOP/s
+(2 x multiply-adds / seconds), the fraction of the peak, peak resident memory; then, per model,
+which setting is faster. Timings depend on the other jobs of the machine: the load average is
+printed at the start and the end, and fractions of a peak measured at the same moment are the
+numbers to compare across machines.
 """
 
 from __future__ import annotations
@@ -15,90 +27,193 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import cli  # noqa: E402
+from benchmarks import peak  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", None, "Registry names to benchmark (default: all).")
-flags.DEFINE_integer("height", 720, "Image height.")
-flags.DEFINE_integer("width", 1280, "Image width.")
+flags.DEFINE_string("size", "720x1280", "Image size HEIGHTxWIDTH (GoPro: 720x1280).")
 flags.DEFINE_integer("repeats", 3, "Timed forwards after the warm-up (median reported).")
-flags.DEFINE_bool("jit_compile", True, "Compile the forward with XLA (much faster on CPU).")
-flags.DEFINE_string("child", None, "Internal: benchmark this one model and print JSON.")
+flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "Time with XLA, without, or both.")
+flags.DEFINE_integer("peak_n", 4096, "Side of the fp32 matmul that measures the peak.")
+flags.DEFINE_integer("peak_repeats", 5, "Timed matmuls of the peak measurement (best kept).")
+flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+flags.DEFINE_string("child", None, "Internal: 'name:0|1', benchmark one model and print JSON.")
+cli.declare_key_flags(["models", "size", "repeats", "xla", "peak_n", "peak_repeats", "json"])
 
 
-def measure(name: str, height: int, width: int, repeats: int) -> dict:
-    """Builds ``name`` and returns its parameter count, MACs, seconds and peak memory."""
+def parse_size(text: str) -> tuple[int, int]:
+    """``"720x1280"`` -> (720, 1280); raises ``ValueError`` naming the flag."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 720x1280") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"--size {text!r}: sides must be positive")
+    return height, width
+
+
+def measure(name: str, height: int, width: int, jit_compile: bool) -> dict:
+    """Peak, then ``name``'s forward, then the peak again, all in this process."""
     import numpy as np
     import tensorflow as tf
 
     import models
+    from inference.model_io import image_function
     from models import flops, inference
 
+    load_start = peak.load_average()
+    peak_before = peak.matmul_peak(FLAGS.peak_n, FLAGS.peak_repeats)
     model = models.build_model(name)
     model.build((None, None, None, 3))
     macs = flops.count_macs(model, height, width)
-    forward = tf.function(lambda x: inference.restore(model, x), jit_compile=FLAGS.jit_compile)
+    forward = image_function(lambda x: inference.restore(model, x), jit_compile=jit_compile)
     image = tf.constant(np.random.default_rng(0).random((1, height, width, 3), np.float32))
+    start = time.perf_counter()
     forward(image).numpy()
+    first = time.perf_counter() - start
     seconds = []
-    for _ in range(repeats):
+    for _ in range(FLAGS.repeats):
         start = time.perf_counter()
         forward(image).numpy()
         seconds.append(time.perf_counter() - start)
-    median = float(np.median(seconds))
+    peak_after = peak.matmul_peak(FLAGS.peak_n, FLAGS.peak_repeats)
+    best_peak = max(peak_before, peak_after, key=lambda p: p["gflops"])
+    median = statistics.median(seconds)
+    gflops = 2 * macs / median / 1e9
     return {
         "model": name,
+        "xla": jit_compile,
         "parameters": int(model.count_params()),
         "gmac": macs / 1e9,
+        "first_seconds": first,
         "seconds": median,
-        "gflops": 2 * macs / median / 1e9,
+        "all_seconds": seconds,
+        "gflops": gflops,
+        "peak_gflops": best_peak["gflops"],
+        "peak_gflops_before_after": [peak_before["gflops"], peak_after["gflops"]],
+        "fraction_of_peak": peak.fraction(gflops, best_peak),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "load": [load_start, peak.load_average()],
     }
 
 
-def run_child(name: str) -> dict:
+def run_child(name: str, jit_compile: bool) -> dict:
+    """Runs :func:`measure` in a fresh interpreter; an error row if it fails."""
     command = [
         sys.executable,
         os.path.abspath(__file__),
-        f"--child={name}",
-        f"--height={FLAGS.height}",
-        f"--width={FLAGS.width}",
+        f"--child={name}:{int(jit_compile)}",
+        f"--size={FLAGS.size}",
         f"--repeats={FLAGS.repeats}",
-        f"--jit_compile={FLAGS.jit_compile}",
+        f"--peak_n={FLAGS.peak_n}",
+        f"--peak_repeats={FLAGS.peak_repeats}",
     ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if result.returncode:
-        return {"model": name, "error": result.stderr.strip().splitlines()[-1:]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    rows = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode or not rows:
+        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"model": name, "xla": jit_compile, "error": error}
+    return json.loads(rows[-1])
+
+
+def settings() -> list[bool]:
+    return {"both": [False, True], "on": [True], "off": [False]}[FLAGS.xla]
+
+
+def run_all(names) -> list[dict]:
+    """Every model under every setting; the two settings of a model in alternating order."""
+    rows = []
+    for index, name in enumerate(names):
+        order = settings() if index % 2 == 0 else settings()[::-1]
+        for jit_compile in order:
+            row = run_child(name, jit_compile)
+            rows.append(row)
+            print(f"  {_summary(row)}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _summary(row) -> str:
+    setting = "XLA" if row["xla"] else "no XLA"
+    if "error" in row:
+        return f"{row['model']} ({setting}): failed: {row['error']}"
+    return (
+        f"{row['model']} ({setting}): {row['seconds']:.2f} s, {row['gflops']:.1f} GFLOP/s, "
+        f"{100 * row['fraction_of_peak']:.0f} % of {row['peak_gflops']:.0f}"
+    )
 
 
 def print_table(rows, height, width):
-    compiler = "XLA" if FLAGS.jit_compile else "no XLA"
-    print(f"Inference at {height}x{width}, batch 1, {os.cpu_count()} CPU cores, {compiler}")
-    header = ["model", "parameters", "GMAC", "seconds", "GFLOP/s", "peak RSS GiB"]
+    print(f"Inference at {height}x{width}, batch 1, median of {FLAGS.repeats} after a warm-up")
+    header = ["model", "XLA", "parameters", "GMAC", "first s", "seconds", "GFLOP/s"]
+    header += ["peak GFLOP/s", "of peak", "peak RSS GiB", "load"]
     lines = [header]
     for row in rows:
+        setting = "on" if row["xla"] else "off"
         if "error" in row:
-            lines.append([row["model"], "failed", str(row["error"]), "", "", ""])
+            lines.append([row["model"], setting, "failed", row["error"]] + [""] * 7)
             continue
         lines.append(
             [
                 row["model"],
+                setting,
                 f"{row['parameters']:,}",
-                f"{row['gmac']:.2f}",
+                f"{row['gmac']:,.2f}",
+                f"{row['first_seconds']:.2f}",
                 f"{row['seconds']:.2f}",
                 f"{row['gflops']:.1f}",
+                f"{row['peak_gflops']:.1f}",
+                f"{100 * row['fraction_of_peak']:.0f} %",
                 f"{row['peak_rss_gib']:.2f}",
+                "-".join(f"{v:.1f}" for v in row["load"]),
             ]
         )
     print_markdown(lines)
+
+
+def print_comparison(rows):
+    """Per model: seconds without and with XLA and which is faster; then the verdict."""
+    by_model = {}
+    for row in rows:
+        if "error" not in row:
+            by_model.setdefault(row["model"], {})[row["xla"]] = row
+    pairs = {name: r for name, r in by_model.items() if len(r) == 2}
+    if not pairs:
+        return
+    lines = [["model", "no XLA s", "XLA s", "no XLA of peak", "XLA of peak", "faster"]]
+    faster_without = 0
+    for name, pair in pairs.items():
+        off, on = pair[False], pair[True]
+        ratio = off["seconds"] / on["seconds"]
+        if ratio >= 1:
+            verdict = f"XLA, {ratio:.2f}x"
+        else:
+            verdict = f"no XLA, {1 / ratio:.2f}x"
+            faster_without += 1
+        lines.append(
+            [
+                name,
+                f"{off['seconds']:.2f}",
+                f"{on['seconds']:.2f}",
+                f"{100 * off['fraction_of_peak']:.0f} %",
+                f"{100 * on['fraction_of_peak']:.0f} %",
+                verdict,
+            ]
+        )
+    print()
+    print_markdown(lines)
+    print(f"Faster without XLA for {faster_without} of {len(pairs)} models.")
 
 
 def print_markdown(lines):
@@ -112,17 +227,36 @@ def print_markdown(lines):
 
 def main(argv):
     del argv
+    try:
+        height, width = parse_size(FLAGS.size)
+        if FLAGS.repeats < 1 or FLAGS.peak_n < 1 or FLAGS.peak_repeats < 1:
+            raise ValueError("--repeats, --peak_n and --peak_repeats must be positive")
+    except ValueError as error:
+        sys.exit(f"inference.py: error: {error}")
     if FLAGS.child:
-        print(json.dumps(measure(FLAGS.child, FLAGS.height, FLAGS.width, FLAGS.repeats)))
+        name, jit_compile = FLAGS.child.split(":")
+        cli.import_tensorflow()
+        print(json.dumps(measure(name, height, width, bool(int(jit_compile)))))
         return
+    cli.import_tensorflow()
     import models
 
     names = FLAGS.models or models.model_names()
     unknown = sorted(set(names) - set(models.model_names()))
     if unknown:
-        raise app.UsageError(f"Unknown models {unknown}; registered: {models.model_names()}.")
-    print_table([run_child(name) for name in names], FLAGS.height, FLAGS.width)
+        sys.exit(
+            f"inference.py: error: --models: unknown {unknown}; registered: {models.model_names()}"
+        )
+    print(peak.describe_machine())
+    rows = run_all(names)
+    print_table(rows, height, width)
+    print_comparison(rows)
+    print(f"load average at the end: {peak.load_average():.2f}")
+    if FLAGS.json:
+        from fileio import atomic_write_json
+
+        atomic_write_json(FLAGS.json, rows)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,10 +1,18 @@
-"""Seconds per training step and peak memory of MIMO-UNet(+) on this machine's CPU (or GPU).
+"""Seconds per training step, fraction of the machine's fp32 matmul peak and peak memory of
+MIMO-UNet(+) on this machine's CPU (or GPU).
 
 Runs the real training step (``training.mimo_unet_step.MimoUnetTrainStep`` inside the loop's
-``tf.function`` under the default strategy) on random (blur, sharp) batches, discards warm-up steps
-(tracing), and prints a table with the median and range of the timed steps and the process's peak
-resident memory (``resource.getrusage`` ``ru_maxrss``: TensorFlow allocates outside Python, so
-tracemalloc would miss it). Each configuration runs in a fresh subprocess, so peaks do not mix.
+``tf.function`` under the default strategy; ``--xla on`` compiles that function with XLA, which
+the training scripts do not) on random (blur, sharp) batches, discards warm-up steps (tracing),
+and prints a table with the median and range of the timed steps, the effective GFLOP/s, its
+fraction of the fp32 matmul peak measured in the same process before and after the steps
+(:mod:`benchmarks.peak`; the larger is kept) and the process's peak resident memory
+(``resource.getrusage`` ``ru_maxrss``: TensorFlow allocates outside Python, so tracemalloc would
+miss it). Each configuration runs in a fresh subprocess, so peaks do not mix.
+
+Work per step is counted as 3 x the forward's analytic multiply-adds (:mod:`models.flops`) x batch:
+the forward, the gradient with respect to the activations and the one with respect to the weights
+each cost about one forward; the loss, the optimizer and the activations are not counted.
 
     python benchmarks/train_step.py                          # MIMO-UNet, batch 4 x 256 x 256
     python benchmarks/train_step.py --variants mimo_unet,mimo_unet_plus --crops 128,256
@@ -23,24 +31,32 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import peak  # noqa: E402
+
+# Forward + gradient w.r.t. activations + gradient w.r.t. weights, each about one forward.
+TRAIN_MACS_PER_FORWARD_MAC = 3
 
 
-def measure(variant, batch, crop, steps, warmup, threads):
+def measure(variant, batch, crop, steps, warmup, threads, xla=False, peak_n=4096):
     """Times ``steps`` training steps after ``warmup`` ones; returns a dict of results."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, ROOT)
     import numpy as np
     import tensorflow as tf
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from models import flops
     from training.mimo_unet_step import MimoUnetTrainStep
 
+    peak_before = peak.matmul_peak(peak_n)
     strategy = tf.distribute.get_strategy()
     step = MimoUnetTrainStep(variant, steps_per_epoch=1000)
     step.build(strategy)
-    train_fn = tf.function(lambda b, s: step.train_step(b, s))
+    macs = flops.count_macs(step.model, crop, crop) * batch * TRAIN_MACS_PER_FORWARD_MAC
+    train_fn = tf.function(lambda b, s: step.train_step(b, s), jit_compile=xla)
     rng = np.random.default_rng(0)
     sharp = tf.constant(rng.uniform(0, 1, (batch, crop, crop, 3)), tf.float32)
     blur = tf.constant(np.clip(sharp.numpy() + rng.normal(0, 0.05, sharp.shape), 0, 1), tf.float32)
@@ -51,8 +67,16 @@ def measure(variant, batch, crop, steps, warmup, threads):
         if i >= warmup:
             times.append(time.perf_counter() - start)
     params = sum(int(np.prod(v.shape)) for v in step.model.trainable_variables)
+    peak_after = peak.matmul_peak(peak_n)
+    best_peak = max(peak_before, peak_after, key=lambda p: p["gflops"])
+    gflops = 2 * macs / statistics.median(times) / 1e9
     return {
         "variant": variant,
+        "xla": xla,
+        "train_gmac": macs / 1e9,
+        "gflops": gflops,
+        "peak_gflops": best_peak["gflops"],
+        "fraction_of_peak": peak.fraction(gflops, best_peak),
         "batch": batch,
         "crop": crop,
         "params": params,
@@ -74,30 +98,51 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (tracing)")
     parser.add_argument("--threads", type=int, default=0, help="TF thread pools (0 = default)")
+    parser.add_argument(
+        "--xla",
+        choices=("off", "on", "both"),
+        default="off",
+        help="compile the step with XLA (off: as the training scripts run it)",
+    )
+    parser.add_argument("--peak_n", type=int, default=4096, help="side of the peak matmul")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args()
     if args.one:
-        variant, crop = args.one.split(":")
-        result = measure(variant, args.batch, int(crop), args.steps, args.warmup, args.threads)
+        variant, crop, xla = args.one.split(":")
+        result = measure(
+            variant,
+            args.batch,
+            int(crop),
+            args.steps,
+            args.warmup,
+            args.threads,
+            xla=bool(int(xla)),
+            peak_n=args.peak_n,
+        )
         print("RESULT " + json.dumps(result))
         return
+    print(peak.describe_machine())
+    settings = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     rows = []
     for variant in args.variants.split(","):
         for crop in args.crops.split(","):
-            rows.append(_run_child(args, variant, crop))
+            for xla in settings:
+                rows.append(_run_child(args, variant, crop, xla))
     _print_table(rows)
+    print(f"load average at the end: {peak.load_average():.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        from fileio import atomic_write_json
+
+        atomic_write_json(args.json, rows)
 
 
-def _run_child(args, variant, crop):
+def _run_child(args, variant, crop, xla):
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
         "--one",
-        f"{variant}:{crop}",
+        f"{variant}:{crop}:{int(xla)}",
         "--batch",
         str(args.batch),
         "--steps",
@@ -106,6 +151,8 @@ def _run_child(args, variant, crop):
         str(args.warmup),
         "--threads",
         str(args.threads),
+        "--peak_n",
+        str(args.peak_n),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in proc.stdout.splitlines():
@@ -117,15 +164,20 @@ def _run_child(args, variant, crop):
 def _print_table(rows):
     print(
         f"MIMO-UNet training step on {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} logical cores; median of the timed steps after warm-up."
+        f"{os.cpu_count()} logical cores; median of the timed steps after warm-up; "
+        f"work = {TRAIN_MACS_PER_FORWARD_MAC} x forward MACs x batch."
     )
     header = (
         "model",
         "params",
         "batch x crop",
         "device",
+        "XLA",
         "s/step median",
         "min-max",
+        "GFLOP/s",
+        "peak GFLOP/s",
+        "of peak",
         "peak RSS MB",
     )
     lines = [header]
@@ -136,8 +188,12 @@ def _print_table(rows):
                 f"{r['params']:,}",
                 f"{r['batch']} x {r['crop']}x{r['crop']}",
                 r["device"],
+                "on" if r["xla"] else "off",
                 f"{r['median_s']:.2f}",
                 f"{r['min_s']:.2f}-{r['max_s']:.2f}",
+                f"{r['gflops']:.1f}",
+                f"{r['peak_gflops']:.1f}",
+                f"{100 * r['fraction_of_peak']:.0f} %",
                 f"{r['peak_rss_mb']:.0f}",
             )
         )

@@ -41,7 +41,8 @@ def define_jit_flag():
         flags.DEFINE_bool,
         "jit_compile",
         False,
-        "Compile the model with XLA (a little faster on CPU; compiled once per image size).",
+        "Compile the model with XLA (slower on the CPUs measured, see benchmarks/inference.py; "
+        "compiled once per image size).",
     )
 
 

@@ -81,9 +81,10 @@ class Restorer:
 def image_function(fn, jit_compile=False):
     """``fn`` as one ``tf.function`` of a (1, H, W, 3) float32 batch, traced once for every H x W.
 
-    With ``jit_compile`` XLA compiles it once per distinct image size (MIMO-UNet at 720x1280 on 2
-    CPU cores: 14.4 s instead of 15.4 s, ``benchmarks/inference.py``): worth it for a test set of
-    one size, not for mixed sizes.
+    With ``jit_compile`` XLA compiles it once per distinct image size. It is off by default: on the
+    CPUs measured it is slower than the plain graph (``benchmarks/inference.py``: MIMO-UNet at
+    720x1280 reached 34 % of the fp32 matmul peak with XLA, 62 % without); it may pay elsewhere
+    (a GPU), checked there with ``benchmarks/inference.py --xla both``.
     """
     return tf.function(
         fn,

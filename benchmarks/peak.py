@@ -1,0 +1,125 @@
+"""The machine's own yardstick for the benchmarks: its fp32 matmul peak, its CPU, its load.
+
+Absolute seconds say little across machines (a 2-core AVX2 laptop and a 2-core AVX-512/AMX
+server differ by several times), so every benchmark measures, in the same process and just before
+its own timing, the throughput of one large fp32 ``tf.linalg.matmul`` (n x n by n x n,
+``2 n^3`` flops; best of several after a warm-up) and reports its models as a *fraction of that
+peak*. The matmul runs on TensorFlow's default thread pools, as the models do; it is the best
+a dense fp32 kernel of this TensorFlow build reaches on this machine at this moment, not the
+datasheet's FMA peak.
+
+    python benchmarks/peak.py [--n 4096] [--repeats 5]
+
+also prints the CPU model, its SIMD / matrix flags (``/proc/cpuinfo``) and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+# The flags that decide fp32 / bf16 convolution speed, widest last.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> dict:
+    """CPU model, logical cores and which of :data:`ISA_FLAGS` the CPU reports.
+
+    Returns:
+        ``{"model": str, "cores": int, "flags": [names in ISA_FLAGS order]}``; on a system without
+        ``/proc/cpuinfo`` the model comes from :mod:`platform` and the flags list is empty.
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    model = value.strip()
+                elif key == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "model": model,
+        "cores": os.cpu_count(),
+        "flags": [f for f in ISA_FLAGS if f in flags],
+    }
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable processes; above the core count means sharing)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def matmul_peak(n: int = 4096, repeats: int = 5) -> dict:
+    """Measures the fp32 matmul throughput of this machine with TensorFlow, in this process.
+
+    One ``tf.function`` (no XLA) computes ``sum(A @ B)`` for two (n, n) float32 uniform matrices;
+    the sum forces completion and costs n^2, nothing beside 2 n^3. One warm-up call, then the
+    fastest of ``repeats`` (the least disturbed by other jobs).
+
+    Returns:
+        ``{"n", "seconds" (best), "gflops" (2 n^3 / best), "median_gflops", "load"}``.
+    """
+    import tensorflow as tf
+
+    a = tf.random.stateless_uniform((n, n), seed=(1, 2), dtype=tf.float32)
+    b = tf.random.stateless_uniform((n, n), seed=(3, 4), dtype=tf.float32)
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.linalg.matmul(x, y)))
+    product(a, b).numpy()
+    seconds = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        product(a, b).numpy()
+        seconds.append(time.perf_counter() - start)
+    seconds.sort()
+    flops = 2.0 * n**3
+    return {
+        "n": n,
+        "seconds": seconds[0],
+        "gflops": flops / seconds[0] / 1e9,
+        "median_gflops": flops / seconds[len(seconds) // 2] / 1e9,
+        "load": load_average(),
+    }
+
+
+def describe_machine(info: dict | None = None) -> str:
+    """One line: CPU model, cores, ISA flags and the current load average."""
+    info = info or cpu_info()
+    flags = ", ".join(info["flags"]) or "none of " + ", ".join(ISA_FLAGS)
+    return (
+        f"CPU: {info['model']}, {info['cores']} logical cores; flags: {flags}; "
+        f"load average {load_average():.2f}"
+    )
+
+
+def fraction(gflops: float, peak: dict) -> float:
+    """A throughput as a fraction of a :func:`matmul_peak` result."""
+    return gflops / peak["gflops"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4096, help="matrix side")
+    parser.add_argument("--repeats", type=int, default=5, help="timed products (best reported)")
+    args = parser.parse_args()
+    if args.n < 1 or args.repeats < 1:
+        parser.error("--n and --repeats must be positive")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    print(describe_machine())
+    peak = matmul_peak(args.n, args.repeats)
+    print(
+        f"fp32 matmul {peak['n']}x{peak['n']}: {peak['gflops']:.1f} GFLOP/s best "
+        f"({peak['median_gflops']:.1f} median of {args.repeats}), load average {peak['load']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
