@@ -34,12 +34,21 @@ def damage_png_bytes(payload: bytes, count: int = 200, seed: int = 0) -> bytes:
     idat = [(offset, length) for kind, offset, length in png_chunks(payload) if kind == "IDAT"]
     assert idat, "PNG without IDAT"
     offset, length = idat[0]
-    assert length > count + 2, f"IDAT of {length} bytes is too small to damage {count} bytes"
+    count = min(count, length)  # a tiny image's IDAT may be shorter than 200 bytes
     start = offset + (length - count) // 2
     noise = np.random.default_rng(seed).integers(0, 256, count, dtype=np.uint8).tobytes()
     damaged = payload[:start] + noise + payload[start + count :]
     assert len(damaged) == len(payload)
     return damaged
+
+
+def damage_png(path, count: int = 200, seed: int = 1) -> str:
+    """Damages the PNG file at ``path`` in place (:func:`damage_png_bytes`); returns the path."""
+    with open(path, "rb") as handle:
+        payload = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(damage_png_bytes(payload, count, seed))
+    return str(path)
 
 
 def write_damaged_png(path, shape=(64, 64, 3), seed: int = 0) -> str:

@@ -24,13 +24,13 @@ import ast
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.process_checks import run_python
 
 BACKENDS = ("jax", "torch")
 # Tiny widths: every builder takes base_channels and num_res.
@@ -145,20 +145,12 @@ def backend_run(request, reference_dir):
     code = (
         f"from tests.test_backends import child; child({str(reference_dir)!r}, {model_names()!r})"
     )
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {"KERAS_BACKEND": backend}
     if backend == "jax":
         # JAX compiles every eager op (and every initializer) for each new shape: with XLA's
         # backend optimisations off the child takes ~35 s instead of ~100 s on 2 cores.
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {JAX_FAST_COMPILE}".strip()
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+        env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {JAX_FAST_COMPILE}".strip()
+    result = run_python(["-c", code], env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     line = [x for x in result.stdout.splitlines() if x.startswith("BACKEND ")][-1]
     report = json.loads(line[len("BACKEND ") :])

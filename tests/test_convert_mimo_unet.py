@@ -11,6 +11,7 @@ import pytest
 import convert_mimo_unet
 import models
 from tests.conftest import REPO_ROOT
+from tests.process_checks import run_python
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +117,6 @@ def test_model_runs_under_the_torch_backend(fixture_path):
         "print(max(float(np.abs(o[k].detach().numpy() - a[f'output_{k}'].transpose(0, 2, 3, 1))"
         ".max()) for k in range(3)))"
     )
-    env = {**__import__("os").environ, "KERAS_BACKEND": "torch"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(["-c", code], env={"KERAS_BACKEND": "torch"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout.strip().splitlines()[-1]) < 1e-5

@@ -5,8 +5,6 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -21,7 +19,8 @@ import models
 from inference import model_io
 from models import inference
 from tests.bad_files import write_damaged_png
-from tests.train_checks import REPO, env, run_main
+from tests.process_checks import run_python
+from tests.train_checks import REPO, run_main
 from training.tracking import track_layer_lists
 
 FLAGS = flags.FLAGS
@@ -307,16 +306,11 @@ def test_without_data_dir_the_console_names_the_synthetic_set(monkeypatch, capsy
 
 
 def _run_evaluate(*args):
-    environment = env()
-    environment.pop("TF_CPP_MIN_LOG_LEVEL")  # evaluate.py itself must quiet TensorFlow
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "evaluate.py"), *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=REPO,
-        timeout=300,
-        check=False,
+    # evaluate.py itself must quiet TensorFlow: no TF_CPP_MIN_LOG_LEVEL from the test process.
+    return run_python(
+        [os.path.join(REPO, "evaluate.py"), *args],
+        env={"TF_CPP_MIN_LOG_LEVEL": None, "CUDA_VISIBLE_DEVICES": ""},
+        quiet_tf=False,
     )
 
 

@@ -4,8 +4,6 @@ checkpoints, MirroredStrategy, serialisation, and the formula each paper's step 
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.process_checks import result_json, run_python
 from training import optimizers, schedules
 from training.idc_step import IdcTrainStep
 from training.mimo_unet_step import MimoUnetTrainStep
@@ -234,19 +233,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_two_replicas_equal_one_device():
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT ") :])
+    result = result_json(run_python(["-c", MIRRORED_SCRIPT]))
     assert result["replicas"] == 2
     assert result["moved"] > 1e-3  # three updates at lr 1e-2 did move the weights
     assert result["diff"] < 1e-6  # weights, iteration count and both moments

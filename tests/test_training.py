@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -20,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from models import build_model
+from tests.process_checks import result_json, run_python
 from training import schedules, summaries
 from training.loop import (
     ConfigError,
@@ -348,19 +347,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mirrored_two_replicas_match_one_device(tmp_path):
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "run")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT ") :])
+    proc = run_python(["-c", MIRRORED_SCRIPT, str(tmp_path / "run")], timeout=600)
+    result = result_json(proc, which=0)
     assert result["replicas"] == 2
     assert result["moved"] > 1e-6  # the step changed the weights...
     assert result["diff"] < 1e-5  # ...exactly as one device on the global batch

@@ -1,7 +1,7 @@
 """Helpers shared by the training-script and data tests: small GoPro-layout data sets, PNG files
-damaged inside their image data, flags parsed in-process, the script run as a subprocess, one step
-through the generic loop, and the run-directory round trip through evaluate.py, export.py and
-deblur.py."""
+damaged inside their image data (:mod:`tests.bad_files`), flags parsed in-process, the script run
+as a subprocess, one step through the generic loop, and the run-directory round trip through
+evaluate.py, export.py and deblur.py."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import contextlib
 import io
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from tests.bad_files import damage_png  # noqa: F401  (re-exported for the data tests)
+from tests.process_checks import run_python
 from training.loop import LoopConfig, Trainer
 
 FLAGS = flags.FLAGS
@@ -36,40 +36,13 @@ def write_split(root, split, n, size=(48, 48), seed=0):
     return root
 
 
-def damage_png(path, count=200, seed=1):
-    """Overwrites ``count`` bytes in the middle of the first IDAT chunk's data of the PNG at
-    ``path`` with random bytes: the header, the chunk layout and IEND stay intact (the header and
-    end checks pass), only a full read finds the damage."""
-    with open(path, "rb") as handle:
-        raw = bytearray(handle.read())
-    pos = 8
-    while raw[pos + 4 : pos + 8] != b"IDAT":
-        pos += 12 + int.from_bytes(raw[pos : pos + 4], "big")
-    length = int.from_bytes(raw[pos : pos + 4], "big")
-    count = min(count, length)
-    start = pos + 8 + (length - count) // 2
-    noise = np.random.default_rng(seed).integers(0, 256, count, np.uint8).tobytes()
-    raw[start : start + count] = noise
-    with open(path, "wb") as handle:
-        handle.write(bytes(raw))
-    return str(path)
-
-
 def env():
     return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
 
 def run_script(script, args, timeout=300):
     """Runs ``python <script> <args>`` from the repository; returns the CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, script), *args],
-        capture_output=True,
-        text=True,
-        env=env(),
-        cwd=REPO,
-        timeout=timeout,
-        check=False,
-    )
+    return run_python([os.path.join(REPO, script), *args], timeout=timeout)
 
 
 @contextlib.contextmanager
