@@ -25,9 +25,10 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402  (the repository root is on the path only now)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("pairs", 24, "1280x720 pairs written for the pipeline benchmark.")
@@ -134,4 +135,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from absl import app, flags
 
+import cli
 from data import image_io, readers
 from data.errors import DataError
 from data.readers import Problem
@@ -200,4 +201,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -17,12 +17,14 @@ an existing ``--out`` is an error unless ``--overwrite``. Prints the data set pa
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
+import cli
 from data import default_data, synthetic
 
 FLAGS = flags.FLAGS
@@ -83,4 +85,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)
