@@ -15,6 +15,8 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.strategy`: ``default|mirrored|multi_worker`` -> ``tf.distribute`` strategy.
 * :mod:`training.summaries`: TensorBoard scalars/images with TensorFlow core only.
 * :mod:`training.tracking`: makes list-held layers visible to ``tf.train.Checkpoint``.
+* :mod:`training.optimizers`: Adam as each paper's original code computed it (PyTorch's formula,
+  :class:`~training.optimizers.PyTorchAdam`, or Keras's), :func:`~training.optimizers.make_adam`.
 * :mod:`training.rundir`: run-folder checks, lock, leftovers of killed runs, resume comparison.
 * :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`: the
   per-paper step objects.
@@ -54,11 +56,12 @@ Step-object interface (subclass :class:`training.step.TrainStep`)
 Run-directory contract (``--run_dir DIR``)
 ------------------------------------------
 ``run_config.json``
-    ``{"model": <registry name>, "model_kwargs": {...}, "paper": ..., "flags": {...}, ...}`` plus
-    the loop's bookkeeping (strategy, replicas, global batch, steps per epoch, total steps,
-    validation description, versions). Written atomically at every (re)start. A resume compares
-    every entry of the step object's ``run_config()`` (and its ``structure``, if it reports one)
-    with the recorded ones before restoring, and refuses a difference by name.
+    ``{"model": <registry name>, "model_kwargs": {...}, "paper": ..., "optimizer": "Adam
+    (PyTorch formula)", "flags": {...}, ...}`` plus the loop's bookkeeping (strategy, replicas,
+    global batch, steps per epoch, total steps, validation description, versions). Written
+    atomically at every (re)start. A resume compares every entry of the step object's
+    ``run_config()`` (and its ``structure``, if it reports one) with the recorded ones before
+    restoring, and refuses a difference by name.
 ``checkpoints/``
     A ``tf.train.CheckpointManager`` folder (``ckpt-<step>``, last ``--keep_checkpoints``) of a
     ``tf.train.Checkpoint(model=..., optimizer=..., step=..., epoch=..., epoch_step=...)``. Every
