@@ -37,7 +37,10 @@ MODEL_FLAG_KEYS = ("num_res", "base_channels", "init")
 
 # The paper recipe (the shared flags' own defaults already match it; restated so that another
 # paper's script imported in the same process cannot change what this script runs).
+VARIANTS = ("mimo_unet", "mimo_unet_plus")
 PAPER_DEFAULTS = {
+    # convert_mimo_unet.py shares the flag name --variant (default None) when both are imported.
+    "variant": "mimo_unet",
     "batch_size": 4,
     "crop_size": 256,
     "hflip": True,
@@ -69,7 +72,7 @@ train_flags.define_once(
     "variant",
     "mimo_unet",
     "MIMO-UNet variant (registry name).",
-    enum_values=["mimo_unet", "mimo_unet_plus"],
+    enum_values=list(VARIANTS),
 )
 train_flags.define_width_flags()
 train_flags.define_once(
@@ -102,6 +105,8 @@ def apply_flag_defaults():
 def apply_model_kwargs():
     """``--model_kwargs`` checked against MIMOUNet; its num_res / base_channels / init set the
     flags."""
+    if FLAGS.variant not in VARIANTS:  # the enum is convert_mimo_unet.py's string flag there
+        raise app.UsageError(f"--variant {FLAGS.variant}: expected one of {', '.join(VARIANTS)}.")
     script.apply_model_kwargs(FLAGS.variant, MODEL_FLAG_KEYS)
 
 
