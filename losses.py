@@ -36,6 +36,17 @@ IDC_SSIM_WEIGHT = 0.1
 IDC_GRAD_WEIGHT = 0.1
 # Two-Way (paper eq. 2): alpha_i per scale, coarse to fine; 5 on the full-resolution output.
 TWO_WAY_SCALE_WEIGHTS = (1.0, 1.0, 5.0)
+# GradientNet GAN (paper eq. 10-11; gradientnet.md section 4): L_G = 10 content + 1 gradient
+# + 1 adversarial; WGAN-GP penalty weight lambda = 10.
+GRADIENTNET_CONTENT_WEIGHT = 10.0
+GRADIENTNET_GRADIENT_WEIGHT = 1.0
+GRADIENTNET_ADV_WEIGHT = 1.0
+GRADIENTNET_GP_WEIGHT = 10.0
+# Feature scale s of the content loss: Keras' Caffe VGG19 takes 0-255 mean-subtracted input, about
+# 255 * 0.226 = 57.5 times torchvision's normalised input, so its features are ~57.5x larger
+# (gradientnet.md section 4; register item 19). s = 1 is plain Keras usage.
+GRADIENTNET_CONTENT_FEATURE_SCALE = 1.0 / 57.5
+CONTENT_DISTANCES = ("mse", "l2_per_position")
 
 # SSIM constants of Wang et al. 2004 / tf.image.ssim.
 SSIM_WINDOW = 11
@@ -282,3 +293,134 @@ def two_way_loss(
     }
     terms["loss"] = ops.sum(ops.stack([w * terms[f"mse_{i}"] for i, w in enumerate(scale_weights)]))
     return terms
+
+
+# --------------------------------------------------------------------------------------------------
+# GradientNet GAN (Qi 2022, section 3.2; gradientnet.md section 4)
+# --------------------------------------------------------------------------------------------------
+# These terms work on the generator's [-1, 1] images (not the [0, 1] of the losses above): the
+# training step maps blur and sharp with x -> 2x - 1 before calling them.
+
+
+def _safe_norm(x, axis):
+    """Euclidean norm over ``axis`` with a zero (not NaN) gradient where the norm is 0."""
+    squared = ops.sum(ops.square(x), axis=axis)
+    positive = squared > 0.0
+    return ops.where(positive, ops.sqrt(ops.where(positive, squared, 1.0)), 0.0)
+
+
+def feature_distance(
+    features_x, features_y, scale=GRADIENTNET_CONTENT_FEATURE_SCALE, distance="mse"
+):
+    """Distance of two NHWC feature batches scaled by ``scale`` (paper eq. 8).
+
+    * ``"mse"`` (default): mean over N*C*H*W of ``(s * (fx - fy))**2`` (Johnson et al.'s squared
+      Euclidean distance / (C*H*W), batch mean);
+    * ``"l2_per_position"`` (the paper's literal formula): mean over N*H*W positions of the
+      unsquared norm of the channel vector ``s * (fx - fy)``, divided by C.
+    """
+    if distance not in CONTENT_DISTANCES:
+        raise ValueError(
+            f"Unknown content_distance {distance!r}; expected one of {CONTENT_DISTANCES}."
+        )
+    diff = scale * (ops.cast(features_x, "float32") - ops.cast(features_y, "float32"))
+    if distance == "mse":
+        return ops.mean(ops.square(diff))
+    channels = diff.shape[-1]
+    return ops.mean(_safe_norm(diff, axis=-1)) / float(channels)
+
+
+def gradientnet_content_loss(
+    vgg, restored, sharp, scale=GRADIENTNET_CONTENT_FEATURE_SCALE, distance="mse"
+):
+    """L_content (eq. 8): :func:`feature_distance` of VGG19 ``block4_conv3`` features.
+
+    ``vgg`` is the frozen extractor of :func:`models.vgg.build_vgg19_features` (caffe preprocessing
+    inside, input [-1, 1]); it is called with ``training=False``. The label's features are constants
+    (no gradient flows into ``sharp``). ``restored`` and ``sharp``: (N, H, W, 3) in [-1, 1].
+    """
+    restored, sharp = ops.cast(restored, "float32"), ops.cast(sharp, "float32")
+    features_restored = vgg(restored, training=False)
+    features_sharp = ops.stop_gradient(vgg(sharp, training=False))
+    return feature_distance(features_restored, features_sharp, scale=scale, distance=distance)
+
+
+def critic_value(scores):
+    """Per-sample critic value D-bar(x): the mean of each sample's patch map; returns (N,)."""
+    scores = ops.cast(scores, "float32")
+    return ops.mean(ops.reshape(scores, (ops.shape(scores)[0], -1)), axis=1)
+
+
+def gradientnet_generator_loss(
+    restored,
+    sharp,
+    critic_fake,
+    vgg=None,
+    content_weight=GRADIENTNET_CONTENT_WEIGHT,
+    gradient_weight=GRADIENTNET_GRADIENT_WEIGHT,
+    adv_weight=GRADIENTNET_ADV_WEIGHT,
+    content_feature_scale=GRADIENTNET_CONTENT_FEATURE_SCALE,
+    content_distance="mse",
+):
+    """Generator objective L_G = 10 L_content + 1 L_gradient + 1 L_adv (paper eq. 11).
+
+    * ``content``: :func:`gradientnet_content_loss` (VGG19 ``block4_conv3``, scale s = 1/57.5,
+      MSE or ``content_distance="l2_per_position"``); skipped (0, ``vgg`` may be ``None``) when
+      ``content_weight == 0`` (the paper's "W/o content" ablation);
+    * ``gradient``: eq. 9, :func:`gradient_loss` with L1 (``mean|dx G - dx S| + mean|dy G - dy S|``,
+      forward differences, means over the valid elements), on the [-1, 1] images;
+    * ``adversarial``: ``-mean_i D-bar(G(b_i))`` from the critic's patch maps ``critic_fake``.
+
+    Args:
+        restored: G(b), (N, H, W, 3) in [-1, 1]. sharp: S, same shape and range.
+        critic_fake: the critic's output on ``restored`` (N, h, w, 1), critic in training mode.
+
+    Returns:
+        dict of scalars: ``content``, ``gradient``, ``adversarial`` (unweighted),
+        ``content_weighted``, ``gradient_weighted``, ``adversarial_weighted`` and ``loss``.
+    """
+    restored, sharp = ops.cast(restored, "float32"), ops.cast(sharp, "float32")
+    if content_weight:
+        if vgg is None:
+            raise ValueError("content_weight > 0 needs the VGG19 feature extractor (vgg=None).")
+        content = gradientnet_content_loss(
+            vgg, restored, sharp, scale=content_feature_scale, distance=content_distance
+        )
+    else:
+        content = ops.zeros((), dtype="float32")
+    terms = {
+        "content": content,
+        "gradient": gradient_loss(restored, sharp, norm="l1"),
+        "adversarial": -ops.mean(critic_value(critic_fake)),
+    }
+    terms["content_weighted"] = content_weight * terms["content"]
+    terms["gradient_weighted"] = gradient_weight * terms["gradient"]
+    terms["adversarial_weighted"] = adv_weight * terms["adversarial"]
+    terms["loss"] = (
+        terms["content_weighted"] + terms["gradient_weighted"] + terms["adversarial_weighted"]
+    )
+    return terms
+
+
+def wgan_critic_loss(critic_real, critic_fake, gradient_penalty, gp_weight=GRADIENTNET_GP_WEIGHT):
+    """WGAN-GP critic loss (paper eq. 10, Gulrajani et al.): what the critic minimises.
+
+    ``loss = mean_i D-bar(G(b_i)) - mean_i D-bar(s_i) + gp_weight * gradient_penalty`` with
+    ``critic_real`` / ``critic_fake`` the critic's patch maps (N, h, w, 1) on sharp and restored
+    images and ``gradient_penalty`` the scalar of :func:`training.adversarial.gradient_penalty`.
+
+    Returns:
+        dict of scalars: ``critic_real``, ``critic_fake`` (batch means of D-bar),
+        ``wasserstein`` (``critic_real - critic_fake``, the distance estimate),
+        ``gradient_penalty`` (unweighted) and ``loss``.
+    """
+    real = ops.mean(critic_value(critic_real))
+    fake = ops.mean(critic_value(critic_fake))
+    penalty = ops.cast(gradient_penalty, "float32")
+    return {
+        "critic_real": real,
+        "critic_fake": fake,
+        "wasserstein": real - fake,
+        "gradient_penalty": penalty,
+        "loss": fake - real + gp_weight * penalty,
+    }

@@ -1,0 +1,182 @@
+"""Frozen VGG19 feature extractor for perceptual (content) losses, and offline weight resolution.
+
+GradientNet GAN (gradientnet.md section 4, 5.1): the content loss compares VGG19 ImageNet features
+at "ReLU4-3", which in Keras is the output of layer ``block4_conv3`` (Keras' VGG convolutions
+include their ReLU; VGG19's block 4 has four convolutions, so this is not the block's last).
+
+* :func:`resolve_vgg_weights` turns the ``--vgg_weights`` value into a local file (or ``None`` for
+  random weights). It never downloads: ``"imagenet"`` means Keras' cached notop file, checked by
+  name and md5, and a missing or different file raises :class:`VGGWeightsError` with a message
+  naming the file, its md5 and where to put it. Pure Python (no Keras, no TensorFlow).
+* :func:`build_vgg19_features` builds ``keras.applications.VGG19(include_top=False)`` from that
+  file, cuts it at ``block4_conv3``, prepends the caffe preprocessing and freezes it. The model
+  takes NHWC float32 images in [-1, 1] (the generator's range) or [0, 1] (``input_range``) and
+  returns (N, H/8, W/8, 512) float32 features. Callers run it with ``training=False``; it has no
+  trainable variables.
+
+keras.layers / keras.ops only (runs under every Keras backend); the weights are always passed to
+Keras as a local path, never as ``weights="imagenet"`` (which would try to download).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import keras
+from keras import ops
+
+# Keras' ImageNet VGG19 without the classifier (keras.applications.vgg19, WEIGHTS_PATH_NO_TOP): a
+# legacy Keras HDF5 weights file (``.h5``, layer_names / weight_names attributes).
+VGG19_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+VGG19_NOTOP_MD5 = "253f8cb515780f3b799900260a226db6"
+# "ReLU4-3" of the paper (section 3.2.1).
+CONTENT_LAYER = "block4_conv3"
+# Caffe preprocessing of keras.applications.vgg19.preprocess_input: RGB -> BGR, minus these means.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+INPUT_RANGES = ("[-1,1]", "[0,1]")
+
+
+class VGGWeightsError(ValueError):
+    """The ``--vgg_weights`` value does not name a usable local VGG19 weight file."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Weight-file resolution (pure Python)
+# --------------------------------------------------------------------------------------------------
+
+
+def keras_models_dir() -> str:
+    """The folder Keras' ``get_file`` caches application weights in, read at call time.
+
+    ``$KERAS_HOME/models`` when ``KERAS_HOME`` is set, else ``~/.keras/models``; Keras falls back to
+    ``/tmp/.keras`` when the base folder is not writable, and so does this.
+    """
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    base = os.path.expanduser(base)
+    if os.path.isdir(base) and not os.access(base, os.W_OK):
+        base = os.path.join("/tmp", ".keras")
+    return os.path.join(base, "models")
+
+
+def file_md5(path: str, chunk_size: int = 1 << 20) -> str:
+    """Hex md5 of a file, read in chunks (the notop file is 80 MB)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _imagenet_help() -> str:
+    return (
+        f"place Keras' VGG19 notop file {VGG19_NOTOP_FILE} (md5 {VGG19_NOTOP_MD5}) in "
+        f"{keras_models_dir()} (set KERAS_HOME to use another cache folder), or pass "
+        "--vgg_weights PATH, or --vgg_weights random for a smoke run without ImageNet features"
+    )
+
+
+def resolve_vgg_weights(value: str, expected_md5: str = VGG19_NOTOP_MD5) -> str | None:
+    """Local weight file for a ``--vgg_weights`` value; ``None`` means random weights.
+
+    * ``"imagenet"``: Keras' cached ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` in
+      :func:`keras_models_dir`; it must exist and have md5 ``expected_md5``.
+    * ``"random"``: ``None`` (random initialisation; only when asked for explicitly).
+    * anything else: a path to a weight file, either Keras' own legacy ``.h5`` / ``.hdf5`` format
+      (the notop file itself, copied anywhere) or a Keras 3 ``.weights.h5`` of
+      ``VGG19(include_top=False)``; it must exist (its contents are checked when loading).
+
+    Raises:
+        VGGWeightsError: one-line message naming the file, the md5 and where to put it.
+    """
+    if value == "random":
+        return None
+    if value == "imagenet":
+        path = os.path.join(keras_models_dir(), VGG19_NOTOP_FILE)
+        if not os.path.isfile(path):
+            raise VGGWeightsError(f"VGG19 ImageNet weights not found at {path}: {_imagenet_help()}")
+        actual = file_md5(path)
+        if actual != expected_md5:
+            raise VGGWeightsError(
+                f"VGG19 ImageNet weights {path} have md5 {actual}, expected {expected_md5} "
+                f"(damaged or partial download?): {_imagenet_help()}"
+            )
+        return path
+    path = os.path.expanduser(value)
+    if not os.path.isfile(path):
+        raise VGGWeightsError(
+            f"--vgg_weights {value}: no such file (expected 'imagenet', 'random' or the path of a "
+            f"VGG19 notop weight file such as {VGG19_NOTOP_FILE})"
+        )
+    if not path.endswith((".h5", ".hdf5")):
+        raise VGGWeightsError(
+            f"--vgg_weights {value}: expected an HDF5 weight file (.h5, .hdf5 or .weights.h5)"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Keras model
+# --------------------------------------------------------------------------------------------------
+
+
+class CaffePreprocess(keras.layers.Layer):
+    """``keras.applications.vgg19.preprocess_input`` ("caffe" mode) for images in [-1, 1] or [0, 1].
+
+    Maps the input to [0, 255] (``(x + 1) * 127.5`` or ``x * 255``), reverses the channels
+    (RGB -> BGR) and subtracts the ImageNet BGR means (103.939, 116.779, 123.68); no scaling.
+    NHWC float32 in and out.
+    """
+
+    def __init__(self, input_range="[-1,1]", **kwargs):
+        super().__init__(**kwargs)
+        if input_range not in INPUT_RANGES:
+            raise ValueError(f"input_range must be one of {INPUT_RANGES}, got {input_range!r}")
+        self.input_range = input_range
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        x = (x + 1.0) * 127.5 if self.input_range == "[-1,1]" else x * 255.0
+        x = ops.flip(x, axis=-1)
+        return x - ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype="float32")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "input_range": self.input_range}
+
+
+def build_vgg19_features(weights_path=None, layer=CONTENT_LAYER, input_range="[-1,1]"):
+    """Frozen VGG19 feature extractor: caffe preprocessing -> VGG19 up to ``layer``.
+
+    Args:
+        weights_path: local weight file of ``VGG19(include_top=False)`` (from
+            :func:`resolve_vgg_weights`) or ``None`` for random weights (tests, smoke runs).
+        layer: the VGG19 layer whose (post-ReLU) output is returned; ``block4_conv3`` = "ReLU4-3".
+        input_range: ``"[-1,1]"`` (generator images, default) or ``"[0,1]"``.
+
+    Returns:
+        A ``keras.Model`` mapping (N, H, W, 3) float32 images to float32 features, e.g.
+        (N, H/8, W/8, 512) for ``block4_conv3``; ``trainable=False``, so it has no trainable
+        variables and an optimizer never sees it. Call it with ``training=False``.
+
+    Raises:
+        VGGWeightsError: the file does not hold VGG19 notop weights (wrong model, damaged file).
+    """
+    try:
+        # input_shape (None, None, 3): any image size (>= 32 px per Keras' check).
+        backbone = keras.applications.VGG19(
+            include_top=False, weights=weights_path, input_shape=(None, None, 3)
+        )
+    except Exception as error:  # h5py / Keras raise many types (missing layer, shape, format)
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise VGGWeightsError(
+            f"--vgg_weights {weights_path}: not a VGG19 notop weight file ({first_line})"
+        ) from error
+    features = keras.Model(backbone.input, backbone.get_layer(layer).output, name=f"vgg19_{layer}")
+    inputs = keras.Input((None, None, 3), name="image")
+    outputs = features(CaffePreprocess(input_range, name="caffe_preprocess")(inputs))
+    model = keras.Model(inputs, outputs, name=f"vgg19_{layer}_features")
+    model.trainable = False
+    return model

@@ -1,0 +1,142 @@
+"""WGAN-GP gradient penalty and critic loss (TensorFlow: the penalty needs a nested GradientTape).
+
+GradientNet GAN (paper eq. 10; gradientnet.md section 4, register item 18), standard WGAN-GP
+(Gulrajani et al. 2017):
+
+    L_D = mean_i D(G(b_i)) - mean_i D(s_i) + lambda * mean_i (||grad_x D(x_i)||_2 - 1)^2,
+    x_i = eps_i * s_i + (1 - eps_i) * G(b_i),   eps_i ~ U(0, 1) per sample,
+
+where D(x) is the critic value of an image (the mean of its patch map,
+:func:`losses.critic_value`) and the norm runs over the whole H x W x C gradient of sample i.
+G(b_i) is a constant here (``tf.stop_gradient``). ``endpoint="blurred"`` interpolates between the
+sharp and the **blurred** image instead (the paper's literal wording, "on the line between s_k and
+b_k"); the default ``"generated"`` is the cited method's definition. DeblurGAN's variant (one eps
+per batch, per-pixel channel norm) is not implemented.
+
+Call these inside the critic's outer ``tf.GradientTape`` (and inside the step's ``tf.function`` /
+``strategy.run``): the inner tape's gradient is recorded by the outer one, so the penalty is
+differentiable with respect to the critic's weights. The per-sample split relies on the critic
+treating samples independently (instance normalisation, no batch statistics): then the gradient of
+the batch sum with respect to x_i is the gradient of D(x_i).
+
+Tensors: NHWC float32, images in [-1, 1] (the generator's range).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+import losses
+
+GP_ENDPOINTS = ("generated", "blurred")
+# Added under the square root of the gradient norm so its derivative stays finite at 0; shifts the
+# norm by at most 1e-6.
+GP_NORM_EPSILON = 1e-12
+
+
+def draw_epsilon(batch_size, seed=None):
+    """Per-sample interpolation weights eps_i ~ U(0, 1), shape (N, 1, 1, 1) float32.
+
+    ``seed``: optional stateless seed (shape (2,) int32/int64 tensor, e.g. derived from the step
+    counter so a resumed run draws the same values); ``None`` uses TensorFlow's global generator.
+    """
+    shape = tf.stack([batch_size, 1, 1, 1])
+    if seed is None:
+        return tf.random.uniform(shape, dtype=tf.float32)
+    return tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
+
+
+def interpolate(real, other, epsilon):
+    """``epsilon * real + (1 - epsilon) * other`` with ``epsilon`` (N, 1, 1, 1) per sample."""
+    return epsilon * real + (1.0 - epsilon) * other
+
+
+def critic_input_gradient_norms(critic, x_hat, training=True):
+    """||grad_x D(x_i)||_2 over H x W x C for every sample of ``x_hat``; returns (N,) float32.
+
+    Nested ``tf.GradientTape``: when called under an outer tape, the norms (and anything computed
+    from them) are differentiable with respect to the critic's variables.
+    """
+    x_hat = tf.convert_to_tensor(x_hat, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x_hat)
+        # Samples are independent in the critic, so d(sum_j D(x_j)) / d x_i = d D(x_i) / d x_i.
+        total = tf.reduce_sum(losses.critic_value(critic(x_hat, training=training)))
+    gradients = tape.gradient(total, x_hat)
+    return tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + GP_NORM_EPSILON)
+
+
+def _endpoint_images(fake, blurred, endpoint):
+    if endpoint not in GP_ENDPOINTS:
+        raise ValueError(f"Unknown gp_endpoint {endpoint!r}; expected one of {GP_ENDPOINTS}.")
+    if endpoint == "generated":
+        return tf.stop_gradient(fake)
+    if blurred is None:
+        raise ValueError("gp_endpoint='blurred' needs the blurred images (blurred=None).")
+    return tf.stop_gradient(blurred)
+
+
+def penalty_and_norms(
+    critic, real, fake, blurred=None, endpoint="generated", epsilon=None, seed=None, training=True
+):
+    """The gradient penalty ``mean_i (||grad D(x_i)||_2 - 1)^2`` and the (N,) norms.
+
+    Args:
+        critic: callable ``critic(x, training=...)`` -> (N, h, w, 1) patch map (or any per-sample
+            scores; :func:`losses.critic_value` averages them).
+        real: sharp images s_i (N, H, W, 3). fake: restored G(b_i), same shape (constant here).
+        blurred: blurred inputs b_i, only for ``endpoint="blurred"``.
+        endpoint: ``"generated"`` (default, x_i between s_i and G(b_i)) or ``"blurred"``.
+        epsilon: optional (N, 1, 1, 1) weights (e.g. this replica's slice of a global draw);
+            otherwise drawn per sample by :func:`draw_epsilon` with ``seed``.
+        training: the critic's mode (training mode in the critic update, gradientnet.md 5).
+    """
+    real = tf.convert_to_tensor(real, dtype=tf.float32)
+    other = tf.cast(_endpoint_images(fake, blurred, endpoint), tf.float32)
+    if epsilon is None:
+        epsilon = draw_epsilon(tf.shape(real)[0], seed=seed)
+    x_hat = interpolate(real, other, tf.cast(epsilon, tf.float32))
+    norms = critic_input_gradient_norms(critic, x_hat, training=training)
+    return tf.reduce_mean(tf.square(norms - 1.0)), norms
+
+
+def gradient_penalty(critic, real, fake, **kwargs):
+    """Scalar WGAN-GP penalty (unweighted); keyword arguments as :func:`penalty_and_norms`."""
+    return penalty_and_norms(critic, real, fake, **kwargs)[0]
+
+
+def critic_loss(
+    critic,
+    sharp,
+    restored,
+    blurred=None,
+    endpoint="generated",
+    gp_weight=losses.GRADIENTNET_GP_WEIGHT,
+    epsilon=None,
+    seed=None,
+    training=True,
+):
+    """WGAN-GP critic objective on one batch: :func:`losses.wgan_critic_loss` plus the penalty.
+
+    ``restored`` (G(b)) is treated as a constant. Call under the critic's tape.
+
+    Returns:
+        dict of scalars: ``critic_real``, ``critic_fake``, ``wasserstein``, ``gradient_penalty``
+        (unweighted), ``gradient_norm`` (batch mean of the per-sample norms) and ``loss``.
+    """
+    restored = tf.stop_gradient(restored)
+    critic_real = critic(sharp, training=training)
+    critic_fake = critic(restored, training=training)
+    penalty, norms = penalty_and_norms(
+        critic,
+        sharp,
+        restored,
+        blurred=blurred,
+        endpoint=endpoint,
+        epsilon=epsilon,
+        seed=seed,
+        training=training,
+    )
+    terms = losses.wgan_critic_loss(critic_real, critic_fake, penalty, gp_weight=gp_weight)
+    terms["gradient_norm"] = tf.reduce_mean(norms)
+    return terms
