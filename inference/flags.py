@@ -12,7 +12,7 @@ from absl import flags
 
 from cli import define_once
 
-MODEL_NAMES = ("idc", "mimo_unet", "mimo_unet_plus", "two_way")
+MODEL_NAMES = ("gradientnet", "idc", "mimo_unet", "mimo_unet_plus", "two_way")
 ENSEMBLE_MODES = ("none", "rot4", "x8")
 METRIC_CONVENTIONS = ("uint8", "float")
 OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the results folder."

@@ -9,13 +9,14 @@ other size.
 
 from __future__ import annotations
 
-from models import idc, mimo_unet, two_way
+from models import gradientnet, idc, mimo_unet, two_way
 
 MODEL_BUILDERS = {
     "mimo_unet": mimo_unet.mimo_unet,
     "mimo_unet_plus": mimo_unet.mimo_unet_plus,
     "idc": idc.idc,
     "two_way": two_way.two_way,
+    "gradientnet": gradientnet.gradientnet,
 }
 
 

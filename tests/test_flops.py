@@ -10,7 +10,7 @@ import pytest
 from keras import layers
 
 import models
-from models import flops, idc, two_way
+from models import flops, gradientnet, idc, two_way
 
 GOPRO = (720, 1280)
 
@@ -111,3 +111,56 @@ def test_idc_multiply_adds_and_breakdown_match_the_spec():
 @pytest.mark.parametrize(("overrides", "expected"), [({}, 656.94), ({"two_way": False}, 435.42)])
 def test_two_way_multiply_adds_match_the_spec(overrides, expected):
     assert gmac(two_way.multiply_adds(*GOPRO, **overrides)) == expected
+
+
+# ---- GradientNet GAN (gradientnet.md sections 2.2, 2.3 and 3) ----------------------------------
+
+GRADIENTNET_A_MACS = 451_215_452_672  # configuration A at 1280x720
+
+
+@pytest.mark.parametrize(
+    ("overrides", "true", "thop", "crop"),
+    [
+        ({}, 451.22, 553.14, 32.09),  # configuration A: the paper's "446.98 G FLOPs" are MACs
+        ({"rgcl_mode": "plain"}, 196.41, 298.33, 13.97),
+        ({"mbrb_branches": 1}, 234.16, 336.08, 16.65),
+        ({"use_gradientnet": False}, 85.29, 187.21, 6.06),
+    ],
+)
+def test_gradientnet_multiply_adds_match_the_spec(overrides, true, thop, crop):
+    model = gradientnet.gradientnet(**overrides)
+    costs = flops.conv_costs(model, *GOPRO)
+    assert gmac(sum(c.macs for c in costs)) == true
+    assert gmac(sum(thop_style(c) for c in costs)) == thop
+    assert gmac(flops.count_macs(model, 256, 256)) == crop
+
+
+def test_gradientnet_breakdown_matches_the_spec():
+    costs = flops.conv_costs(gradientnet.gradientnet(), *GOPRO)
+    assert sum(c.macs for c in costs) == GRADIENTNET_A_MACS
+
+    def part(name):
+        return gmac(sum(c.macs for c in costs if name in f"{c.path}/"))
+
+    parts = ["/e0/", "/e1/", "/e2/", "/prftm", "/mbrb", "/mbrb0/", "/mbrb0/rgcl0/", "/mbrb0/fuse/",
+             "/mbrb0/conv/", "/gradientnet/proj/", "/d1/", "/d0/", "/out/"]  # fmt: skip
+    assert [part(p) for p in parts] == [
+        8.67, 16.99, 16.99, 10.62, 346.82, 34.68, 10.62, 0.71, 2.12, 8.49, 16.99, 16.99, 8.67,
+    ]  # fmt: skip
+    # One RGCL application (the shared step is recorded once per call: three calls per RGCL).
+    rgcl = [c for c in costs if "/mbrb0/rgcl0/" in c.path and "/ca/" not in c.path]
+    assert len(rgcl) == 3 * 3 and gmac(sum(c.macs for c in rgcl) // 3) == 3.54
+    assert gmac(flops.count_macs(gradientnet.critic(), 256, 256)) == 3.61
+
+
+def test_gradientnet_register_alternatives_cost_what_the_spec_says():
+    """Cost differences measured on one-MBRB models (a full trace takes seconds)."""
+
+    def one_mbrb(**overrides):
+        return gradientnet.multiply_adds(*GOPRO, num_mbrb=1, **overrides)
+
+    base = one_mbrb()
+    assert gmac(base) == 139.08  # A without nine MBRBs of 34.68 GMAC each
+    assert gmac(one_mbrb(skip="concat") - base) == 25.66  # register 2: "+25.7 GMAC"
+    fuse3 = GRADIENTNET_A_MACS + 10 * (one_mbrb(fuse_kernel=3) - base)
+    assert gmac(fuse3) == 507.84  # register 9
