@@ -1,13 +1,11 @@
-"""Frozen VGG19 feature extractor for perceptual (content) losses, and offline weight resolution.
+"""Frozen VGG19 feature extractor for perceptual (content) losses.
 
 GradientNet GAN (gradientnet.md section 4, 5.1): the content loss compares VGG19 ImageNet features
 at "ReLU4-3", which in Keras is the output of layer ``block4_conv3`` (Keras' VGG convolutions
 include their ReLU; VGG19's block 4 has four convolutions, so this is not the block's last).
 
-* :func:`resolve_vgg_weights` turns the ``--vgg_weights`` value into a local file (or ``None`` for
-  random weights). It never downloads: ``"imagenet"`` means Keras' cached notop file, checked by
-  name and md5, and a missing or different file raises :class:`VGGWeightsError` with a message
-  naming the file, its md5 and where to put it. Pure Python (no Keras, no TensorFlow).
+* :func:`training.vgg_weights.resolve_vgg_weights` (outside ``models/``: it reads files) turns
+  the ``--vgg_weights`` value into a local file (or ``None`` for random weights), never downloading.
 * :func:`build_vgg19_features` builds ``keras.applications.VGG19(include_top=False)`` from that
   file, cuts it at ``block4_conv3``, prepends the caffe preprocessing and freezes it. The model
   takes NHWC float32 images in [-1, 1] (the generator's range) or [0, 1] (``input_range``) and
@@ -19,9 +17,6 @@ Keras as a local path, never as ``weights="imagenet"`` (which would try to downl
 """
 
 from __future__ import annotations
-
-import hashlib
-import os
 
 import keras
 from keras import ops
@@ -39,80 +34,6 @@ INPUT_RANGES = ("[-1,1]", "[0,1]")
 
 class VGGWeightsError(ValueError):
     """The ``--vgg_weights`` value does not name a usable local VGG19 weight file."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Weight-file resolution (pure Python)
-# --------------------------------------------------------------------------------------------------
-
-
-def keras_models_dir() -> str:
-    """The folder Keras' ``get_file`` caches application weights in, read at call time.
-
-    ``$KERAS_HOME/models`` when ``KERAS_HOME`` is set, else ``~/.keras/models``; Keras falls back to
-    ``/tmp/.keras`` when the base folder is not writable, and so does this.
-    """
-    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    base = os.path.expanduser(base)
-    if os.path.isdir(base) and not os.access(base, os.W_OK):
-        base = os.path.join("/tmp", ".keras")
-    return os.path.join(base, "models")
-
-
-def file_md5(path: str, chunk_size: int = 1 << 20) -> str:
-    """Hex md5 of a file, read in chunks (the notop file is 80 MB)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _imagenet_help() -> str:
-    return (
-        f"place Keras' VGG19 notop file {VGG19_NOTOP_FILE} (md5 {VGG19_NOTOP_MD5}) in "
-        f"{keras_models_dir()} (set KERAS_HOME to use another cache folder), or pass "
-        "--vgg_weights PATH, or --vgg_weights random for a smoke run without ImageNet features"
-    )
-
-
-def resolve_vgg_weights(value: str, expected_md5: str = VGG19_NOTOP_MD5) -> str | None:
-    """Local weight file for a ``--vgg_weights`` value; ``None`` means random weights.
-
-    * ``"imagenet"``: Keras' cached ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` in
-      :func:`keras_models_dir`; it must exist and have md5 ``expected_md5``.
-    * ``"random"``: ``None`` (random initialisation; only when asked for explicitly).
-    * anything else: a path to a weight file, either Keras' own legacy ``.h5`` / ``.hdf5`` format
-      (the notop file itself, copied anywhere) or a Keras 3 ``.weights.h5`` of
-      ``VGG19(include_top=False)``; it must exist (its contents are checked when loading).
-
-    Raises:
-        VGGWeightsError: one-line message naming the file, the md5 and where to put it.
-    """
-    if value == "random":
-        return None
-    if value == "imagenet":
-        path = os.path.join(keras_models_dir(), VGG19_NOTOP_FILE)
-        if not os.path.isfile(path):
-            raise VGGWeightsError(f"VGG19 ImageNet weights not found at {path}: {_imagenet_help()}")
-        actual = file_md5(path)
-        if actual != expected_md5:
-            raise VGGWeightsError(
-                f"VGG19 ImageNet weights {path} have md5 {actual}, expected {expected_md5} "
-                f"(damaged or partial download?): {_imagenet_help()}"
-            )
-        return path
-    path = os.path.expanduser(value)
-    if not os.path.isfile(path):
-        raise VGGWeightsError(
-            f"--vgg_weights {value}: no such file (expected 'imagenet', 'random' or the path of a "
-            f"VGG19 notop weight file such as {VGG19_NOTOP_FILE})"
-        )
-    if not path.endswith((".h5", ".hdf5")):
-        raise VGGWeightsError(
-            f"--vgg_weights {value}: expected an HDF5 weight file (.h5, .hdf5 or .weights.h5)"
-        )
-    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,7 +73,8 @@ def build_vgg19_features(weights_path=None, layer=CONTENT_LAYER, input_range="[-
 
     Args:
         weights_path: local weight file of ``VGG19(include_top=False)`` (from
-            :func:`resolve_vgg_weights`) or ``None`` for random weights (tests, smoke runs).
+            :func:`training.vgg_weights.resolve_vgg_weights`) or ``None`` for random weights
+            (tests, smoke runs).
         layer: the VGG19 layer whose (post-ReLU) output is returned; ``block4_conv3`` = "ReLU4-3".
         input_range: ``"[-1,1]"`` (generator images, default) or ``"[0,1]"``.
 

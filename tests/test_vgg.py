@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import losses
 from models import vgg
+from training import vgg_weights
 
 RNG = np.random.default_rng(0)
 
@@ -57,21 +58,21 @@ def weight_files(tmp_path_factory):
 
 
 def test_random_means_no_file():
-    assert vgg.resolve_vgg_weights("random") is None
+    assert vgg_weights.resolve_vgg_weights("random") is None
 
 
 def test_cache_folder_honours_keras_home(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    assert vgg.keras_models_dir() == str(tmp_path / "kh" / "models")
+    assert vgg_weights.keras_models_dir() == str(tmp_path / "kh" / "models")
     monkeypatch.delenv("KERAS_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert vgg.keras_models_dir() == str(tmp_path / ".keras" / "models")
+    assert vgg_weights.keras_models_dir() == str(tmp_path / ".keras" / "models")
 
 
 def test_missing_imagenet_file_names_file_md5_and_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(vgg.VGGWeightsError) as info:
-        vgg.resolve_vgg_weights("imagenet")
+        vgg_weights.resolve_vgg_weights("imagenet")
     message = str(info.value)
     assert "\n" not in message
     for part in (vgg.VGG19_NOTOP_FILE, vgg.VGG19_NOTOP_MD5, str(tmp_path / "models")):
@@ -85,22 +86,22 @@ def test_wrong_md5_names_both_hashes(monkeypatch, tmp_path):
     path = tmp_path / "models" / vgg.VGG19_NOTOP_FILE
     path.write_bytes(b"partial download")
     with pytest.raises(vgg.VGGWeightsError) as info:
-        vgg.resolve_vgg_weights("imagenet")
+        vgg_weights.resolve_vgg_weights("imagenet")
     message = str(info.value)
-    assert vgg.file_md5(str(path)) in message and vgg.VGG19_NOTOP_MD5 in message
+    assert vgg_weights.file_md5(str(path)) in message and vgg.VGG19_NOTOP_MD5 in message
     assert str(path) in message
 
 
 def test_bad_paths_are_refused(tmp_path):
     with pytest.raises(vgg.VGGWeightsError, match="no such file"):
-        vgg.resolve_vgg_weights(str(tmp_path / "absent.h5"))
+        vgg_weights.resolve_vgg_weights(str(tmp_path / "absent.h5"))
     other = tmp_path / "weights.bin"
     other.write_bytes(b"x")
     with pytest.raises(vgg.VGGWeightsError, match="HDF5"):
-        vgg.resolve_vgg_weights(str(other))
+        vgg_weights.resolve_vgg_weights(str(other))
     good = tmp_path / "mine.h5"
     good.write_bytes(b"x")
-    assert vgg.resolve_vgg_weights(str(good)) == str(good)
+    assert vgg_weights.resolve_vgg_weights(str(good)) == str(good)
 
 
 def test_caffe_preprocessing_matches_keras():
@@ -138,7 +139,7 @@ def test_random_extractor_is_frozen_and_cut_at_block4_conv3():
 @pytest.mark.parametrize("kind", ["legacy", "modern"])
 def test_weight_file_formats_load(weight_files, kind):
     """Keras' own notop format (legacy .h5) and a Keras 3 .weights.h5 both load via PATH."""
-    path = vgg.resolve_vgg_weights(str(weight_files[kind]))
+    path = vgg_weights.resolve_vgg_weights(str(weight_files[kind]))
     model = vgg.build_vgg19_features(path)
     got = model(weight_files["images"], training=False)
     np.testing.assert_allclose(np.asarray(got), weight_files["features"], rtol=1e-4, atol=1e-3)
@@ -150,7 +151,9 @@ def test_imagenet_uses_the_cached_file_without_downloading(weight_files, monkeyp
     (tmp_path / "models").mkdir()
     cached = tmp_path / "models" / vgg.VGG19_NOTOP_FILE
     cached.write_bytes(weight_files["legacy"].read_bytes())
-    path = vgg.resolve_vgg_weights("imagenet", expected_md5=vgg.file_md5(str(cached)))
+    path = vgg_weights.resolve_vgg_weights(
+        "imagenet", expected_md5=vgg_weights.file_md5(str(cached))
+    )
     assert path == str(cached)
     got = vgg.build_vgg19_features(path)(weight_files["images"], training=False)
     np.testing.assert_allclose(np.asarray(got), weight_files["features"], rtol=1e-4, atol=1e-3)

@@ -17,6 +17,8 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.tracking`: makes list-held layers visible to ``tf.train.Checkpoint``.
 * :mod:`training.optimizers`: Adam as each paper's original code computed it (PyTorch's formula,
   :class:`~training.optimizers.PyTorchAdam`, or Keras's), :func:`~training.optimizers.make_adam`.
+* :mod:`training.adversarial`: the WGAN-GP gradient penalty and critic loss (nested tape).
+* :mod:`training.vgg_weights`: ``--vgg_weights`` -> a local VGG19 weight file, never downloading.
 * :mod:`training.rundir`: run-folder checks, lock, leftovers of killed runs, resume comparison.
 * :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`: the
   per-paper step objects.
