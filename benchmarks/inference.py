@@ -14,6 +14,11 @@ machine's load does not always favour the same one). Each subprocess:
    as a warm-up (tracing and compilation: "first s"), then the median of ``--repeats`` forwards;
 3. measures the peak again; the larger of the two is the row's peak.
 
+The models are the registry's (:func:`models.model_names`: ``gradientnet``, ``idc``,
+``mimo_unet``, ``mimo_unet_plus``, ``two_way``, at full width); for the GradientNet GAN that is the
+generator alone (3,496,759 parameters, 451.22 GMAC at 720x1280, as
+:func:`models.gradientnet.multiply_adds`), the critic having no part in inference.
+
 Printed per row: parameters, the analytic multiply-adds of one forward (convolution weights only,
 transposed convolutions by input pixels; :mod:`models.flops`), seconds, effective GFLOP/s
 (2 x multiply-adds / seconds), the fraction of the peak, peak resident memory; then, per model,

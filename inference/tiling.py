@@ -146,30 +146,49 @@ def restore_tiled(restorer, image: np.ndarray, tile: int, overlap: int, align: i
 # --------------------------------------------------------------------------------------------------
 
 # Peak resident memory of one whole-image forward per input pixel, in bytes, of the full-width
-# models (base width 32), measured with benchmarks/inference.py at 720x1280 (README, Benchmarks:
-# 3.09 / 3.16 / 2.93 / 2.43 GiB over 921,600 pixels, TensorFlow's own ~0.5 GB included, so the
-# estimate errs on the safe side). Only part of it grows with the width: a MIMO-UNet of width 8
-# with one residual block took about 1 KB per pixel (benchmarks/deblur_memory.py, 2108-px tiles),
-# hence the 1/4 + 3/4 * width / 32 scaling below.
-FORWARD_BYTES_PER_PIXEL = {"mimo_unet": 3600, "mimo_unet_plus": 3700, "idc": 3400, "two_way": 2900}
-FULL_WIDTH = 32
-WIDTH_KWARGS = ("base_channels", "channels")  # MIMO-UNet's, IDC's and Two-Way's width argument
+# models, measured with benchmarks/inference.py at 720x1280: the process's peak RSS (ru_maxrss)
+# over the 921,600 pixels, rounded up, TensorFlow's own 0.5-0.9 GB included, so the estimate errs
+# on the safe side. MIMO-UNet(+), IDC, Two-Way: 3.09 / 3.16 / 2.93 / 2.43 GiB with XLA (the
+# benchmark's default then; README, Benchmarks). GradientNet GAN: 2.55 GiB with XLA (kept, the
+# larger), 1.85 GiB without; its marginal cost without XLA is 1,410 bytes per pixel (peak RSS
+# 1.15 / 1.58 GiB at 512x512 / 768x768 over 0.88 GiB at 64x64), below the entry. Only part of it
+# grows with the width: a MIMO-UNet of width 8 with one residual block took about 1 KB per pixel
+# (benchmarks/deblur_memory.py, 2108-px tiles), hence the 1/4 + 3/4 * width / full width scaling
+# below.
+FORWARD_BYTES_PER_PIXEL = {
+    "mimo_unet": 3600,
+    "mimo_unet_plus": 3700,
+    "idc": 3400,
+    "two_way": 2900,
+    "gradientnet": 3000,
+}
+FULL_WIDTH = 32  # MIMO-UNet's, IDC's and Two-Way's full ``base_channels`` / ``channels``
+# Models whose full width is not FULL_WIDTH (GradientNet GAN: c = base_channels = 64, spec 2).
+FULL_WIDTHS = {"gradientnet": 64}
+WIDTH_KWARGS = ("base_channels", "channels")  # the width argument of every registered model
 MIN_BYTES_PER_PIXEL = 100  # input, padded copy and output images of any model
 GB = 1e9
+
+
+def full_width(name) -> int:
+    """The width (``base_channels`` / ``channels``) at which ``name``'s entry was measured."""
+    return FULL_WIDTHS.get(name, FULL_WIDTH)
 
 
 def forward_bytes_per_pixel(source: dict) -> float:
     """Estimated peak bytes per input pixel of one whole-image forward of the described model.
 
     ``source`` is a restorer's description (``model``, ``model_kwargs``, ``self_ensemble``); an
-    unknown model gets the largest entry. A self-ensemble runs its passes in one graph, up to two
-    at once on TensorFlow's inter-op threads, hence twice the memory.
+    unknown model gets the largest entry. The width-dependent 3/4 of the entry scales with the
+    model's width argument over its full width (:func:`full_width`). A self-ensemble runs its
+    passes in one graph, up to two at once on TensorFlow's inter-op threads, hence twice the memory.
     """
     name = source.get("model")
     per_pixel = FORWARD_BYTES_PER_PIXEL.get(name, max(FORWARD_BYTES_PER_PIXEL.values()))
     kwargs = source.get("model_kwargs") or {}
-    width = next((kwargs[k] for k in WIDTH_KWARGS if isinstance(kwargs.get(k), int)), FULL_WIDTH)
-    per_pixel = max(MIN_BYTES_PER_PIXEL, per_pixel * (0.25 + 0.75 * width / FULL_WIDTH))
+    full = full_width(name)
+    width = next((kwargs[k] for k in WIDTH_KWARGS if isinstance(kwargs.get(k), int)), full)
+    per_pixel = max(MIN_BYTES_PER_PIXEL, per_pixel * (0.25 + 0.75 * width / full))
     if source.get("self_ensemble", "none") != "none":
         per_pixel *= 2
     return per_pixel

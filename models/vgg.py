@@ -30,6 +30,8 @@ CONTENT_LAYER = "block4_conv3"
 # Caffe preprocessing of keras.applications.vgg19.preprocess_input: RGB -> BGR, minus these means.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 INPUT_RANGES = ("[-1,1]", "[0,1]")
+# Seed of the random VGG19 weights (smoke runs, the quick presets, tests).
+RANDOM_VGG_SEED = 1234
 
 
 class VGGWeightsError(ValueError):
@@ -68,7 +70,9 @@ class CaffePreprocess(keras.layers.Layer):
         return {**super().get_config(), "input_range": self.input_range}
 
 
-def build_vgg19_features(weights_path=None, layer=CONTENT_LAYER, input_range="[-1,1]"):
+def build_vgg19_features(
+    weights_path=None, layer=CONTENT_LAYER, input_range="[-1,1]", random_seed=RANDOM_VGG_SEED
+):
     """Frozen VGG19 feature extractor: caffe preprocessing -> VGG19 up to ``layer``.
 
     Args:
@@ -77,6 +81,12 @@ def build_vgg19_features(weights_path=None, layer=CONTENT_LAYER, input_range="[-
             (tests, smoke runs).
         layer: the VGG19 layer whose (post-ReLU) output is returned; ``block4_conv3`` = "ReLU4-3".
         input_range: ``"[-1,1]"`` (generator images, default) or ``"[0,1]"``.
+        random_seed: without a weight file, every convolution gets He-uniform kernels drawn with
+            this seed (plus the layer's index) and zero biases, so "random" VGG features are the
+            same in every process (a resumed run keeps its loss function) and keep an ImageNet-like
+            magnitude through the ReLUs (Keras' Glorot default shrinks the ``block4_conv3``
+            features about 50-fold, making the content term vanish). ``None``: Keras' unseeded
+            Glorot initialisation.
 
     Returns:
         A ``keras.Model`` mapping (N, H, W, 3) float32 images to float32 features, e.g.
@@ -96,9 +106,20 @@ def build_vgg19_features(weights_path=None, layer=CONTENT_LAYER, input_range="[-
         raise VGGWeightsError(
             f"--vgg_weights {weights_path}: not a VGG19 notop weight file ({first_line})"
         ) from error
+    if weights_path is None and random_seed is not None:
+        _seeded_random_weights(backbone, random_seed)
     features = keras.Model(backbone.input, backbone.get_layer(layer).output, name=f"vgg19_{layer}")
     inputs = keras.Input((None, None, 3), name="image")
     outputs = features(CaffePreprocess(input_range, name="caffe_preprocess")(inputs))
     model = keras.Model(inputs, outputs, name=f"vgg19_{layer}_features")
     model.trainable = False
     return model
+
+
+def _seeded_random_weights(backbone, seed):
+    """Seeded He-uniform kernels (variance-preserving through ReLUs), zero biases."""
+    convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
+    for index, conv in enumerate(convs):
+        init = keras.initializers.HeUniform(seed=seed + index)
+        conv.kernel.assign(init(tuple(conv.kernel.shape), dtype=conv.kernel.dtype))
+        conv.bias.assign(ops.zeros(tuple(conv.bias.shape), dtype=conv.bias.dtype))

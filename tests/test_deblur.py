@@ -178,6 +178,22 @@ def test_auto_tiling_for_a_small_budget_matches_the_whole_image(tiny):
     assert metrics.psnr(tiled, whole) > 45
 
 
+def test_forward_memory_estimate_scales_with_each_models_full_width():
+    """GradientNet's entry is at its full width 64; the 32-wide models keep their numbers."""
+    estimate, table = tiling.forward_bytes_per_pixel, tiling.FORWARD_BYTES_PER_PIXEL
+    full = table["gradientnet"]
+    assert estimate({"model": "gradientnet"}) == full
+    assert estimate({"model": "gradientnet", "model_kwargs": {"base_channels": 64}}) == full
+    half = {"model": "gradientnet", "model_kwargs": {"base_channels": 32}}
+    assert estimate(half) == pytest.approx(full * (0.25 + 0.75 / 2))
+    assert estimate({**half, "self_ensemble": "rot4"}) == pytest.approx(2 * estimate(half))
+    assert estimate({"model": "mimo_unet", "model_kwargs": {"base_channels": 32}}) == 3600
+    assert estimate({"model": "two_way", "model_kwargs": {"channels": 8}}) == pytest.approx(
+        2900 * (0.25 + 0.75 * 8 / 32)
+    )
+    assert estimate({"model": "unknown"}) == max(table.values())
+
+
 def test_banded_tiling_equals_the_two_dimensional_weights():
     """restore_bands' separable weights and carried bands give the plain weighted average."""
     image = np.random.default_rng(6).random((45, 70, 3), dtype=np.float32)

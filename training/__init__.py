@@ -20,8 +20,11 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.adversarial`: the WGAN-GP gradient penalty and critic loss (nested tape).
 * :mod:`training.vgg_weights`: ``--vgg_weights`` -> a local VGG19 weight file, never downloading.
 * :mod:`training.rundir`: run-folder checks, lock, leftovers of killed runs, resume comparison.
-* :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`: the
-  per-paper step objects.
+* :mod:`training.gan_step`: :class:`~training.gan_step.AdversarialTrainStep`, the step of every
+  GAN (n critic updates, then one generator update, on the same batch; every network and
+  optimizer checkpointed; seeded draws equal across replicas and resumes).
+* :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`,
+  :mod:`training.gradientnet_step`: the per-paper step objects.
 
 Step-object interface (subclass :class:`training.step.TrainStep`)
 -----------------------------------------------------------------
@@ -35,7 +38,8 @@ Step-object interface (subclass :class:`training.step.TrainStep`)
     slots inside a ``MirroredStrategy`` replica.
 ``checkpoint_items() -> dict``
     Trackables for ``tf.train.Checkpoint``: ``"model"`` must be the inference Keras model and
-    ``"optimizer"`` its optimizer; GANs add e.g. ``"discriminator"``, ``"d_optimizer"``. The loop
+    ``"optimizer"`` its optimizer; GANs add every critic and its optimizer (``"critic"``,
+    ``"critic_optimizer"``, :mod:`training.gan_step`). The loop
     adds ``step``, ``epoch`` and ``epoch_step``.
 ``train_step(blur, sharp) -> dict[str, scalar tensor]``
     One update on this replica's share of the global batch, (B/R, H, W, 3) float32 in [0, 1]; it
@@ -47,6 +51,8 @@ Step-object interface (subclass :class:`training.step.TrainStep`)
 ``learning_rates() -> dict[str, float]``
     Current learning rate of each optimizer (the base class reads every optimizer it finds in
     ``checkpoint_items()``).
+``progress_terms``
+    The returned terms shown on the progress line (default ``("loss",)``; TensorBoard gets all).
 ``inference_model``
     The Keras model evaluation and export use (default ``checkpoint_items()["model"]``).
 ``describe() -> dict``

@@ -252,6 +252,9 @@ MODEL_CLASSES = {
     "mimo_unet_plus": ("mimo_unet.py", "MIMOUNet"),
     "idc": ("idc.py", "IDC"),
     "two_way": ("two_way.py", "TwoWay"),
+    "gradientnet": ("gradientnet.py", "GradientNetGAN"),
+    # Not registry models: the critics, for --critic_kwargs.
+    "gradientnet_critic": ("gradientnet.py", "PatchGANCritic"),
 }
 _MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
@@ -271,17 +274,32 @@ def model_arguments(model_name: str) -> list[str]:
     raise LookupError(f"models/{filename}: no {class_name}.__init__")
 
 
-def parse_model_kwargs(text) -> dict:
-    """``--model_kwargs`` JSON -> dict (empty for None or ""); ``app.UsageError`` otherwise."""
+def parse_model_kwargs(text, flag="model_kwargs") -> dict:
+    """``--model_kwargs`` (or ``--<flag>``) JSON -> dict (empty for None or "");
+    ``app.UsageError`` otherwise."""
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise app.UsageError(f"--model_kwargs is not valid JSON ({error}): {text}") from None
+        raise app.UsageError(f"--{flag} is not valid JSON ({error}): {text}") from None
     if not isinstance(value, dict):
-        raise app.UsageError(f"--model_kwargs must be a JSON object, got {text}")
+        raise app.UsageError(f"--{flag} must be a JSON object, got {text}")
     return value
+
+
+def checked_kwargs(flag: str, class_key: str) -> dict:
+    """``--<flag>`` JSON whose keys must be constructor arguments of ``MODEL_CLASSES[class_key]``
+    (e.g. ``--critic_kwargs`` of a GAN's critic); raises ``app.UsageError`` naming a bad key."""
+    kwargs = parse_model_kwargs(FLAGS[flag].value, flag)
+    accepted = model_arguments(class_key)
+    for key in kwargs:
+        if key not in accepted:
+            raise app.UsageError(
+                f"--{flag}: {class_key} has no argument {key!r} (its arguments: "
+                f"{', '.join(accepted)})."
+            )
+    return kwargs
 
 
 def merge_model_kwargs(model_name: str, flag_keys) -> dict:

@@ -579,9 +579,7 @@ class Trainer:
             interval["values"][k] = interval["values"].get(k, 0.0) + v
         interval["count"] += 1
         cfg = self.config
-        self.progress.update(
-            self.step, self._epoch_number(), self._rate(), {"loss": values["loss"]}
-        )
+        self.progress.update(self.step, self._epoch_number(), self._rate(), self._shown(values))
         if self.step % max(cfg.log_every, 1) == 0 or self.step == cfg.total_steps:
             self._log_interval()
         if cfg.val_every and (self.step % cfg.val_every == 0):
@@ -595,6 +593,12 @@ class Trainer:
                 f"({self.epoch_label()}); checkpoint saved. Run the same command again to resume."
             )
             raise KeyboardInterrupt(f"signal {self._stop.signum}")
+
+    def _shown(self, values):
+        """The terms of the progress line: the step object's ``progress_terms`` (default the
+        total ``loss``) that it returned."""
+        names = getattr(self.step_obj, "progress_terms", ("loss",))
+        return {k: values[k] for k in names if k in values} or {"loss": float("nan")}
 
     def _rate(self):
         t0, s0 = self._rate_start
@@ -631,7 +635,7 @@ class Trainer:
             summaries.scalar(
                 "train/epoch", self.epoch + self.epoch_step / self.config.steps_per_epoch
             )
-        shown = {"loss": means.get("loss", float("nan"))}
+        shown = self._shown(means)
         shown.update({k.replace("learning_rate", "lr"): v for k, v in rates.items()})
         self.progress.update(self.step, self._epoch_number(), self._rate(), shown, final=True)
         self._interval = {"values": {}, "count": 0, "time": time.monotonic(), "step": self.step}

@@ -18,11 +18,14 @@ class TrainStep:
         paper: the paper / script name written to ``run_config.json`` (``"mimo_unet"``).
         model_name: the registry name of the inference model (``models.build_model``).
         model_kwargs: the keyword overrides it was built with (JSON-serialisable).
+        progress_terms: the returned terms shown on the progress line (default ``("loss",)``).
     """
 
     paper: str = ""
     model_name: str = ""
     model_kwargs: dict = {}
+    # Keys of train_step's dict shown on the progress line (all of them go to TensorBoard).
+    progress_terms: tuple = ("loss",)
 
     def build(self, strategy: tf.distribute.Strategy) -> None:
         """Creates the models and optimizers inside ``strategy.scope()`` and builds the optimizer
