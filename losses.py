@@ -361,6 +361,7 @@ def gradientnet_generator_loss(
     adv_weight=GRADIENTNET_ADV_WEIGHT,
     content_feature_scale=GRADIENTNET_CONTENT_FEATURE_SCALE,
     content_distance="mse",
+    pixel_weight=0.0,
 ):
     """Generator objective L_G = 10 L_content + 1 L_gradient + 1 L_adv (paper eq. 11).
 
@@ -369,7 +370,9 @@ def gradientnet_generator_loss(
       ``content_weight == 0`` (the paper's "W/o content" ablation);
     * ``gradient``: eq. 9, :func:`gradient_loss` with L1 (``mean|dx G - dx S| + mean|dy G - dy S|``,
       forward differences, means over the valid elements), on the [-1, 1] images;
-    * ``adversarial``: ``-mean_i D-bar(G(b_i))`` from the critic's patch maps ``critic_fake``.
+    * ``adversarial``: ``-mean_i D-bar(G(b_i))`` from the critic's patch maps ``critic_fake``;
+    * ``pixel`` (not in the paper; only with ``pixel_weight > 0``): ``mean|G(b) - S|``, an anchor
+      for short CPU runs with random VGG weights (``train_gradientnet.py --preset quick``).
 
     Args:
         restored: G(b), (N, H, W, 3) in [-1, 1]. sharp: S, same shape and range.
@@ -399,6 +402,10 @@ def gradientnet_generator_loss(
     terms["loss"] = (
         terms["content_weighted"] + terms["gradient_weighted"] + terms["adversarial_weighted"]
     )
+    if pixel_weight:
+        terms["pixel"] = l1(restored, sharp)
+        terms["pixel_weighted"] = pixel_weight * terms["pixel"]
+        terms["loss"] = terms["loss"] + terms["pixel_weighted"]
     return terms
 
 

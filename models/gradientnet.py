@@ -37,7 +37,10 @@ def _check(name, value, choices):
 
 def _initializers(init, fan_in):
     """``"normal"``: N(0, 0.02) kernels, zero biases (DeblurGAN / pix2pix, spec §1, register 24);
-    ``"torch"``: PyTorch's default (see :func:`models.blocks.initializers`)."""
+    ``"torch"``: PyTorch's default (see :func:`models.blocks.initializers`); ``"zeros"`` (only the
+    output convolution, ``output_init``): all zero."""
+    if init == "zeros":
+        return {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
     _check("init", init, INITS)
     if init == "normal":
         return {
@@ -476,6 +479,9 @@ class GradientNetGAN(DeblurModel):
     ``"literal"`` / ``"gate"`` / ``"none"``; 12 ``rgcl_recurrence="residual"`` / ``"iterate"``,
     ``rgcl_steps`` 3 (weights always shared); 13 ``slope``; 14 ``ca_reduction``, ``ca_bias``;
     15 ``padding="reflect"`` / ``"zero"``; 24 ``init="normal"`` / ``"torch"``.
+    ``output_init="zeros"`` (not a paper choice; ``--preset quick`` only) zero-initialises the
+    output convolution, so that with ``global_residual=True`` G starts as the identity (otherwise
+    the N(0, 0.02) head adds noise of std ~0.5 that a short CPU run spends its steps removing).
 
     Ablations (paper Table 5; spec §6): ``rgcl_mode="plain"`` (w/o RGCL, 2,738,239 parameters),
     ``mbrb_branches=1`` (w/o MBRBs, 2,128,279), ``use_gradientnet=False`` (w/o GradientNet,
@@ -507,10 +513,12 @@ class GradientNetGAN(DeblurModel):
         global_residual=False,
         padding="reflect",
         init="normal",
+        output_init=None,
         **kw,
     ):
         super().__init__(**kw)
         _check("attachment", attachment, ATTACHMENTS)
+        _check("output_init", output_init, (None, "zeros"))
         _check("skip", skip, SKIPS)
         self.base_channels, self.gradient_channels = base_channels, gradient_channels
         self.num_mbrb, self.use_gradientnet = num_mbrb, bool(use_gradientnet)
@@ -521,7 +529,7 @@ class GradientNetGAN(DeblurModel):
         self.slope, self.ca_reduction, self.ca_bias = slope, ca_reduction, bool(ca_bias)
         self.attachment, self.skip, self.upsampling = attachment, skip, upsampling
         self.global_residual, self.padding = bool(global_residual), padding
-        self.init = init
+        self.init, self.output_init = init, output_init
         c = base_channels
         self.e0 = PaddedConv(c, 7, padding, init, name="e0")
         self.e1 = _conv(2 * c, 3, c, init=init, strides=2, name="e1")
@@ -546,7 +554,7 @@ class GradientNetGAN(DeblurModel):
         widen = 2 if skip == "concat" else 1
         self.d1 = UpStage(2 * c, d1_in, upsampling, init, name="d1")
         self.d0 = UpStage(c, 2 * c * widen, upsampling, init, name="d0")
-        self.out = PaddedConv(3, 7, padding, init, name="out")
+        self.out = PaddedConv(3, 7, padding, output_init or init, name="out")
         self._out_in = c * widen
 
     def _mbrb_options(self):
@@ -630,6 +638,7 @@ class GradientNetGAN(DeblurModel):
             "global_residual": self.global_residual,
             "padding": self.padding,
             "init": self.init,
+            "output_init": self.output_init,
         }
 
 

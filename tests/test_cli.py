@@ -15,6 +15,7 @@ SCRIPTS = {
     "train_mimo_unet.py": ["--variant", "--run_dir", "--preset"],
     "train_idc.py": ["--run_dir", "--preset"],
     "train_two_way.py": ["--run_dir", "--preset"],
+    "train_gradientnet.py": ["--run_dir", "--preset", "--vgg_weights", "--content_weight"],
     "evaluate.py": ["--out_dir", "--save_images", "--overwrite", "--data_dir", "--checkpoint"],
     "export.py": ["--out", "--overwrite", "--verify", "--weights", "--self_ensemble"],
     "deblur.py": ["--tile", "--memory_budget_gb", "--overwrite", "--input", "--saved_model"],

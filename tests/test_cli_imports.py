@@ -12,6 +12,7 @@ SCRIPTS = [
     "train_mimo_unet",
     "train_idc",
     "train_two_way",
+    "train_gradientnet",
     "evaluate",
     "export",
     "deblur",

@@ -232,6 +232,13 @@ def test_global_residual_is_deblurgans_clamped_sum():
     )
 
 
+def test_zero_output_init_with_global_residual_starts_at_the_identity():
+    model = built(global_residual=True, output_init="zeros", **TINY)
+    x = model_checks.random_images(8, 12, seed=11)
+    np.testing.assert_allclose(numpy(model(x)[-1]), x, atol=1e-6)
+    model_checks.assert_config_round_trip(model)
+
+
 def test_invalid_switches_are_refused():
     for bad in (
         {"rgcl_mode": "square"},

@@ -129,6 +129,20 @@ def test_generator_loss_without_content_needs_no_vgg():
         losses.gradientnet_generator_loss(restored, sharp, critic_fake)
 
 
+def test_pixel_term_is_off_by_default_and_l1_when_weighted():
+    restored, sharp = _images(), _images()
+    critic_fake = np.zeros((2, 3, 3, 1), "float32")
+    paper = losses.gradientnet_generator_loss(restored, sharp, critic_fake, content_weight=0.0)
+    assert "pixel" not in paper  # the paper's L_G has no pixel term
+    terms = losses.gradientnet_generator_loss(
+        restored, sharp, critic_fake, content_weight=0.0, pixel_weight=3.0
+    )
+    np.testing.assert_allclose(float(terms["pixel"]), np.abs(restored - sharp).mean(), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(terms["loss"]), float(paper["loss"]) + 3 * float(terms["pixel"]), rtol=1e-6
+    )
+
+
 def test_content_loss_gradient_reaches_the_restored_image_only():
     vgg = _FakeVGG()
     restored, sharp = tf.constant(_images()), tf.constant(_images())

@@ -50,7 +50,8 @@ def test_paper_defaults(monkeypatch, tmp_path):
         assert (flags.content_weight, flags.gradient_weight, flags.adv_weight) == (10.0, 1.0, 1.0)
         assert flags.content_feature_scale == pytest.approx(1 / 57.5)
         assert flags.gp_endpoint == "generated" and flags.content_distance == "mse"
-        assert flags.vgg_weights == "imagenet"
+        assert flags.vgg_weights == "imagenet" and flags.pixel_weight == 0.0
+        assert flags.critic_learning_rate is None
         assert train_gradientnet.model_kwargs() == {
             "rgcl_mode": "cross",
             "mbrb_branches": 3,
@@ -70,9 +71,13 @@ def test_quick_preset_uses_random_vgg_and_small_widths():
     with parsed_flags("train_gradientnet.py", "--preset=quick") as flags:
         train_gradientnet.apply_flag_defaults()
         train_gradientnet.check_flags()
+        train_gradientnet.apply_model_kwargs()
         assert flags.vgg_weights == "random" and flags.critic_steps == 5
-        assert (flags.adam_beta_1, flags.content_weight) == (0.5, 10.0)
-        assert train_gradientnet.model_kwargs()["base_channels"] < 64
+        assert (flags.adam_beta_1, flags.content_weight, flags.learning_rate) == (0.5, 10.0, 1e-4)
+        assert flags.pixel_weight == 1000.0  # the preset's documented anchor (not the paper's)
+        kwargs = train_gradientnet.model_kwargs()
+        assert kwargs["base_channels"] == 16 and kwargs["global_residual"] is True
+        assert kwargs["output_init"] == "zeros"
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,12 @@ class GradientNetTrainStep(AdversarialTrainStep):
             critic conditional on the blurred image, register item 16's alternative).
         critic_steps: critic updates per generator update (5).
         learning_rate, beta_1, beta_2, epsilon, adam_formula: Adam of both networks.
+        critic_learning_rate: the critic's rate (None: ``learning_rate``, the paper's).
         content_weight, gradient_weight, adv_weight: loss weights (10, 1, 1; 0 = the ablation).
         gp_weight: lambda_GP (10). gp_endpoint: ``"generated"`` or ``"blurred"`` (register 18).
         content_feature_scale, content_distance: :func:`losses.gradientnet_content_loss`.
+        pixel_weight: weight of an L1 pixel term (0: the paper; see
+            :func:`losses.gradientnet_generator_loss`).
         vgg_weights_path: local VGG19 notop weight file, or None for seeded random weights.
         vgg_weights_id: how ``run_config.json`` identifies those weights (an md5, ``"random"``).
         seed: base of the stateless seeds of the penalty's epsilon.
@@ -64,6 +67,7 @@ class GradientNetTrainStep(AdversarialTrainStep):
         critic_kwargs=None,
         critic_steps=GRADIENTNET_CRITIC_STEPS,
         learning_rate=GRADIENTNET_LEARNING_RATE,
+        critic_learning_rate=None,
         beta_1=GRADIENTNET_BETA_1,
         beta_2=GRADIENTNET_BETA_2,
         epsilon=1e-8,
@@ -75,6 +79,7 @@ class GradientNetTrainStep(AdversarialTrainStep):
         gp_endpoint="generated",
         content_feature_scale=losses.GRADIENTNET_CONTENT_FEATURE_SCALE,
         content_distance="mse",
+        pixel_weight=0.0,
         vgg_weights_path=None,
         vgg_weights_id="random",
         seed=0,
@@ -85,6 +90,7 @@ class GradientNetTrainStep(AdversarialTrainStep):
             critic_kwargs={"critic": dict(critic_kwargs or {})},
             critic_steps=critic_steps,
             learning_rate=learning_rate,
+            critic_learning_rate=critic_learning_rate,
             beta_1=beta_1,
             beta_2=beta_2,
             epsilon=epsilon,
@@ -106,6 +112,7 @@ class GradientNetTrainStep(AdversarialTrainStep):
             "adv_weight": float(adv_weight),
             "content_feature_scale": float(content_feature_scale),
             "content_distance": content_distance,
+            "pixel_weight": float(pixel_weight),
         }
         self.gp_weight, self.gp_endpoint = float(gp_weight), gp_endpoint
         self.vgg_weights_path, self.vgg_weights_id = vgg_weights_path, vgg_weights_id
@@ -186,7 +193,9 @@ class GradientNetTrainStep(AdversarialTrainStep):
             **super().describe(),
             "objective": f"{w['content_weight']:g} content (VGG19 block4_conv3, "
             f"{w['content_distance']}, scale {w['content_feature_scale']:.6g}) + "
-            f"{w['gradient_weight']:g} gradient (L1) + {w['adv_weight']:g} adversarial; critic "
+            f"{w['gradient_weight']:g} gradient (L1) + {w['adv_weight']:g} adversarial"
+            + (f" + {w['pixel_weight']:g} pixel L1 (not the paper's)" if w["pixel_weight"] else "")
+            + "; critic "
             f"WGAN-GP, lambda {self.gp_weight:g}, endpoint {self.gp_endpoint}",
             "vgg_trainable_variables": 0 if self.vgg is None else len(self.vgg.trainable_variables),
         }
