@@ -32,13 +32,18 @@ from training import flags as train_flags
 from training import script
 
 FLAGS = flags.FLAGS
-PAPER_FLAGS = [
+# Constructor arguments of GradientNetGAN that have a flag here (--model_kwargs sets them through
+# it); the register's other switches (skip, attachment, rgcl_sigma, ...) come from --model_kwargs.
+MODEL_FLAG_KEYS = (
     "rgcl_mode",
     "mbrb_branches",
     "use_gradientnet",
     "base_channels",
     "gradient_channels",
     "num_mbrb",
+)
+PAPER_FLAGS = [
+    *MODEL_FLAG_KEYS,
     "critic_kwargs",
     "critic_steps",
     "content_weight",
@@ -54,16 +59,6 @@ PAPER_FLAGS = [
     "critic_learning_rate",
     "pixel_weight",
 ]
-# Constructor arguments of GradientNetGAN that have a flag here (--model_kwargs sets them through
-# it); the register's other switches (skip, attachment, rgcl_sigma, ...) come from --model_kwargs.
-MODEL_FLAG_KEYS = (
-    "rgcl_mode",
-    "mbrb_branches",
-    "use_gradientnet",
-    "base_channels",
-    "gradient_channels",
-    "num_mbrb",
-)
 SIZE_MULTIPLE = 4  # two stride-2 convolutions
 MIN_CROP = 32  # VGG19 (Keras' minimum input) and the critic's 35-px receptive field need >= 32 px
 

@@ -327,3 +327,19 @@ def test_two_replica_gan_step_equals_one_device():
     assert result["excluded"] == 5 and result["redundant_biases"] <= 2.5e-4  # 2 Adam steps of 1e-4
     for key, value in result["one"].items():
         assert result["two"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_conditional_critic_sees_the_blurred_image():
+    # Register item 16's alternative: the critic scores concat(blurred, image), 6 channels.
+    step = tiny_step(critic_kwargs={"base_channels": 4, "in_channels": 6}, content_weight=0.0)
+    step.critic_steps = 1
+    step.build(tf.distribute.get_strategy())
+    rng = np.random.default_rng(1)
+    sharp = rng.uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    blur = (0.5 * sharp + 0.5 * np.roll(sharp, 2, axis=2)).astype(np.float32)
+    before = step.critics["critic"].get_weights()
+    values = tf.function(step.train_step, autograph=False)(blur, sharp)
+    assert all(np.isfinite(float(v)) for v in values.values())
+    after = step.critics["critic"].get_weights()
+    assert max(np.abs(a - b).max() for a, b in zip(before, after, strict=True)) > 0
+    assert step.critics["critic"].convs[0].kernel.shape[2] == 6
