@@ -402,11 +402,7 @@ def _print_table(rows):
                 f"{r['batch']} x {r['crop']}x{r['crop']}",
                 r["device"],
                 "on" if r["xla"] else "off",
-                f"{r['median_s']:.2f}",
-                f"{r['min_s']:.2f}-{r['max_s']:.2f}",
-                f"{r['gflops']:.1f}",
-                f"{r['peak_gflops']:.1f}",
-                f"{100 * r['fraction_of_peak']:.0f} %",
+                *_timing_cells(r),
                 f"{r['peak_rss_mb']:.0f}",
             )
         )
@@ -452,11 +448,7 @@ def _print_gan_table(rows):
                 r["device"],
                 "on" if r["xla"] else "off",
                 f"{r['train_gmac']:,.1f}",
-                f"{r['median_s']:.2f}",
-                f"{r['min_s']:.2f}-{r['max_s']:.2f}",
-                f"{r['gflops']:.1f}",
-                f"{r['peak_gflops']:.1f}",
-                f"{100 * r['fraction_of_peak']:.0f} %",
+                *_timing_cells(r),
                 f"{r['critic_s']:.2f} ({100 * r['critic_fraction_of_peak']:.0f} %)",
                 f"{r['generator_s']:.2f} ({100 * r['generator_fraction_of_peak']:.0f} %)",
                 f"{r['rest_s']:+.2f}",
@@ -464,6 +456,17 @@ def _print_gan_table(rows):
             )
         )
     _print_markdown(lines)
+
+
+def _timing_cells(r):
+    """Median and range of the step, GFLOP/s, the measured peak and the fraction of it."""
+    return (
+        f"{r['median_s']:.2f}",
+        f"{r['min_s']:.2f}-{r['max_s']:.2f}",
+        f"{r['gflops']:.1f}",
+        f"{r['peak_gflops']:.1f}",
+        f"{100 * r['fraction_of_peak']:.0f} %",
+    )
 
 
 def _print_markdown(lines):
