@@ -30,8 +30,8 @@ losses, norms, activations and the optimizers are not counted):
   ``critic_steps`` x 12 D + 3 G + 2 D + 3 V.
 
 The GradientNet row also splits the step: in the same process, after the same warm-up, it times
-``step.update_critics`` alone (the 5 critic updates on a fixed G(b)) and a function doing what
-``train_step`` does without them (G forward on a tape, ``generator_loss``, one update), each in
+``step.update_critics`` alone (the 5 critic updates on a fixed G(b)) and
+``step.update_generator`` (G forward on a tape, ``generator_loss``, one update), each in
 its own ``tf.function``, interleaved with the full steps; "rest" is the full step minus the two
 parts: the parts together do the step's work, so it is 0 s up to timing noise (on a machine shared
 with other jobs, the noise). Each part's GFLOP/s uses its own share of the work.
@@ -172,25 +172,16 @@ def gan_functions(step, xla):
     """``(full, critics, generator)`` step functions of a built GAN step object.
 
     ``full(blur, sharp)`` is ``step.train_step``; ``critics(inputs, fake)`` is
-    ``step.update_critics``; ``generator(blur, sharp)`` is ``train_step`` without the critic
-    updates (G forward on the tape, ``generator_loss``, one update of G). Each returns a dict of
+    ``step.update_critics``; ``generator(blur, sharp)`` is ``step.update_generator`` (G forward
+    on the tape, ``generator_loss``, one update of G). Each returns a dict of
     scalars whose ``float()`` waits for the function (a ``tf.function`` runs all its updates
     before returning).
     """
     import tensorflow as tf
 
-    from training.step import minimize
-
-    def generator_update(blur, sharp):
-        with tf.GradientTape() as tape:
-            inputs, fake = step.generate(blur, sharp)
-            terms = step.generator_loss(inputs, fake)
-        minimize(tape, terms["loss"], step.model.trainable_variables, step.optimizer)
-        return terms
-
     full = tf.function(step.train_step, jit_compile=xla)
     critics = tf.function(step.update_critics, jit_compile=xla)
-    return full, critics, tf.function(generator_update, jit_compile=xla)
+    return full, critics, tf.function(step.update_generator, jit_compile=xla)
 
 
 def measure_gan(batch, crop, steps, warmup, threads, xla=False, peak_n=4096):

@@ -24,7 +24,7 @@ from tests.train_checks import (
     run_main,
     write_split,
 )
-from training import optimizers
+from training import optimizers, script
 from training.gradientnet_step import GradientNetTrainStep
 from training.loop import ConfigError, LoopConfig, Trainer
 
@@ -59,8 +59,8 @@ def test_paper_defaults(monkeypatch, tmp_path):
         }
         flags.vgg_weights = "random"  # the imagenet file is not on the test machines
         # GoPro: 2103 pairs // 4 = 525 generator steps per epoch, 78,750 in 150 epochs.
-        step = train_gradientnet.make_step(steps_per_epoch=525, total_steps=150 * 525)
-    assert 2103 // 4 == 525 and 150 * 525 == 78_750
+        assert script.total_steps(525) == 78_750  # 150 epochs of 2103 // 4 generator steps
+        step = train_gradientnet.make_step(steps_per_epoch=525, total_steps=78_750)
     assert step.critic_steps == 5 and step.adam_formula == "pytorch"
     assert (step.learning_rate, step.critic_learning_rate) == (1e-4, 1e-4)
     assert step.weights["content_weight"] == losses.GRADIENTNET_CONTENT_WEIGHT == 10.0
@@ -136,6 +136,16 @@ def gan_run(tmp_path_factory):
     step = tiny_step()
     before, trainer = one_loop_step(step, folder, size=32)
     return step, trainer, before, folder
+
+
+def test_a_file_that_is_not_vgg19_is_one_line_naming_it(tmp_path):
+    bad = tmp_path / "vgg.h5"
+    bad.write_bytes(b"not hdf5")
+    config = LoopConfig(str(tmp_path / "run"), steps_per_epoch=1)
+    trainer = Trainer(tiny_step(vgg_weights_path=str(bad)), None, config, out=io.StringIO())
+    with pytest.raises(ConfigError, match=r"^--vgg_weights .*vgg\.h5: not a VGG19 notop weight"):
+        trainer.setup()
+    assert not (tmp_path / "run").exists()
 
 
 def test_one_gan_step_updates_both_networks_and_never_the_vgg(gan_run):

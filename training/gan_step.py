@@ -145,13 +145,22 @@ class AdversarialTrainStep(TrainStep):
     # ---- the step --------------------------------------------------------------------------------
 
     def train_step(self, blur, sharp):
-        variables = self.model.trainable_variables
+        return self._step(blur, sharp, update_critics=True)
+
+    def update_generator(self, blur, sharp):
+        """The generator half of :meth:`train_step` alone (G(b), L_G, one update of G; the
+        critics unchanged): what ``benchmarks/train_step.py`` times beside the critic updates."""
+        return self._step(blur, sharp, update_critics=False)
+
+    def _step(self, blur, sharp, update_critics):
         with tf.GradientTape() as tape:
             inputs, fake = self.generate(blur, sharp)
-            with tape.stop_recording():
-                critic_terms = self.update_critics(inputs, fake)
+            critic_terms = {}
+            if update_critics:
+                with tape.stop_recording():
+                    critic_terms = self.update_critics(inputs, fake)
             terms = self.generator_loss(inputs, fake)
-        minimize(tape, terms["loss"], variables, self.optimizer)
+        minimize(tape, terms["loss"], self.model.trainable_variables, self.optimizer)
         return {**terms, **critic_terms}
 
     def update_critics(self, inputs, fake):
@@ -172,12 +181,11 @@ class AdversarialTrainStep(TrainStep):
 
     # ---- seeded randomness -----------------------------------------------------------------------
 
-    def step_seed(self, update=0, stream=0):
+    def step_seed(self, update=0):
         """Stateless seed (2,) int64 for the ``update``-th critic update of the current generator
-        step (the generator's update counter), ``stream`` telling draws of one update apart."""
+        step (the generator's update counter)."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
-        index = (step * self.critic_steps + update) * 16 + stream
-        return tf.stack([tf.constant(self.seed, tf.int64), index])
+        return tf.stack([tf.constant(self.seed, tf.int64), step * self.critic_steps + update])
 
     @staticmethod
     def global_uniform(local_batch, seed):

@@ -131,9 +131,13 @@ class GradientNetTrainStep(AdversarialTrainStep):
     def build_loss_networks(self):
         if not self.weights["content_weight"]:
             return  # the "W/o content" ablation needs no VGG
-        from models.vgg import build_vgg19_features
+        from models.vgg import VGGWeightsError, build_vgg19_features
+        from training.loop import ConfigError
 
-        self.vgg = build_vgg19_features(self.vgg_weights_path)
+        try:
+            self.vgg = build_vgg19_features(self.vgg_weights_path)
+        except VGGWeightsError as error:  # the file exists but holds something else
+            raise ConfigError(str(error)) from None
 
     def _critic_fn(self, inputs):
         """The critic as a function of the image; conditional critics also see the blurred image."""

@@ -360,6 +360,8 @@ class Trainer:
     def _build(self):
         try:
             self.step_obj.build(self.strategy)
+        except ConfigError:  # the step's own one-line reason (e.g. an unusable weight file)
+            raise
         except (TypeError, ValueError) as error:  # e.g. a bad --model_kwargs value
             model = self.step_obj.run_config()
             raise ConfigError(
