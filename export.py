@@ -1,18 +1,29 @@
-"""Exports a deblurring model as a TensorFlow SavedModel that takes images of any size.
+"""Exports a deblurring model or a flow estimator (SEN) as a TensorFlow SavedModel that takes
+images of any size.
 
     python export.py --weights mimo_unet.weights.h5 --model mimo_unet --out exports/mimo_unet
     python export.py --checkpoint runs/mimo_unet_plus --self_ensemble rot4 --out exports/mimo_pp
+    python export.py --checkpoint runs/sen --out exports/sen
 
-Signatures (input name ``images``, output name ``restored``, batch and H x W dynamic):
+Signatures of a deblurring model (input name ``images``, output name ``restored``, batch and H x W
+dynamic):
 
 * ``serving_default``: float32 (N, H, W, 3) RGB in [0, 1] -> float32 (N, H, W, 3), unclamped.
 * ``serving_uint8``: uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3): the float output clamped to
   [0, 1], x255 and rounded (ties to even), as evaluate.py's uint8 metrics and saved PNGs use.
 
-Padding to the model's size multiple (edge replication at the bottom/right) and the crop back are
-inside the graph; an optional ``--self_ensemble`` is baked in. The model name, kwargs, source,
+Signatures of a flow estimator (output name ``flow``):
+
+* ``serving_default``: float32 (N, H, W, 3) RGB in [0, 1] -> float32 (N, H, W, 2) motion flow in
+  pixels, ``uv_half`` (u right, v down, u >= 0; ``../shared/specs/sen_rpgan.md`` §2).
+* ``serving_uint8``: uint8 (N, H, W, 3) RGB -> the same float32 flow (the image is divided by 255).
+
+Padding to the model's size multiple (edge replication at the bottom/right; 64 for SEN) and the crop
+back are inside the graph; an optional ``--self_ensemble`` is baked in (restorers only). The task
+(``restorer`` or ``flow_estimator``), model name, kwargs, source (a SEN run's ``u_max`` too),
 self-ensemble and size multiple are stored in the variable ``metadata_json`` and in
-``assets.extra/deblur_export.json``.
+``assets.extra/deblur_export.json``; evaluate.py / deblur.py load restorer exports and refuse flow
+exports in one line, evaluate_flow.py / show_flow.py the reverse.
 The export is written to a temporary folder ``.<name>.tmp-<pid>-<random>`` beside ``--out``,
 reloaded and compared with the Keras model on an odd-sized input, and only then renamed to
 ``--out``: no half-written export remains, and the next export beside it removes the temporary
@@ -43,7 +54,7 @@ cli.define_once(flags.DEFINE_bool, "verify", True, "Reload the export and compar
 cli.declare_key_flags(["out", "overwrite", "verify", *inference_flags.SOURCE_FLAGS])
 
 VERIFY_SHAPE = (1, 37, 53, 3)  # odd sides: exercises the padding and the crop
-VERIFY_ATOL = 1e-4
+VERIFY_ATOL = 1e-4  # restorers: [0, 1] images; flows (pixels) get 1e-4 x max(1, largest |flow|)
 
 
 class ExportError(RuntimeError):
@@ -55,7 +66,8 @@ def build_module(model, self_ensemble="none", metadata=None):
 
     The serving functions are closures, not attributes of the module, so that
     ``tf.saved_model.save`` stores only the two traced signatures and does not trace every Keras
-    layer again (several seconds even for a tiny model).
+    layer again (several seconds even for a tiny model). A ``metadata`` with ``task``
+    ``flow_estimator`` gives the flow signatures (:func:`flow_signatures`).
     """
     import tensorflow as tf
 
@@ -66,6 +78,8 @@ def build_module(model, self_ensemble="none", metadata=None):
     module.model_variables = list(model.variables)
     info = dict(metadata or {}, self_ensemble=self_ensemble)
     module.metadata_json = tf.Variable(json.dumps(info), trainable=False, name="metadata_json")
+    if info.get("task") == model_io.TASK_FLOW:
+        return module, flow_signatures(model)
 
     def restore_float(images):
         """float32 NHWC [0, 1], any size -> {"restored": float32 NHWC full resolution}."""
@@ -86,6 +100,29 @@ def build_module(model, self_ensemble="none", metadata=None):
     return module, signatures
 
 
+def flow_signatures(model):
+    """The two signatures of a flow estimator: float32 or uint8 images -> {"flow": float32
+    (N, H, W, 2)} (pixels, uv_half), padded to the model's multiple and cropped back inside."""
+    import tensorflow as tf
+
+    from inference import flow_io, model_io
+
+    def flow_float(images):
+        """float32 NHWC [0, 1], any size -> {"flow": float32 (N, H, W, 2)}."""
+        return {flow_io.SIGNATURE_FLOW_OUTPUT: flow_io.estimate_flow(model, images)}
+
+    float_fn = _traced(flow_float, tf.float32)
+
+    def flow_uint8(images):
+        """uint8 NHWC, any size -> {"flow": float32 (N, H, W, 2)} of images / 255."""
+        return float_fn(tf.cast(images, tf.float32) / 255.0)
+
+    return {
+        model_io.SIGNATURE_FLOAT: float_fn,
+        model_io.SIGNATURE_UINT8: _traced(flow_uint8, tf.uint8),
+    }
+
+
 def _traced(fn, dtype):
     """The concrete function of ``fn`` on (N, H, W, 3) ``dtype`` input named ``images``."""
     import tensorflow as tf
@@ -104,26 +141,53 @@ def check_out(out, overwrite=False):
 
 
 def export(model, out, self_ensemble="none", metadata=None, overwrite=False, verify=True):
-    """Writes the SavedModel of a built Keras ``model`` to ``out`` (atomically); returns ``out``."""
+    """Writes the SavedModel of a built Keras ``model`` to ``out`` (atomically); returns ``out``.
+
+    The task (restorer or flow estimator) is ``metadata["task"]``, else the registry's for
+    ``metadata["model"]``, else read from the model's output channels (:func:`task_of`).
+    """
     import tensorflow as tf
 
     from models import inference
 
     out = os.path.abspath(out)
     check_out(out, overwrite)
+    task = task_of(model, metadata)
+    check_ensemble_for(task, self_ensemble)
     temp = fileio.temporary_dir(out)  # also removes the temporaries of killed exports
     try:
-        metadata = dict(metadata or {}, size_multiple=inference.size_multiple(model))
+        metadata = dict(metadata or {}, task=task, size_multiple=inference.size_multiple(model))
         module, signatures = build_module(model, self_ensemble, metadata)
         tf.saved_model.save(module, temp, signatures=signatures)
         write_info(temp, json.loads(module.metadata_json.numpy().decode()))
         apply_umask_modes(temp)
         if verify:
-            verify_export(model, temp, self_ensemble)
+            verify_export(model, temp, self_ensemble, task=task)
         fileio.replace_dir(temp, out)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return out
+
+
+def task_of(model, metadata=None) -> str:
+    """``restorer`` or ``flow_estimator`` for ``model`` (see :func:`export`)."""
+    from inference import model_io
+
+    metadata = metadata or {}
+    return (
+        metadata.get("task")
+        or model_io.model_task(metadata.get("model"))
+        or model_io.keras_model_task(model)
+        or model_io.TASK_RESTORER
+    )
+
+
+def check_ensemble_for(task, self_ensemble):
+    """A self-ensemble is for restorers only (rotating an image rotates its flow vectors)."""
+    from inference import model_io
+
+    if task == model_io.TASK_FLOW and self_ensemble != "none":
+        raise ExportError(f"--self_ensemble {self_ensemble}: not available for flow estimators.")
 
 
 def write_info(folder, info):
@@ -144,7 +208,9 @@ def apply_umask_modes(folder):
     os.chmod(folder, fileio.dir_mode())
 
 
-def verify_export(model, path, self_ensemble="none", shape=VERIFY_SHAPE, atol=VERIFY_ATOL):
+def verify_export(
+    model, path, self_ensemble="none", shape=VERIFY_SHAPE, atol=VERIFY_ATOL, task=None
+):
     """Reloads ``path`` and checks both signatures against the Keras model on an odd size.
 
     Returns the largest float difference; raises :class:`ExportError` on a mismatch.
@@ -154,6 +220,8 @@ def verify_export(model, path, self_ensemble="none", shape=VERIFY_SHAPE, atol=VE
     from inference import model_io
     from models import inference
 
+    if task == model_io.TASK_FLOW:
+        return verify_flow_export(model, path, shape, atol)
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
     expected = np.asarray(inference.restore(model, images, self_ensemble))
     loaded = tf.saved_model.load(path)
@@ -169,6 +237,35 @@ def verify_export(model, path, self_ensemble="none", shape=VERIFY_SHAPE, atol=VE
         raise ExportError(f"Reloaded uint8 signature differs by {diff8.max()} levels.")
     logging.info("Verified the reloaded export on %s: max float difference %.3g.", shape, error)
     return error
+
+
+def verify_flow_export(model, path, shape=VERIFY_SHAPE, atol=VERIFY_ATOL):
+    """Both flow signatures of the reloaded export against the Keras model on an odd size; the
+    tolerance is ``atol`` x max(1, largest |flow|) (flows are pixels, not [0, 1] values)."""
+    import tensorflow as tf
+
+    from inference import flow_io, model_io
+
+    images = np.random.default_rng(0).random(shape, dtype=np.float32)
+    as_uint8 = np.rint(images * 255).astype(np.uint8)
+    loaded = tf.saved_model.load(path)
+    worst = 0.0
+    for name, given, reference in (
+        (model_io.SIGNATURE_FLOAT, images, images),
+        (model_io.SIGNATURE_UINT8, as_uint8, as_uint8 / np.float32(255)),
+    ):
+        expected = np.asarray(flow_io.estimate_flow(model, tf.constant(reference)))
+        got = loaded.signatures[name](images=tf.constant(given))[flow_io.SIGNATURE_FLOW_OUTPUT]
+        error = float(np.max(np.abs(got.numpy() - expected)))
+        limit = atol * max(1.0, float(np.max(np.abs(expected))))
+        if got.shape != expected.shape or error > limit:
+            raise ExportError(
+                f"Reloaded flow export ({name}) differs from the Keras model by {error:.3g} > "
+                f"{limit:.3g}."
+            )
+        worst = max(worst, error)
+    logging.info("Verified the reloaded flow export on %s: max difference %.3g px.", shape, worst)
+    return worst
 
 
 def _to_uint8(x):
@@ -193,7 +290,9 @@ def main(argv):
         out = export(model, FLAGS.out, FLAGS.self_ensemble, source, FLAGS.overwrite, FLAGS.verify)
     except (ExportError, OSError, ValueError) as error:  # + OutputError, ModelSourceError
         sys.exit(f"export.py: error: {error}")
-    print(f"Exported {source.get('model')} ({source.get('kind')} {source.get('path')}) to {out}.")
+    what = " (flow estimator)" if source.get("task") == model_io.TASK_FLOW else ""
+    where = f"{source.get('kind')} {source.get('path')}"
+    print(f"Exported {source.get('model')}{what} ({where}) to {out}.")
 
 
 if __name__ == "__main__":

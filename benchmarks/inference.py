@@ -17,7 +17,11 @@ machine's load does not always favour the same one). Each subprocess:
 The models are the registry's (:func:`models.model_names`: ``gradientnet``, ``idc``,
 ``mimo_unet``, ``mimo_unet_plus``, ``two_way``, at full width); for the GradientNet GAN that is the
 generator alone (3,496,759 parameters, 451.22 GMAC at 720x1280, as
-:func:`models.gradientnet.multiply_adds`), the critic having no part in inference.
+:func:`models.gradientnet.multiply_adds`), the critic having no part in inference. The flow
+estimators follow (``models.FLOW_ESTIMATOR_BUILDERS``: ``sen``, the default two stacks at full
+width, 76,974,030 parameters), run the way ``evaluate_flow.py`` and ``show_flow.py`` run them
+(:func:`inference.flow_io.estimate_flow`: padded to a multiple of 64, so 720x1280 costs
+768x1280, 626.25 GMAC, and cropped back). SEN is slow on a CPU; ``--models sen`` alone.
 
 Printed per row: parameters, the analytic multiply-adds of one forward (convolution weights only,
 transposed convolutions by input pixels; :mod:`models.flops`), seconds, effective GFLOP/s
@@ -46,7 +50,9 @@ import cli  # noqa: E402
 from benchmarks import peak  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", None, "Registry names to benchmark (default: all).")
+flags.DEFINE_list(
+    "models", None, "Registry names to benchmark, restorers or flow estimators (default: all)."
+)
 flags.DEFINE_string("size", "720x1280", "Image size HEIGHTxWIDTH (GoPro: 720x1280).")
 flags.DEFINE_integer("repeats", 3, "Timed forwards after the warm-up (median reported).")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "Time with XLA, without, or both.")
@@ -73,16 +79,9 @@ def measure(name: str, height: int, width: int, jit_compile: bool) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    import models
-    from inference.model_io import image_function
-    from models import flops, inference
-
     load_start = peak.load_average()
     peak_before = peak.matmul_peak(FLAGS.peak_n, FLAGS.peak_repeats)
-    model = models.build_model(name)
-    model.build((None, None, None, 3))
-    macs = flops.count_macs(model, height, width)
-    forward = image_function(lambda x: inference.restore(model, x), jit_compile=jit_compile)
+    model, forward, macs = build_forward(name, height, width, jit_compile)
     image = tf.constant(np.random.default_rng(0).random((1, height, width, 3), np.float32))
     start = time.perf_counter()
     forward(image).numpy()
@@ -111,6 +110,29 @@ def measure(name: str, height: int, width: int, jit_compile: bool) -> dict:
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "load": [load_start, peak.load_average()],
     }
+
+
+def build_forward(name: str, height: int, width: int, jit_compile: bool):
+    """(model, the forward the commands use, its analytic MACs) of a restorer or flow estimator."""
+    import models
+    from inference import flow_io, model_io
+    from models import flops, inference
+
+    if name in flow_estimator_names():
+        model = models.build_flow_estimator(name)
+        function = lambda x: flow_io.estimate_flow(model, x)  # noqa: E731
+    else:
+        model = models.build_model(name)
+        function = lambda x: inference.restore(model, x)  # noqa: E731
+    model.build((None, None, None, 3))
+    macs = flops.count_macs(model, height, width)  # padded to the model's multiple, as run
+    return model, model_io.image_function(function, jit_compile=jit_compile), macs
+
+
+def flow_estimator_names() -> list[str]:
+    import models
+
+    return sorted(getattr(models, "FLOW_ESTIMATOR_BUILDERS", {}))
 
 
 def run_child(name: str, jit_compile: bool) -> dict:
@@ -246,12 +268,11 @@ def main(argv):
     cli.import_tensorflow()
     import models
 
-    names = FLAGS.models or models.model_names()
-    unknown = sorted(set(names) - set(models.model_names()))
+    registered = models.model_names() + flow_estimator_names()
+    names = FLAGS.models or registered
+    unknown = sorted(set(names) - set(registered))
     if unknown:
-        sys.exit(
-            f"inference.py: error: --models: unknown {unknown}; registered: {models.model_names()}"
-        )
+        sys.exit(f"inference.py: error: --models: unknown {unknown}; registered: {registered}")
     print(peak.describe_machine())
     rows = run_all(names)
     print_table(rows, height, width)

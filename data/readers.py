@@ -21,6 +21,12 @@ name for paired folders, and for datalists the blur path without its ``blur`` fo
 without the leading folders common to all entries, joined by ``_``
 (``GOPR0372_07_00/blur/000047.png`` -> ``GOPR0372_07_00_000047.png``).
 
+Flow sets (``sen_rpgan.md`` §5; :mod:`data.synthetic` kind ``flow``): :func:`list_flow_examples`
+lists (blurred image, ``uv_half`` label) paths of ``split/<SEQUENCE>/{blur,flow}/<frame>.{png,npy}``
+(or ``split/{blur,flow}/``), :func:`check_flow_examples` validates every label's ``.npy`` header
+(float32 (H, W, 2)) and its image's size, :func:`read_flow_label` loads one label (and rejects
+non-finite values). Each problem is a :class:`~data.errors.DataError` naming the file.
+
 Problems are collected as :class:`Problem` records (the checker reports all of them);
 :func:`list_pairs` raises one :class:`~data.errors.DataError` listing the errors. Files with other
 extensions (``.DS_Store``, ``Thumbs.db``) are skipped with a warning; image files must be 8-bit RGB
@@ -30,12 +36,16 @@ PNG or JPEG (see :mod:`data.image_io`).
 from __future__ import annotations
 
 import os
+import pickle
 from typing import NamedTuple
+
+import numpy as np
 
 from data import image_io
 from data.errors import DataError, MissingSplitError
 
 BLUR_VARIANTS = ("blur", "blur_gamma")
+FLOW_FOLDER = "flow"  # <sequence>/flow/<frame>.npy: float32 (H, W, 2) uv_half labels
 _MAX_LISTED = 10  # problems quoted in one DataError message
 
 
@@ -316,12 +326,101 @@ def _size_mismatch(pair: Pair, infos: dict[str, image_io.ImageInfo]) -> list[Pro
     return [Problem(pair.blur, "size_mismatch", msg)]
 
 
+def label_path_of(blur_path: str) -> str:
+    """``<sequence>/flow/<frame>.npy``, the label path of ``<sequence>/blur/<frame>.png``."""
+    seq_dir = os.path.dirname(os.path.dirname(blur_path))
+    stem = os.path.splitext(os.path.basename(blur_path))[0]
+    return os.path.join(seq_dir, FLOW_FOLDER, stem + ".npy")
+
+
 def flow_label_path(pair: Pair) -> str:
     """Path of the ``uv_half`` flow label (``<sequence>/flow/<frame>.npy``, float32 (H, W, 2)) of a
     pair of a synthetic ``flow`` data set; DataError if it does not exist."""
-    seq_dir = os.path.dirname(os.path.dirname(pair.blur))
-    stem = os.path.splitext(os.path.basename(pair.blur))[0]
-    path = os.path.join(seq_dir, "flow", stem + ".npy")
+    path = label_path_of(pair.blur)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no flow label for {pair.blur} (not a synthetic 'flow' set?).")
     return path
+
+
+# --- flow sets (sen_rpgan.md §5) ------------------------------------------------------------------
+
+
+def list_flow_examples(root: str, split: str) -> list[tuple[str, str]]:
+    """Sorted (blurred image, flow label) paths of ``root/split`` (see the module docstring).
+
+    DataError (one line) if the split has no blurred images, has blurred images but no labels at
+    all (not a flow set), or lacks the label of some image (the first one is named).
+    """
+    split_dir = _split_dir(root, split)
+    if os.path.isdir(os.path.join(split_dir, "blur")):
+        folders = [split_dir]
+    else:
+        folders = [os.path.join(split_dir, name) for name in sorted(os.listdir(split_dir))]
+    examples = []
+    for folder in folders:
+        blur_dir = os.path.join(folder, "blur")
+        if os.path.isdir(blur_dir):
+            names = (n for n in os.listdir(blur_dir) if image_io.is_image_name(n))
+            examples += [
+                (os.path.join(blur_dir, n), label_path_of(os.path.join(blur_dir, n))) for n in names
+            ]
+    if not examples:
+        raise DataError(f"{split_dir}: no blurred images (<sequence>/blur/<frame>.png) found.")
+    missing = [(blur, label) for blur, label in sorted(examples) if not os.path.isfile(label)]
+    if len(missing) == len(examples):
+        raise DataError(
+            f"{split_dir}: {len(examples)} blurred image(s) but no flow labels "
+            f"(<sequence>/{FLOW_FOLDER}/<frame>.npy): not a flow data set (make one with "
+            "`python -m data.make_synthetic --kind flow`)."
+        )
+    if missing:
+        more = f" ({len(missing)} of {len(examples)} labels missing)" if len(missing) > 1 else ""
+        raise DataError(f"{missing[0][1]}: flow label of {missing[0][0]} not found{more}.")
+    return sorted(examples)
+
+
+def _load_label(path: str, mmap: bool) -> np.ndarray:
+    try:
+        label = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: flow label not found.") from None
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        raise DataError(f"{path}: cannot read flow label ({error}).") from None
+    if not isinstance(label, np.ndarray):  # e.g. an .npz archive under a .npy name
+        raise DataError(f"{path}: not a .npy array file.")
+    if label.dtype != np.float32:
+        raise DataError(f"{path}: flow label has dtype {label.dtype}, expected float32.")
+    if label.ndim != 3 or label.shape[-1] != 2 or 0 in label.shape:
+        raise DataError(f"{path}: flow label has shape {label.shape}, expected (H, W, 2).")
+    return label
+
+
+def _check_label_size(path: str, label_hw, image_hw, image: str | None = None) -> None:
+    if image_hw is not None and tuple(label_hw) != tuple(image_hw):
+        (h, w), (ih, iw) = label_hw, image_hw
+        of = f" {image}" if image else ""
+        raise DataError(f"{path}: flow label is {w}x{h}, its blurred image{of} is {iw}x{ih}.")
+
+
+def read_flow_label(path: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """The float32 (H, W, 2) ``uv_half`` label at ``path``; DataError naming the file if it is
+    missing, unreadable, not float32 (H, W, 2), not ``expected_hw`` in size, or not finite."""
+    label = _load_label(path, mmap=False)
+    _check_label_size(path, label.shape[:2], expected_hw)
+    bad = int(label.size - np.count_nonzero(np.isfinite(label)))
+    if bad:
+        raise DataError(f"{path}: flow label has {bad} non-finite value(s) (NaN or Inf).")
+    return label
+
+
+def check_flow_examples(examples: list[tuple[str, str]]) -> list[tuple[int, int]]:
+    """(H, W) of every example from the file headers: the image must be 8-bit RGB PNG/JPEG and its
+    label a float32 (H, W, 2) array of the same size (values are checked when read). Raises one
+    DataError naming the first bad file."""
+    sizes = []
+    for blur, label in examples:
+        info = image_io.check_rgb8(blur)
+        label_hw = _load_label(label, mmap=True).shape[:2]
+        _check_label_size(label, label_hw, (info.height, info.width), blur)
+        sizes.append((info.height, info.width))
+    return sizes

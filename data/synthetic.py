@@ -16,12 +16,22 @@ Kinds (``SynthConfig.kind``):
   resampled to the N frame times.
 * ``trajectory`` (§2.1): uniform blur by a Boracchi–Foi PSF (centroid-centred, sum 1, no
   renormalisation) of a window with a 32-px margin (half the PSF canvas), centre kept.
-* ``flow`` (§2.2, ``sen_rpgan.md`` §5): a Gong et al. random flow field on the S x S output grid
-  (|u|, |v| ≤ ``u_max``, integers, 2 % zero fields), the exact non-uniform operator K of
-  :mod:`data.motion_blur` applied to a window with margin ⌈u_max·√2/2⌉ + 1 (flow extended by edge
-  replication), centre kept; the ``uv_half`` label is saved as ``flow/<frame>.npy`` (float32
-  (S, S, 2), u = +right, v = +down). ``flows_per_image`` consecutive pairs share one sharp window
-  (the paper's 20 flows per sharp image; default 20).
+* ``flow`` (§2.2, ``sen_rpgan.md`` §5; the **flow-23** / **flow-46** sets of SEN): Gong et al.'s
+  random flow model as written (:func:`data.motion_blur.random_flow`: tx, ty ~ U(±u_max), i.e. the
+  "strong" preset 27 scaled by u_max/27; tx_acc, ty_acc ~ U(±0.3), tz ~ U(±5e-3), rot_z ~
+  U(±π/70), centre shift U(±15) px; 1-based grid of the S x S output), rescaled by
+  min(1, u_max / max |u|,|v|), MATLAB-rounded to integers, 2 % zero fields (a random draw per
+  pair); the exact non-uniform operator K of :mod:`data.motion_blur` is applied to a sharp window
+  of (S + 2m)², m = ⌈u_max·√2/2⌉ + 1, with the flow extended by edge replication, and the central
+  S x S of blur and sharp are kept (a border-free "valid" blur: m exceeds every kernel's
+  half-extent). The ``uv_half`` label (u ≥ 0; u < 0 negates both components) is saved as
+  ``flow/<frame>.npy`` (float32 (S, S, 2), u = +right, v = +down, integer values, no negative
+  zeros). ``flows_per_image`` consecutive pairs (one *group*) share one sharp window, the "sharp
+  source" of the paper (20 flows per source). The paper's sets (§5, register #25):
+  ``FLOW_TRAIN_PAIRS`` = 10,000 train and ``FLOW_TEST_PAIRS`` = 2,000 test pairs, i.e. 500 / 100
+  sources x 20 flows; the splits draw their windows from disjoint photos and dead-leaves seeds,
+  so no test source appears in train. ``python -m data.make_synthetic --kind flow --u_max 46
+  --out DIR`` builds flow-46 with these counts (``--u_max 23``: flow-23).
 
 Sharp windows: 50 % photo windows (§2.6 sources of the split; sources larger than 2x the window are
 first down-scaled by a factor in [0.5, 1] with area interpolation) and 50 % dead-leaves images
@@ -34,8 +44,12 @@ blur variants; the other kinds write ``blur`` only. No noise by default (``noise
 Gaussian noise of that σ, in [0, 1] units, to the blurred images before quantisation).
 
 Determinism: every pair draws from its own generator seeded by (seed, split, kind, pair index[,
-stream]), so the same configuration gives byte-identical files whatever the number of worker
-processes; train and test use disjoint photo sources and disjoint dead-leaves seeds. Values are
+stream]) (the flow kind's shared window: by its group index), so the same configuration gives
+byte-identical files whatever the number of worker processes; train and test use disjoint photo
+sources and disjoint dead-leaves seeds. Workers take whole groups, and a process keeps the last
+windows it made, so a group's window is made once (flow kind: ~30 % of the time per pair).
+Versions (:func:`version`, in ``synthetic.json`` and the cache folder names): gopro and
+trajectory 1; flow 2 (version 1 could store −0.0 in labels and did not shard by group). Values are
 rounded to uint8 PNG. Sub-pixel warps use OpenCV's bilinear interpolation (1/32-pixel coordinate
 quantisation, negligible for blur synthesis).
 """
@@ -60,8 +74,11 @@ import fileio
 from data import dead_leaves, image_io, motion_blur, trajectories
 from data import synthetic_sources as sources
 
-VERSION = 1
+VERSION = 1  # of the gopro and trajectory kinds (the embedded default set)
 KINDS = ("gopro", "trajectory", "flow")
+KIND_VERSIONS = {"gopro": VERSION, "trajectory": VERSION, "flow": 2}
+FLOW_TRAIN_PAIRS = 10_000  # flow-23 / flow-46 (sen_rpgan.md §5): 500 train sources x 20 flows
+FLOW_TEST_PAIRS = 2_000  # 100 test sources x 20 flows
 SPLITS = ("train", "test")
 MANIFEST = "synthetic.json"
 GOPRO_MARGIN = 48
@@ -91,9 +108,22 @@ class SynthConfig:
             raise ValueError(f"path must be 'poly' or 'boracchi', got {self.path!r}.")
         if self.size < 16 or self.train_pairs < 0 or self.test_pairs < 0:
             raise ValueError(f"invalid size or pair counts in {self}.")
+        if not self.u_max > 0:
+            raise ValueError(f"u_max must be positive, got {self.u_max}.")
+        if self.flows_per_image < 1:
+            raise ValueError(f"flows_per_image must be at least 1, got {self.flows_per_image}.")
 
     def pairs(self, split: str) -> int:
         return self.train_pairs if split == "train" else self.test_pairs
+
+    def group_size(self) -> int:
+        """Consecutive pairs sharing one sharp window (flow kind), else 1."""
+        return self.flows_per_image if self.kind == "flow" else 1
+
+
+def version(kind: str) -> int:
+    """Generator version of a kind (bumped whenever the kind's files change)."""
+    return KIND_VERSIONS[kind]
 
 
 def pair_rng(cfg: SynthConfig, split: str, index: int, stream: int = 0) -> np.random.Generator:
@@ -350,18 +380,29 @@ def make_trajectory_pair(cfg: SynthConfig, split: str, index: int) -> dict:
     return _finish(cfg, rng, name, {"blur": blurred[crop], "sharp": window[crop]})
 
 
+@functools.lru_cache(maxsize=4)
+def flow_window(cfg: SynthConfig, split: str, group: int) -> tuple[str, np.ndarray]:
+    """(source name, read-only uint8 window (S + 2m)²) shared by the pairs of ``group``.
+
+    Cached: a worker makes its pairs group by group, so each window is drawn once.
+    """
+    side = cfg.size + 2 * motion_blur.flow_margin(cfg.u_max)
+    name, window = sample_window(pair_rng(cfg, split, group, 1), split, side, cfg.size)
+    window.setflags(write=False)
+    return name, window
+
+
 def make_flow_pair(cfg: SynthConfig, split: str, index: int) -> dict:
-    group = index // max(1, cfg.flows_per_image)
+    """One flow-set pair (module docstring, ``sen_rpgan.md`` §5): blur, sharp and ``uv_half``."""
+    name, window = flow_window(cfg, split, index // cfg.flows_per_image)
     margin = motion_blur.flow_margin(cfg.u_max)
-    name, window = sample_window(
-        pair_rng(cfg, split, group, 1), split, cfg.size + 2 * margin, cfg.size
-    )
     rng = pair_rng(cfg, split, index, 2)
     flow = motion_blur.random_flow(rng, cfg.size, cfg.size, cfg.u_max)
     blurred = motion_blur.blur_valid(window.astype(np.float64), flow)
     crop = np.s_[margin : margin + cfg.size, margin : margin + cfg.size]
     out = _finish(cfg, rng, name, {"blur": blurred, "sharp": window[crop]})
-    out["flow"] = motion_blur.to_uv_half(flow).astype(np.float32)
+    # + 0: MATLAB rounding leaves -0.0 for small negative values; store clean zeros.
+    out["flow"] = motion_blur.to_uv_half(flow).astype(np.float32) + np.float32(0)
     return out
 
 
@@ -421,16 +462,24 @@ def generate_split(root: str, split: str, cfg: SynthConfig, workers: int = 1, lo
     split_dir = os.path.join(root, split)
     os.makedirs(split_dir, exist_ok=True)
     n = cfg.pairs(split)
-    if workers <= 1 or n < 2:
-        for i in range(n):
+    groups = -(-n // cfg.group_size())
+    if workers <= 1 or groups < 2:
+        for done, i in enumerate(shard_indices(cfg, split, 0, 1), 1):
             generate_one(cfg, split, i, split_dir)
-            _log_progress(log, split, i + 1, n)
+            _log_progress(log, split, done, n)
         return
-    shards = [_start_shard(cfg, split, split_dir, k, workers) for k in range(min(workers, n))]
+    shards = [_start_shard(cfg, split, split_dir, k, workers) for k in range(min(workers, groups))]
     failed = [p.args for p in shards if p.wait() != 0]
     if failed:
         raise RuntimeError(f"synthetic data worker failed: {failed[0]}")
     _log_progress(log, split, n, n)
+
+
+def shard_indices(cfg: SynthConfig, split: str, shard: int, count: int):
+    """Pair indices of worker ``shard`` of ``count``: whole groups, round robin, in order."""
+    size, n = cfg.group_size(), cfg.pairs(split)
+    for start in range(shard * size, n, count * size):
+        yield from range(start, min(start + size, n))
 
 
 def _start_shard(cfg: SynthConfig, split: str, split_dir: str, shard: int, count: int):
@@ -447,7 +496,7 @@ def _shard_main(argv: list[str]) -> None:
     config, split, split_dir, shard, count = argv
     cv2.setNumThreads(1)
     cfg = SynthConfig(**json.loads(config))
-    for i in range(int(shard), cfg.pairs(split), int(count)):
+    for i in shard_indices(cfg, split, int(shard), int(count)):
         generate_one(cfg, split, i, split_dir)
 
 
@@ -458,7 +507,7 @@ def _log_progress(log, split: str, done: int, total: int) -> None:
 
 def manifest(cfg: SynthConfig) -> dict:
     return {
-        "version": VERSION,
+        "version": version(cfg.kind),
         "config": dataclasses.asdict(cfg),
         "layout": "GOPRO_Large: {train,test}/<sequence>/{blur,blur_gamma,sharp[,flow]}/<frame>",
         "sources": {s: list(sources.split_sources(s)) + ["deadleaves"] for s in SPLITS},

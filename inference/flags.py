@@ -2,7 +2,8 @@
 
 This module imports neither TensorFlow nor Keras: ``--help`` and flag errors must answer in about a
 second. The names the help text lists are therefore stated here; ``tests/test_cli.py`` checks them
-against the registry (:data:`models.MODEL_BUILDERS`), :data:`models.inference.ENSEMBLE_MODES` and
+against the registry (:data:`models.MODEL_BUILDERS`; :data:`FLOW_MODEL_NAMES` the flow estimators of
+``models.FLOW_ESTIMATOR_BUILDERS``), :data:`models.inference.ENSEMBLE_MODES` and
 :data:`metrics.CONVENTIONS`.
 """
 
@@ -13,6 +14,7 @@ from absl import flags
 from cli import define_once
 
 MODEL_NAMES = ("gradientnet", "idc", "mimo_unet", "mimo_unet_plus", "two_way")
+FLOW_MODEL_NAMES = ("sen",)  # flow estimators (evaluate_flow.py, show_flow.py, export.py)
 ENSEMBLE_MODES = ("none", "rot4", "x8")
 METRIC_CONVENTIONS = ("uint8", "float")
 OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the results folder."
@@ -23,7 +25,13 @@ def define_model_source_flags():
     string = flags.DEFINE_string
     define_once(string, "checkpoint", None, "Training run dir, checkpoint dir or prefix.")
     define_once(string, "weights", None, "Keras FILE.weights.h5 (needs --model) or FILE.keras.")
-    define_once(string, "model", None, f"Registered model name: {', '.join(MODEL_NAMES)}.")
+    define_once(
+        string,
+        "model",
+        None,
+        f"Registered model name: {', '.join(MODEL_NAMES)}; flow estimator: "
+        f"{', '.join(FLOW_MODEL_NAMES)}.",
+    )
     define_once(string, "model_kwargs", None, 'Model kwargs as JSON, e.g. {"num_res": 8}.')
     define_once(string, "saved_model", None, "SavedModel directory written by export.py.")
     define_once(
@@ -58,5 +66,6 @@ def define_overwrite_flag():
 
 
 SOURCE_FLAGS = ("checkpoint", "weights", "model", "model_kwargs", "saved_model", "self_ensemble")
+FLOW_SOURCE_FLAGS = SOURCE_FLAGS[:-1]  # no self-ensemble for flow estimators
 
 define_model_source_flags()

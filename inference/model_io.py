@@ -17,12 +17,17 @@ Sources (exactly one):
   ``--weights FILE.keras`` loads a whole saved Keras model (no ``--model`` needed).
 * ``--saved_model DIR``: a SavedModel written by ``export.py``.
 
-Every source gives a :class:`Restorer`: a callable from a (1, H, W, 3) float32 image in [0, 1], any
-H x W, to the (1, H, W, 3) float32 full-resolution output, **not clamped**. Keras models run through
-:func:`models.inference.restore` (pad to the model's multiple by edge replication, run, crop back,
-optional geometric self-ensemble) inside one ``tf.function`` whose input signature has dynamic H and
-W, so a test set of mixed sizes is traced once and memory stays flat. SavedModels run their serving
-signature (padding is inside it); the self-ensemble is applied around it.
+Two kinds of model share these sources (:data:`TASK_RESTORER`, the registry
+:data:`models.MODEL_BUILDERS`, and :data:`TASK_FLOW`, ``models.FLOW_ESTIMATOR_BUILDERS``: SEN);
+the loaders of one kind refuse the other in one line naming the path and what it holds
+(:func:`check_task`); flow estimators are wrapped by :mod:`inference.flow_io`.
+
+Every restorer source gives a :class:`Restorer`: a callable from a (1, H, W, 3) float32 image in
+[0, 1], any H x W, to the (1, H, W, 3) float32 full-resolution output, **not clamped**. Keras models
+run through :func:`models.inference.restore` (pad to the model's multiple by edge replication, run,
+crop back, optional geometric self-ensemble) inside one ``tf.function`` whose input signature has
+dynamic H and W, so a test set of mixed sizes is traced once and memory stays flat. SavedModels run
+their serving signature (padding is inside it); the self-ensemble is applied around it.
 """
 
 from __future__ import annotations
@@ -49,10 +54,69 @@ SIGNATURE_FLOAT = "serving_default"
 SIGNATURE_UINT8 = "serving_uint8"
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "restored"
+TASK_RESTORER = "restorer"  # image -> restored image (evaluate.py, deblur.py)
+TASK_FLOW = "flow_estimator"  # image -> motion flow (evaluate_flow.py, show_flow.py)
+TASK_WORDS = {TASK_RESTORER: "a deblurring model", TASK_FLOW: "a flow estimator"}
+TASK_COMMANDS = {
+    TASK_RESTORER: "evaluate.py, deblur.py or export.py",
+    TASK_FLOW: "evaluate_flow.py, show_flow.py or export.py",
+}
 
 
 class ModelSourceError(ValueError):
     """A model source that cannot be used; the message names the path and the problem."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Kinds of model: restorers and flow estimators
+# --------------------------------------------------------------------------------------------------
+
+
+def flow_estimator_names() -> list[str]:
+    """Registered flow estimators (``models.FLOW_ESTIMATOR_BUILDERS``; empty before SEN exists)."""
+    return sorted(getattr(models, "FLOW_ESTIMATOR_BUILDERS", {}))
+
+
+def model_task(name) -> str | None:
+    """:data:`TASK_FLOW`, :data:`TASK_RESTORER` or ``None`` for an unregistered name."""
+    if name in flow_estimator_names():
+        return TASK_FLOW
+    if name in models.model_names():
+        return TASK_RESTORER
+    return None
+
+
+def registered_names(task=None) -> list[str]:
+    """The registered names of ``task`` (both kinds when ``None``)."""
+    restorers, flows = models.model_names(), flow_estimator_names()
+    return {TASK_RESTORER: restorers, TASK_FLOW: flows}.get(task, restorers + flows)
+
+
+def check_task(actual, wanted, where, model=None, verb="holds"):
+    """Refuses a source holding the other kind of model, in one line naming ``where`` (a path or
+    flag) and what it holds, e.g. ``--checkpoint runs/sen: holds a flow estimator (model 'sen'),
+    not a deblurring model; use it with evaluate_flow.py, show_flow.py or export.py.``
+    ``wanted`` ``None`` accepts both; an unknown ``actual`` passes."""
+    if wanted is None or actual is None or actual == wanted:
+        return
+    named = f" (model {model!r})" if model else ""
+    raise ModelSourceError(
+        f"{where}: {verb} {TASK_WORDS[actual]}{named}, not {TASK_WORDS[wanted]}; use it with "
+        f"{TASK_COMMANDS[actual]}."
+    )
+
+
+def keras_model_task(model) -> str | None:
+    """The task of a loaded Keras model from its output channels (2: flow, 3: image); ``None``
+    when its output cannot be traced symbolically."""
+    side = max(int(getattr(model, "size_multiple", 1)), 8)
+    try:
+        spec = model.compute_output_spec(keras.KerasTensor((1, side, side, 3)))
+    except Exception:  # a model that cannot trace symbolically: no verdict, no refusal
+        return None
+    spec = model_inference.final_output(spec)
+    channels = getattr(spec, "shape", (None,))[-1]
+    return {2: TASK_FLOW, 3: TASK_RESTORER}.get(channels)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,8 +180,7 @@ def check_ensemble_mode(mode):
 def saved_model_restorer(path, self_ensemble="none", jit_compile=False) -> Restorer:
     """Loads an export.py SavedModel; the self-ensemble (if any) runs around its signature."""
     check_ensemble_mode(self_ensemble)
-    loaded = _load_saved_model(path)
-    info = _saved_model_info(loaded)
+    loaded, info = load_saved_model(path, TASK_RESTORER)
     baked = info.get("self_ensemble", "none")
     if baked != "none" and self_ensemble != "none":
         raise ModelSourceError(
@@ -144,6 +207,16 @@ def saved_model_restorer(path, self_ensemble="none", jit_compile=False) -> Resto
     source = dict(info, kind="saved_model", path=os.path.abspath(path), jit_compile=jit_compile)
     source["self_ensemble"] = baked if baked != "none" else self_ensemble
     return Restorer(function, source, None)
+
+
+def load_saved_model(path, task=None):
+    """(loaded SavedModel, its export metadata) of an export.py folder; refuses an export of the
+    other kind of model (:func:`check_task`; exports without a ``task`` are restorers)."""
+    loaded = _load_saved_model(path)
+    info = _saved_model_info(loaded)
+    actual = info.get("task", TASK_RESTORER)
+    check_task(actual, task, f"--saved_model {path}", info.get("model"))
+    return loaded, info
 
 
 def _load_saved_model(path):
@@ -185,9 +258,14 @@ def _saved_model_info(loaded) -> dict:
 
 
 def build(name, model_kwargs=None):
-    """Builds a registered model with all its weights (dynamic H, W); clear error otherwise."""
+    """Builds a registered model (restorer or flow estimator) with all its weights (dynamic H,
+    W); clear error otherwise."""
+    kwargs = model_kwargs or {}
     try:
-        model = models.build_model(name, **(model_kwargs or {}))
+        if model_task(name) == TASK_FLOW:
+            model = models.build_flow_estimator(name, **kwargs)
+        else:
+            model = models.build_model(name, **kwargs)
     except (ValueError, TypeError) as error:
         raise ModelSourceError(
             f"Cannot build model {name!r} with {model_kwargs}: {first_lines(error)}"
@@ -209,13 +287,14 @@ def parse_model_kwargs(text) -> dict:
     return value
 
 
-def load_weights_file(path, name=None, model_kwargs=None):
+def load_weights_file(path, name=None, model_kwargs=None, task=None):
     """A Keras model from ``.weights.h5`` or ``.keras``: (model, info).
 
     For ``.weights.h5`` the architecture comes from ``--model`` / ``--model_kwargs``; when
     ``model_kwargs`` is ``None`` (not given) and a training run's ``run_config.json`` lies beside
     the file (``<run>/final.weights.h5``), its model and kwargs are used, so a run's weights load
-    with the run's architecture. A ``--model`` that disagrees with that file is an error.
+    with the run's architecture. A ``--model`` that disagrees with that file is an error, and so
+    is a file of the other ``task`` (:func:`check_task`).
     """
     if not os.path.isfile(path):
         raise ModelSourceError(f"--weights {path}: no such file.")
@@ -226,6 +305,8 @@ def load_weights_file(path, name=None, model_kwargs=None):
             raise ModelSourceError(
                 f"--weights {path}: not a loadable .keras file ({first_lines(error)})."
             ) from error
+        if task is not None:
+            check_task(keras_model_task(model), task, f"--weights {path}", model.name)
         return model, {"kind": "keras", "path": os.path.abspath(path), "model": model.name}
     info = {"kind": "weights", "path": os.path.abspath(path)}
     config_path = os.path.join(os.path.dirname(os.path.abspath(path)), RUN_CONFIG)
@@ -236,11 +317,12 @@ def load_weights_file(path, name=None, model_kwargs=None):
                 f"--model {name} disagrees with {config_path} (model {config['model']!r}); drop "
                 "--model, or give --model_kwargs to ignore that file."
             )
+        check_task(model_task(config["model"]), task, f"--weights {path}", config["model"])
         name, model_kwargs = config["model"], config.get("model_kwargs") or {}
-        info["run_config"] = config_path
+        info.update(run_config=config_path, **run_config_extras(config))
     if not name:
         raise ModelSourceError(
-            f"--weights {path}: also pass --model (one of {models.model_names()})."
+            f"--weights {path}: also pass --model (one of {registered_names(task)})."
         )
     model = build(name, model_kwargs)
     _load_h5(model, path)
@@ -265,8 +347,9 @@ def _load_h5(model, path):
         ) from error
 
 
-def load_checkpoint(path, name=None, model_kwargs=None):
-    """A Keras model from a run dir, checkpoint dir or prefix; returns (model, info)."""
+def load_checkpoint(path, name=None, model_kwargs=None, task=None):
+    """A Keras model from a run dir, checkpoint dir or prefix; returns (model, info). A run of
+    the other ``task`` is refused before anything is built (:func:`check_task`)."""
     prefix, fallback_h5 = resolve_checkpoint(path)
     config = find_run_config(prefix or fallback_h5)
     if config is None and not name:
@@ -274,6 +357,8 @@ def load_checkpoint(path, name=None, model_kwargs=None):
             f"--checkpoint {path}: no {RUN_CONFIG} found beside it; pass --model (and "
             "--model_kwargs) to name the architecture."
         )
+    if not name:
+        check_task(model_task(config["model"]), task, f"--checkpoint {path}", config["model"])
     name = name or config["model"]
     model_kwargs = model_kwargs if model_kwargs else (config or {}).get("model_kwargs", {})
     model = build(name, model_kwargs)
@@ -287,7 +372,14 @@ def load_checkpoint(path, name=None, model_kwargs=None):
         "path": location,
         "model": name,
         "model_kwargs": model_kwargs,
+        **run_config_extras(config or {}),
     }
+
+
+def run_config_extras(config) -> dict:
+    """What a run's configuration adds to a source description: ``u_max`` of a flow estimator's
+    training data (evaluate_flow.py picks the paper's reference number by it)."""
+    return {"u_max": config["u_max"]} if config.get("u_max") is not None else {}
 
 
 def resolve_checkpoint(path):
@@ -384,22 +476,31 @@ def checkpoint_model_variables(prefix):
 # --------------------------------------------------------------------------------------------------
 
 
-def load_keras_model(checkpoint=None, weights=None, model=None, model_kwargs=None):
-    """(Keras model, source description) from a checkpoint or a weights file."""
+def load_keras_model(checkpoint=None, weights=None, model=None, model_kwargs=None, task=None):
+    """(Keras model, source description) from a checkpoint or a weights file.
+
+    ``task`` (:data:`TASK_RESTORER`, :data:`TASK_FLOW` or ``None`` = either, export.py) refuses a
+    source of the other kind in one line. The description's ``task`` says which kind was loaded.
+    """
     kwargs = parse_model_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
-    if model is not None and model not in models.model_names():
+    if model is not None and model_task(model) is None:
         raise ModelSourceError(
-            f"--model {model!r} is not registered; choose from {models.model_names()}."
+            f"--model {model!r} is not registered; choose from {registered_names(task)}."
         )
+    if model is not None:
+        check_task(model_task(model), task, f"--model {model}", verb="is")
     if checkpoint and weights:
         raise ModelSourceError("Give either --checkpoint or --weights, not both.")
+    if not (checkpoint or weights):
+        raise ModelSourceError(
+            "Give a model source: --checkpoint, --weights (+ --model) or --saved_model."
+        )
     if checkpoint:
-        return load_checkpoint(checkpoint, model, kwargs)
-    if weights:
-        return load_weights_file(weights, model, kwargs)
-    raise ModelSourceError(
-        "Give a model source: --checkpoint, --weights (+ --model) or --saved_model."
-    )
+        keras_model, info = load_checkpoint(checkpoint, model, kwargs, task)
+    else:
+        keras_model, info = load_weights_file(weights, model, kwargs, task)
+    actual = model_task(info.get("model")) or keras_model_task(keras_model)
+    return keras_model, dict(info, task=actual or task or TASK_RESTORER)
 
 
 def load_restorer(
@@ -429,7 +530,7 @@ def load_restorer(
         )
     if saved_model:
         return saved_model_restorer(saved_model, self_ensemble, jit_compile)
-    keras_model, source = load_keras_model(checkpoint, weights, model, model_kwargs)
+    keras_model, source = load_keras_model(checkpoint, weights, model, model_kwargs, TASK_RESTORER)
     return keras_restorer(keras_model, self_ensemble, source, jit_compile)
 
 

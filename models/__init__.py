@@ -1,15 +1,21 @@
-"""Model registry: an explicit mapping from a model name to its builder.
+"""Model registries: explicit mappings from a model name to its builder.
 
-Every builder takes keyword overrides of the model's constructor arguments and returns an unbuilt
-Keras model whose ``call`` maps an (N, H, W, 3) float32 image in [0, 1] to the list of restored
-images ordered coarse to fine (the last one is full resolution). Each model declares
-``size_multiple``, the side multiple its call needs; :func:`models.inference.restore` pads any
-other size.
+``MODEL_BUILDERS`` holds the **restorers**. Every builder takes keyword overrides of the model's
+constructor arguments and returns an unbuilt Keras model whose ``call`` maps an (N, H, W, 3)
+float32 image in [0, 1] to the list of restored images ordered coarse to fine (the last one is full
+resolution). Each model declares ``size_multiple``, the side multiple its call needs;
+:func:`models.inference.restore` pads any other size.
+
+``FLOW_ESTIMATOR_BUILDERS`` holds the **motion-flow estimators** (SEN of the blind deblurring
+framework, :mod:`models.sen`), which are not restorers: their ``call`` maps an (N, H, W, 3) image in
+[0, 1] of any size (they pad to their ``size_multiple`` inside and crop back) to one (N, H, W, 2)
+float32 flow map in pixels (u right, v down, ``uv_half``). Build them with
+:func:`build_flow_estimator`.
 """
 
 from __future__ import annotations
 
-from models import gradientnet, idc, mimo_unet, two_way
+from models import gradientnet, idc, mimo_unet, sen, two_way
 
 MODEL_BUILDERS = {
     "mimo_unet": mimo_unet.mimo_unet,
@@ -17,6 +23,10 @@ MODEL_BUILDERS = {
     "idc": idc.idc,
     "two_way": two_way.two_way,
     "gradientnet": gradientnet.gradientnet,
+}
+
+FLOW_ESTIMATOR_BUILDERS = {
+    "sen": sen.sen,
 }
 
 
@@ -29,3 +39,17 @@ def build_model(name: str, **overrides):
 
 def model_names():
     return sorted(MODEL_BUILDERS)
+
+
+def build_flow_estimator(name: str, **overrides):
+    """Builds a registered flow estimator by name; raises ``ValueError`` naming the choices."""
+    if name not in FLOW_ESTIMATOR_BUILDERS:
+        raise ValueError(
+            f"Unknown flow estimator {name!r}; registered flow estimators: "
+            f"{sorted(FLOW_ESTIMATOR_BUILDERS)}."
+        )
+    return FLOW_ESTIMATOR_BUILDERS[name](**overrides)
+
+
+def flow_estimator_names():
+    return sorted(FLOW_ESTIMATOR_BUILDERS)

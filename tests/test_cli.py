@@ -16,10 +16,13 @@ SCRIPTS = {
     "train_idc.py": ["--run_dir", "--preset"],
     "train_two_way.py": ["--run_dir", "--preset"],
     "train_gradientnet.py": ["--run_dir", "--preset", "--vgg_weights", "--content_weight"],
+    "train_sen.py": ["--stage", "--u_max", "--init_from", "--sen_joint_finetune", "--sen_output"],
     "evaluate.py": ["--out_dir", "--save_images", "--overwrite", "--data_dir", "--checkpoint"],
     "export.py": ["--out", "--overwrite", "--verify", "--weights", "--self_ensemble"],
     "deblur.py": ["--tile", "--memory_budget_gb", "--overwrite", "--input", "--saved_model"],
     "convert_mimo_unet.py": ["--src", "--variant", "--out"],
+    "evaluate_flow.py": ["--data_dir", "--u_max", "--max_images", "--out_dir", "--checkpoint"],
+    "show_flow.py": ["--input", "--grid", "--max_flow", "--overwrite", "--saved_model"],
 }
 
 # Runs the script as __main__ with --help and reports its exit status and what got imported.
@@ -77,5 +80,6 @@ def test_tensorflow_free_names_match_the_registry():
     from models import inference
 
     assert list(inference_flags.MODEL_NAMES) == models.model_names()
+    assert list(inference_flags.FLOW_MODEL_NAMES) == models.flow_estimator_names()
     assert tuple(inference_flags.ENSEMBLE_MODES) == tuple(inference.ENSEMBLE_MODES)
     assert tuple(inference_flags.METRIC_CONVENTIONS) == tuple(metrics.CONVENTIONS)

@@ -217,6 +217,7 @@ def test_gopro_kind_layout_is_read_by_the_readers(tmp_path):
     with open(os.path.join(root, synthetic.MANIFEST)) as f:
         manifest = json.load(f)
     assert manifest["version"] == synthetic.VERSION and manifest["config"]["kind"] == "gopro"
+    assert synthetic.version("gopro") == 1  # the embedded default set is unchanged
 
 
 def test_flow_kind_saves_uv_half_labels(tmp_path):
@@ -276,6 +277,10 @@ def test_default_data_dir_generates_once_atomically(tmp_path, monkeypatch):
 def test_folder_name_tags_non_default_options():
     base = default_data.folder_name(synthetic.SynthConfig())
     assert base == "synthetic_gopro_v1_s256_n200-50_seed0"
+    flow = default_data.folder_name(synthetic.SynthConfig(kind="flow", u_max=46.0))
+    assert flow == "synthetic_flow_v2_s256_n200-50_seed0_u46"  # u_max named, no digest
+    odd = default_data.folder_name(synthetic.SynthConfig(kind="flow", flows_per_image=10))
+    assert odd.startswith("synthetic_flow_v2_s256_n200-50_seed0_u23_")
     other = default_data.folder_name(synthetic.SynthConfig(noise_sigma=0.01))
     assert other.startswith(base + "_") and other == default_data.folder_name(
         synthetic.SynthConfig(noise_sigma=0.01)
@@ -295,8 +300,10 @@ def test_make_synthetic_cli(tmp_path):
 
 
 @pytest.mark.slow
-def test_worker_processes_give_the_same_files(tmp_path):
-    cfg = synthetic.SynthConfig(**{**TINY, "train_pairs": 5})
+@pytest.mark.parametrize("kind", ["gopro", "flow"])
+def test_worker_processes_give_the_same_files(tmp_path, kind):
+    # flow: workers take whole groups of flows_per_image pairs (5 pairs: groups of 2, 2, 1)
+    cfg = synthetic.SynthConfig(**{**TINY, "train_pairs": 5, "kind": kind, "flows_per_image": 2})
     a = synthetic.build_dataset(str(tmp_path / "a"), cfg, workers=1)
     b = synthetic.build_dataset(str(tmp_path / "b"), cfg, workers=2)
     names = files_of(a)

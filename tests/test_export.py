@@ -173,3 +173,62 @@ def test_out_is_checked_before_the_model_is_loaded(tmp_path):
         code = run_main(export, *source, "--out", str(out))
         assert isinstance(code, str) and code.startswith("export.py: error: ") and message in code
     assert sorted(os.listdir(tmp_path)) == ["done", "file"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Flow estimators (SEN)
+# --------------------------------------------------------------------------------------------------
+
+TINY_SEN = {"width_divisor": 16}
+
+
+@pytest.mark.slow
+def test_sen_export_round_trip_through_main(tmp_path, capsys):
+    """export.py on tiny SEN weights, then the SavedModel equals the Keras model within 1e-5 on an
+    odd size through both signatures, loaded by the flow loader (verification is left to
+    test_restorer_and_flow_sources_are_not_mixed, on a fast model: a SEN reload costs seconds)."""
+    from inference import flow_io
+
+    model = models.build_flow_estimator("sen", **TINY_SEN)
+    model.build((None, None, None, 3))
+    weights = str(tmp_path / "sen.weights.h5")
+    model.save_weights(weights)
+    out = tmp_path / "sen_export"
+    args = ["--weights", weights, "--model", "sen", "--model_kwargs", json.dumps(TINY_SEN)]
+    assert run_main(export, *args, "--out", str(out), "--noverify") == 0
+    assert "Exported sen (flow estimator) (weights " in capsys.readouterr().out
+
+    estimator = flow_io.load_flow_estimator(saved_model=str(out))
+    info = json.loads((out / "assets.extra" / model_io.EXPORT_INFO).read_text())
+    assert info["task"] == "flow_estimator" and info["size_multiple"] == 64
+    assert estimator.source["model"] == "sen" and estimator.source["model_kwargs"] == TINY_SEN
+    images = np.random.default_rng(4).random((1, 37, 53, 3), dtype=np.float32)
+    expected = flow_io.estimate_flow(model, tf.constant(images)).numpy()
+    got = estimator(images).numpy()
+    assert got.shape == (1, 37, 53, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    as_uint8 = np.rint(images * 255).astype(np.uint8)
+    got8 = estimator.fn.loaded.signatures["serving_uint8"](images=tf.constant(as_uint8))["flow"]
+    expected8 = flow_io.estimate_flow(model, tf.constant(as_uint8 / np.float32(255))).numpy()
+    np.testing.assert_allclose(got8.numpy(), expected8, atol=1e-5)
+
+
+def test_restorer_and_flow_sources_are_not_mixed(tiny, tmp_path):
+    """A flow export given to the restorer loader and a restorer export given to the flow loader
+    are refused in one line naming the path and what it holds."""
+    import keras
+
+    from inference import flow_io
+
+    inputs = keras.Input((None, None, 3))
+    standin = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs))
+    flow_path = export.export(standin, str(tmp_path / "flow"))  # task from its 2 channels
+    assert export.verify_flow_export(standin, flow_path, atol=1e-6) < 1e-5
+    with pytest.raises(model_io.ModelSourceError, match="holds a flow estimator, not a deblurring"):
+        model_io.load_restorer(saved_model=flow_path)
+    with pytest.raises(model_io.ModelSourceError, match="holds a deblurring model \\(model 'mimo"):
+        flow_io.load_flow_estimator(saved_model=tiny[2])
+    with pytest.raises(export.ExportError, match="not available for flow estimators"):
+        export.export(standin, str(tmp_path / "f2"), self_ensemble="rot4", verify=False)
+    code = run_main(export, "--weights", tiny[1], "--model", "sen", "--out", str(tmp_path / "x"))
+    assert isinstance(code, str) and "disagrees" not in code and "these weights do not fit" in code

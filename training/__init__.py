@@ -24,7 +24,9 @@ Modules (import them directly; this package imports nothing at load time):
   GAN (n critic updates, then one generator update, on the same batch; every network and
   optimizer checkpointed; seeded draws equal across replicas and resumes).
 * :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`,
-  :mod:`training.gradientnet_step`: the per-paper step objects.
+  :mod:`training.gradientnet_step`, :mod:`training.sen_step`: the per-paper step objects.
+* :mod:`training.flow_inputs`: motion-flow training data (SEN): per-epoch datasets, the
+  validation set of flow labels, zero-flow and training-mean-flow baselines.
 
 Step-object interface (subclass :class:`training.step.TrainStep`)
 -----------------------------------------------------------------
@@ -57,6 +59,11 @@ Step-object interface (subclass :class:`training.step.TrainStep`)
     The Keras model evaluation and export use (default ``checkpoint_items()["model"]``).
 ``describe() -> dict``
     Optional extra lines for the run summary and ``run_config.json``.
+``validation_metric``, ``validation_higher_is_better``, ``validation_scores(output, target)``,
+``validation_text(result)``, ``validation_images(inputs, output, target)``
+    What validation measures (default: PSNR/SSIM of the restored image, best = highest PSNR; SEN:
+    flow MSE, best = lowest). The validation set gives ``tensors(i) -> (input, target)`` and its
+    ``baselines()`` (blurred-input PSNR/SSIM; zero-flow and mean-flow MSE for flow sets).
 ``structure`` (optional attribute, or method returning a dict)
     Anything else the checkpoint's structure depends on (e.g. optimizer classes), recorded in
     ``run_config.json`` and compared on resume like ``run_config()``'s entries.
@@ -78,12 +85,14 @@ Run-directory contract (``--run_dir DIR``)
     ``model.build((None, None, None, 3))``, ``training.tracking.track_layer_lists(model)``, then
     ``tf.train.Checkpoint(model=model).restore(prefix).expect_partial()``.
 ``best/``
-    The same format, one checkpoint: the best validation PSNR so far; ``best/best.json`` holds
-    ``{"step", "epochs_completed", "psnr", "ssim", "num_images", "validation"}``.
+    The same format, one checkpoint: the best validation score so far (highest PSNR; lowest flow
+    MSE for SEN); ``best/best.json`` holds ``{"step", "epochs_completed", "psnr", "ssim",
+    "num_images", "validation"}`` (SEN: ``"flow_mse"`` in place of ``"psnr", "ssim"``).
 ``tensorboard/``
     Event files: ``train/<loss terms>``, ``train/learning_rate``, ``train/steps_per_second``,
     ``train/epoch``, ``val/psnr``, ``val/ssim``, ``val/blurred_input_psnr|ssim`` and the images
-    ``val_images/<i>/{blur,output,sharp}``.
+    ``val_images/<i>/{blur,output,sharp}`` (SEN: ``val/flow_mse``, ``val/zero_flow_mse``,
+    ``val/mean_flow_mse``, images ``val_images/<i>/{blur,flow_u,flow_v,label_u,label_v}``).
 ``final.weights.h5``
     Keras weights of the inference model, written at the end of the run.
 """

@@ -253,6 +253,7 @@ MODEL_CLASSES = {
     "idc": ("idc.py", "IDC"),
     "two_way": ("two_way.py", "TwoWay"),
     "gradientnet": ("gradientnet.py", "GradientNetGAN"),
+    "sen": ("sen.py", "SEN"),  # a flow estimator (models.FLOW_ESTIMATOR_BUILDERS)
     # Not registry models: the critics, for --critic_kwargs.
     "gradientnet_critic": ("gradientnet.py", "PatchGANCritic"),
 }

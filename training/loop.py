@@ -7,9 +7,10 @@ Run directory (the contract ``evaluate.py`` / ``export.py`` / ``deblur.py`` read
     run_dir/
       run_config.json      {"model", "model_kwargs", "paper", "flags", ...}  (atomic write)
       checkpoints/         tf.train.CheckpointManager: model, optimizer(s), step, epoch, epoch_step
-      best/                the same format, best validation PSNR; best/best.json {"step",
-                           "epochs_completed", "psnr", ...}
-      tensorboard/         scalars (losses, learning rates, steps/s, val PSNR/SSIM) and images
+      best/                the same format, best validation score (the step object's
+                           validation_metric: PSNR, or SEN's flow MSE, lower is better);
+                           best/best.json {"step", "epochs_completed", "psnr", ...}
+      tensorboard/         scalars (losses, learning rates, steps/s, val scores) and images
       final.weights.h5     Keras weights of the inference model, written at the end
 
 Every file the loop writes itself goes through :mod:`fileio` (atomic, the umask's modes).
@@ -123,12 +124,32 @@ class ValidationSet:
     pairs: list  # of (name, blur uint8 HxWx3, sharp uint8 HxWx3)
     label: str
 
+    def tensors(self, index):
+        """``(input, target)`` of pair ``index`` as (1, H, W, C) float32 tensors: the blurred and
+        sharp images in [0, 1]. Subclasses with other targets (flow labels) override it."""
+        _, blur, sharp = self.pairs[index]
+        return (
+            tf.constant(blur[None], tf.float32) / 255.0,
+            tf.constant(sharp[None], tf.float32) / 255.0,
+        )
+
     def blurred_metrics(self) -> dict:
         """Mean PSNR/SSIM of the blurred inputs themselves (the baseline a model must beat)."""
         mean = metrics.MeanMetrics()
         for _, blur, sharp in self.pairs:
             mean.update(**metrics.image_metrics(blur / 255.0, sharp))
         return mean.result()
+
+    def baselines(self) -> dict:
+        """The scores a model must beat, logged once as ``val/<name>``: here the blurred inputs'
+        own PSNR/SSIM."""
+        base = self.blurred_metrics()
+        return {"blurred_input_psnr": base["psnr"], "blurred_input_ssim": base["ssim"]}
+
+    def baseline_text(self, baselines) -> str:
+        """The baselines as the validation message states them."""
+        psnr, ssim = baselines["blurred_input_psnr"], baselines["blurred_input_ssim"]
+        return f"blurred inputs: {psnr:.3f} dB, {ssim:.4f}"
 
 
 @dataclasses.dataclass
@@ -245,7 +266,8 @@ class Trainer:
         self.saved_step, self.last_val_step = -1, -1
         self.last_validation, self.best = None, None
         self.last_values = {}  # the scalars of the latest step (Python floats)
-        self._baseline = None  # validation metrics of the blurred inputs themselves
+        self._baseline = None  # the validation set's baselines (e.g. the blurred inputs' PSNR)
+        self._score_names = []  # the step object's validation scores, set by validate()
         self._counters = None
         self._stop = StopRequest()
         self._lock, self._created, self._restored = None, None, False
@@ -647,33 +669,34 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------
 
     def validate(self) -> dict | None:
-        """PSNR/SSIM (uint8 convention, metrics.batch_psnr_ssim) of the inference model on the
+        """The step object's validation scores (default PSNR/SSIM, uint8 convention; see
+        :meth:`training.step.TrainStep.validation_scores`) of the inference model on the
         validation set; logs them, updates ``best/``. Returns the means or None."""
         if not self.validation or not self.validation.pairs:
             return None
         started = time.monotonic()
-        mean, images = metrics.MeanMetrics(), []
-        for i, (_, blur, sharp) in enumerate(self.validation.pairs):
-            blur_f = tf.constant(blur[None], tf.float32) / 255.0
-            sharp_f = tf.constant(sharp[None], tf.float32) / 255.0
-            output = self._predict_fn(blur_f)
-            psnr, ssim = metrics.batch_psnr_ssim(output, sharp_f)
-            mean.update(psnr=psnr.numpy(), ssim=ssim.numpy())
+        step_obj, mean, images = self.step_obj, metrics.MeanMetrics(), []
+        for i in range(len(self.validation.pairs)):
+            inputs, target = self.validation.tensors(i)
+            output = self._predict_fn(inputs)
+            scores = step_obj.validation_scores(output, target)
+            mean.update(**{k: v.numpy() for k, v in scores.items()})
             if i < self.config.summary_images:
-                images.append((blur_f, tf.clip_by_value(output, 0.0, 1.0), sharp_f))
+                images.append(step_obj.validation_images(inputs, output, target))
+        self._score_names = list(scores)
         result = mean.result()
         if hasattr(self, "_interval"):  # keep validation time out of the logged steps/s
             self._interval["time"] += time.monotonic() - started
         first = self._baseline is None
         if first:
-            self._baseline = self.validation.blurred_metrics()
+            self._baseline = self.validation.baselines()
         self._log_validation(result, images, first)
         self.last_validation, self.last_val_step = result, self.step
-        base = self._baseline
         self.progress.message(
-            f"validation @ step {self.step} ({self.epoch_label()}): PSNR {result['psnr']:.3f} dB, "
-            f"SSIM {result['ssim']:.4f} on {result['num_images']} image(s) (blurred inputs: "
-            f"{base['psnr']:.3f} dB, {base['ssim']:.4f}; {time.monotonic() - started:.1f}s)"
+            f"validation @ step {self.step} ({self.epoch_label()}): "
+            f"{step_obj.validation_text(result)} on {result['num_images']} image(s) "
+            f"({self.validation.baseline_text(self._baseline)}; "
+            f"{time.monotonic() - started:.1f}s)"
             + (f"\n  validation set: {self.validation.label}" if first else "")
         )
         self._update_best(result)
@@ -681,28 +704,36 @@ class Trainer:
 
     def _log_validation(self, result, images, first):
         with self.writer.as_default(step=self.step):
-            summaries.scalar("val/psnr", result["psnr"])
-            summaries.scalar("val/ssim", result["ssim"])
+            for name in self._score_names:
+                summaries.scalar(f"val/{name}", result[name])
             if first:  # the baseline, inputs and labels do not change: log them once per process
-                summaries.scalar("val/blurred_input_psnr", self._baseline["psnr"])
-                summaries.scalar("val/blurred_input_ssim", self._baseline["ssim"])
-            for i, (blur, output, sharp) in enumerate(images):
-                summaries.image(f"val_images/{i}/output", output)
+                for name, value in self._baseline.items():
+                    summaries.scalar(f"val/{name}", value)
+            for i, (fixed, varying) in enumerate(images):
+                for name, image in varying.items():
+                    summaries.image(f"val_images/{i}/{name}", image)
                 if first:
-                    summaries.image(f"val_images/{i}/blur", blur)
-                    summaries.image(f"val_images/{i}/sharp", sharp)
+                    for name, image in fixed.items():
+                        summaries.image(f"val_images/{i}/{name}", image)
 
     def _update_best(self, result):
-        psnr = result["psnr"]
-        if not math.isfinite(psnr) or (self.best and psnr <= self.best["psnr"]):
+        """Saves ``best/`` when the step object's ``validation_metric`` improves (higher or lower
+        is better as its ``validation_higher_is_better`` says)."""
+        name = self.step_obj.validation_metric
+        value = result[name]
+        if not math.isfinite(value):
             return
+        if self.best and name in self.best:
+            higher = self.step_obj.validation_higher_is_better
+            if (value <= self.best[name]) if higher else (value >= self.best[name]):
+                return
         self._assign_counters()
         self._save_with(self.best_manager)
+        scores = {k: result[k] for k in self._score_names}
         self.best = {
             "step": self.step,
             "epochs_completed": self.epochs_completed,
-            "psnr": psnr,
-            "ssim": result["ssim"],
+            **scores,
             "num_images": result["num_images"],
             "validation": self.validation.label,
         }

@@ -9,6 +9,8 @@ without any schedule state of its own.
   mimo_unet.md section 7: x0.5 after epochs 500, 1000, ..., 2500; milestones [500, ..., 3000]).
 * :func:`polynomial_decay`: ``lr = (lr0 - end) * (1 - step / decay_steps) ** power + end``
   (IDC / Two-Way, SRN's schedule: power 0.3).
+* :class:`HoldThenLinearDecay`: constant, then a linear decay per step to a final rate, then held
+  (SEN, sen_rpgan.md section 5: 1.25e-3 for 50 epochs, linear to 1.25e-5 over 40).
 """
 
 from __future__ import annotations
@@ -94,3 +96,38 @@ def polynomial_decay(initial_learning_rate, decay_steps, end_learning_rate=0.0, 
         power=power,
         cycle=False,
     )
+
+
+@keras.saving.register_keras_serializable(package="deblur")
+class HoldThenLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """``initial_learning_rate`` for ``hold_steps`` updates, then linear in the update index down
+    to ``end_learning_rate`` over ``decay_steps`` updates, then held at ``end_learning_rate``.
+
+    The update with iteration index ``i`` (0-based) uses ``lr0`` for ``i <= hold_steps`` and
+    ``lr0 + (end - lr0) * min(i - hold_steps, decay_steps) / decay_steps`` after; with
+    ``decay_steps = 0`` the rate is ``lr0`` throughout (SEN's stage 2: a constant 1.25e-5). The
+    decay is per update, not per epoch (the paper says "linearly decays ... in 40 epochs").
+    """
+
+    def __init__(self, initial_learning_rate, end_learning_rate, hold_steps, decay_steps):
+        if hold_steps < 0 or decay_steps < 0:
+            raise ValueError(f"hold and decay steps must be >= 0 ({hold_steps}, {decay_steps}).")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.end_learning_rate = float(end_learning_rate)
+        self.hold_steps, self.decay_steps = int(hold_steps), int(decay_steps)
+
+    def __call__(self, step):
+        if self.decay_steps == 0:
+            return ops.convert_to_tensor(self.initial_learning_rate, "float32")
+        done = ops.cast(step, "float32") - float(self.hold_steps)
+        fraction = ops.clip(done / float(self.decay_steps), 0.0, 1.0)
+        delta = self.end_learning_rate - self.initial_learning_rate
+        return self.initial_learning_rate + delta * fraction
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "end_learning_rate": self.end_learning_rate,
+            "hold_steps": self.hold_steps,
+            "decay_steps": self.decay_steps,
+        }

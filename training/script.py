@@ -14,6 +14,7 @@ Nothing here imports TensorFlow at module load: a bad flag exits before that imp
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -118,7 +119,41 @@ def seed_initialisation() -> None:
         keras.utils.set_random_seed(FLAGS.seed)
 
 
-def build_trainer(step_factory: Callable, *, paper_flags, default_run_dir: str, out=None):
+@dataclasses.dataclass
+class TrainingData:
+    """What :func:`build_trainer` needs of a training set: its size (examples; one epoch is
+    ``size // batch`` steps), ``epoch -> dataset``, a lazy validation set and the
+    ``run_config.json`` description. The default is the (blur, sharp) pairs of the shared data
+    flags; SEN gives its flow sets (:mod:`training.flow_inputs`)."""
+
+    size: int
+    epoch_datasets: Callable
+    validation: Callable  # () -> ValidationSet | None
+    description: dict
+    unit: str = "pairs"
+
+
+def image_pair_data() -> TrainingData:
+    """The (blur, sharp) training pairs and validation set of the shared data flags."""
+    from training import inputs
+
+    source = inputs.open_train_source(FLAGS.data_dir, FLAGS.blur_variant)
+    return TrainingData(
+        size=len(source),
+        epoch_datasets=_epoch_datasets(inputs, source),
+        validation=lambda: _validation(inputs),
+        description={"train": inputs.describe_data_dir(FLAGS.data_dir), "train_pairs": len(source)},
+    )
+
+
+def build_trainer(
+    step_factory: Callable,
+    *,
+    paper_flags,
+    default_run_dir: str,
+    out=None,
+    data_factory: Callable[[], TrainingData] = image_pair_data,
+):
     """Flags -> (strategy, step object, data, validation, loop config) -> ``Trainer``.
 
     Args:
@@ -127,8 +162,9 @@ def build_trainer(step_factory: Callable, *, paper_flags, default_run_dir: str, 
         paper_flags: names of the script's own flags, recorded in ``run_config.json``.
         default_run_dir: run directory when ``--run_dir`` is not given.
         out: stream for the run summary and progress (stdout).
+        data_factory: ``() -> TrainingData`` (default: the image pairs of the data flags).
     """
-    from training import inputs, loop, strategy
+    from training import loop, strategy
 
     try:
         dist = strategy.make_strategy(FLAGS.strategy)
@@ -139,24 +175,22 @@ def build_trainer(step_factory: Callable, *, paper_flags, default_run_dir: str, 
             f"--batch_size {FLAGS.batch_size} is not divisible by the "
             f"{dist.num_replicas_in_sync} replicas."
         )
-    source = inputs.open_train_source(FLAGS.data_dir, FLAGS.blur_variant)
-    steps_per_epoch = len(source) // FLAGS.batch_size
+    data = data_factory()
+    steps_per_epoch = data.size // FLAGS.batch_size
     if steps_per_epoch < 1:
         raise app.UsageError(
-            f"The training set has {len(source)} pairs, fewer than one batch of {FLAGS.batch_size}."
+            f"The training set has {data.size} {data.unit}, fewer than one batch of "
+            f"{FLAGS.batch_size}."
         )
     seed_initialisation()
     step = step_factory(steps_per_epoch=steps_per_epoch, total_steps=total_steps(steps_per_epoch))
-    extra = {
-        "flags": train_flags.snapshot(paper_flags),
-        "data": {"train": inputs.describe_data_dir(FLAGS.data_dir), "train_pairs": len(source)},
-    }
+    extra = {"flags": train_flags.snapshot(paper_flags), "data": data.description}
     return loop.Trainer(
         step,
-        _epoch_datasets(inputs, source),
+        data.epoch_datasets,
         _loop_config(loop, FLAGS.run_dir or default_run_dir, steps_per_epoch),
         strategy=dist,
-        validation=_validation(inputs),
+        validation=data.validation(),
         run_config=extra,
         out=out,
     )

@@ -67,6 +67,32 @@ class TrainStep:
         """Extra ``key: value`` lines for the run summary (optimizer, loss, schedule, ...)."""
         return {}
 
+    # ---- validation (the loop's validate() and best/) -------------------------------------------
+    # The score that selects best/ and its direction: a deblurring step keeps the best PSNR; a
+    # flow estimator (SEN) the lowest flow MSE.
+    validation_metric: str = "psnr"
+    validation_higher_is_better: bool = True
+
+    def validation_scores(self, output, target) -> dict:
+        """Per-image scores of one validation batch: name -> (N,) tensor. ``output`` is the
+        inference model's prediction for the set's input (:meth:`ValidationSet.tensors`),
+        ``target`` the set's label. Default: PSNR/SSIM of a restored image against the sharp one
+        (uint8 convention, :func:`metrics.batch_psnr_ssim`)."""
+        import metrics
+
+        psnr, ssim = metrics.batch_psnr_ssim(output, target)
+        return {"psnr": psnr, "ssim": ssim}
+
+    def validation_text(self, result) -> str:
+        """The scores of a validation ``result`` (means) as the progress message states them."""
+        return f"PSNR {result['psnr']:.3f} dB, SSIM {result['ssim']:.4f}"
+
+    def validation_images(self, inputs, output, target) -> tuple[dict, dict]:
+        """TensorBoard images of one validation pair: ``(fixed, varying)`` dicts name -> (1, H,
+        W, 1|3) float in [0, 1]; ``fixed`` (input, label) are logged once per process, ``varying``
+        at every validation."""
+        return {"blur": inputs, "sharp": target}, {"output": tf.clip_by_value(output, 0.0, 1.0)}
+
     def run_config(self) -> dict:
         """The run-directory contract's model entries of ``run_config.json``."""
         return {

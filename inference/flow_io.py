@@ -1,0 +1,146 @@
+"""Flow estimators (SEN) from every model source, as one function of an image of any size.
+
+Sources (exactly one), as for the restorers (:mod:`inference.model_io`):
+
+* ``--checkpoint RUN``: a ``train_sen.py`` run folder (``run_config.json`` names ``"sen"``), a
+  checkpoint folder such as ``RUN/best`` or a prefix;
+* ``--weights FILE.weights.h5 --model sen [--model_kwargs JSON]`` (or a run's ``final.weights.h5``,
+  whose ``run_config.json`` supplies the rest);
+* ``--saved_model DIR``: a flow-estimator export of ``export.py``.
+
+A restorer given where a flow estimator is needed (a MIMO-UNet run, ``--model mimo_unet``, a
+restorer export) is refused in one line naming the path and what it holds, and the restorer
+commands refuse a flow estimator the same way (:func:`inference.model_io.check_task`).
+
+Every source gives a :class:`FlowEstimator`: a callable from a (1, H, W, 3) float32 image in [0, 1],
+any H x W, to the (1, H, W, 2) float32 motion flow in pixels, ``uv_half`` (u right, v down, u >= 0;
+``../shared/specs/sen_rpgan.md`` §2). Keras models are padded to their ``size_multiple`` (64 for
+SEN) by edge replication at the bottom/right, run, and cropped back, inside one ``tf.function``
+with dynamic H and W (one trace for a data set of mixed sizes); SavedModels pad inside their
+signature.
+The source description carries the training data's ``u_max`` when the run recorded it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+from absl import flags
+
+from inference import model_io
+from models import inference as model_inference
+
+FLAGS = flags.FLAGS
+SIGNATURE_FLOW_OUTPUT = "flow"  # output name of a flow export's signatures (export.py)
+FLOW_CHANNELS = 2
+
+
+@dataclasses.dataclass
+class FlowEstimator:
+    """A loaded flow estimator as one function of NHWC float32 images.
+
+    Attributes:
+        fn: (1, H, W, 3) float32 tensor in [0, 1] -> (1, H, W, 2) float32 flow (pixels, uv_half).
+        source: JSON-able description (kind, path, model, model_kwargs, task, u_max if known).
+        model: the Keras model, or ``None`` for a SavedModel.
+    """
+
+    fn: Callable
+    source: dict
+    model: keras.Model | None = None
+
+    def __call__(self, image):
+        return self.fn(tf.convert_to_tensor(image, tf.float32))
+
+
+def estimate_flow(model, images, training=False):
+    """The flow of a batch of any size: pad to the model's multiple, run, crop back.
+
+    Args:
+        model: a flow estimator (SEN: ``call`` returns the last stack's (N, H', W', 2) flow; a list
+            is reduced to its last element).
+        images: (N, H, W, 3) float32 in [0, 1].
+    Returns:
+        (N, H, W, 2) flow in pixels, ``uv_half``. SEN pads to 64 inside its own call too; the
+        outer padding makes that a no-op and lets any model with a ``size_multiple`` be used.
+    """
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    padded = model_inference.pad_to_multiple(images, model_inference.size_multiple(model))
+    flow = model_inference.final_output(model(padded, training=training))
+    return model_inference.crop_to(flow, height, width)
+
+
+def keras_flow_estimator(model, source=None, jit_compile=False) -> FlowEstimator:
+    """Wraps a built Keras flow estimator: one trace for every H x W (batch 1)."""
+    function = model_io.image_function(lambda images: estimate_flow(model, images), jit_compile)
+    source = dict(source or {}, task=model_io.TASK_FLOW, jit_compile=jit_compile)
+    return FlowEstimator(function, source, model)
+
+
+def saved_model_flow_estimator(path, jit_compile=False) -> FlowEstimator:
+    """Loads a flow-estimator export of export.py (padding is inside its signature)."""
+    loaded, info = model_io.load_saved_model(path, model_io.TASK_FLOW)
+    signature = loaded.signatures[model_io.SIGNATURE_FLOAT]
+
+    def forward(images):
+        return signature(**{model_io.SIGNATURE_INPUT: images})[SIGNATURE_FLOW_OUTPUT]
+
+    function = model_io.image_function(forward, jit_compile)
+    function.loaded = loaded  # keeps the SavedModel's variables alive with the function
+    source = dict(info, kind="saved_model", path=os.path.abspath(path), jit_compile=jit_compile)
+    return FlowEstimator(function, source, None)
+
+
+def load_flow_estimator(
+    checkpoint=None,
+    weights=None,
+    model=None,
+    model_kwargs=None,
+    saved_model=None,
+    jit_compile=False,
+) -> FlowEstimator:
+    """The :class:`FlowEstimator` of exactly one model source (see the module docstring)."""
+    given = [
+        name
+        for name, value in (
+            ("--checkpoint", checkpoint),
+            ("--weights", weights),
+            ("--saved_model", saved_model),
+        )
+        if value
+    ]
+    if len(given) != 1:
+        raise model_io.ModelSourceError(
+            "Give exactly one flow-estimator source: --checkpoint, --weights (+ --model sen) or "
+            "--saved_model" + (f"; got {' and '.join(given)}." if given else ".")
+        )
+    if saved_model:
+        return saved_model_flow_estimator(saved_model, jit_compile)
+    keras_model, source = model_io.load_keras_model(
+        checkpoint, weights, model, model_kwargs, model_io.TASK_FLOW
+    )
+    return keras_flow_estimator(keras_model, source, jit_compile)
+
+
+def flow_estimator_from_flags() -> FlowEstimator:
+    """:func:`load_flow_estimator` with the values of the shared model-source flags.
+
+    ``--self_ensemble`` does not apply (rotating an image rotates its flow vectors and breaks the
+    ``uv_half`` sign convention) and is refused when set.
+    """
+    if FLAGS.self_ensemble != "none":
+        raise model_io.ModelSourceError(
+            f"--self_ensemble {FLAGS.self_ensemble}: not available for flow estimators."
+        )
+    return load_flow_estimator(
+        checkpoint=FLAGS.checkpoint,
+        weights=FLAGS.weights,
+        model=FLAGS.model,
+        model_kwargs=FLAGS.model_kwargs,
+        saved_model=FLAGS.saved_model,
+        jit_compile="jit_compile" in FLAGS and FLAGS.jit_compile,
+    )
