@@ -321,8 +321,7 @@ def per_image_csv(rows) -> str:
 
 def write_results(out_dir, rows, summary):
     """Writes per_image.csv and summary.json atomically into ``out_dir``."""
-    fileio.atomic_write_bytes(os.path.join(out_dir, "per_image.csv"), per_image_csv(rows).encode())
-    fileio.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+    fileio.write_results(out_dir, per_image_csv(rows), summary)
 
 
 def result_line(summary) -> str:

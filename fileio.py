@@ -104,6 +104,12 @@ def atomic_write_json(path: str, payload) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_results(out_dir: str, csv_text: str, summary: dict) -> None:
+    """An evaluation's ``per_image.csv`` and ``summary.json`` in ``out_dir``, each atomically."""
+    atomic_write_bytes(os.path.join(out_dir, "per_image.csv"), csv_text.encode())
+    atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
+
+
 def temporary_dir(target: str, kind: str = "tmp") -> str:
     """A new empty hidden folder ``.<name>.<kind>-<pid>-<random>`` beside ``target`` with the
     umask's mode, after removing the stale ones of dead processes. Rename it to ``target`` when

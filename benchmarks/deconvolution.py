@@ -67,17 +67,6 @@ cli.declare_key_flags(
 BETAS = (0.02, 0.5)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"720x1280"`` -> (720, 1280); raises ``ValueError`` naming the flag."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 720x1280") from None
-    if height < 16 or width < 16:
-        raise ValueError(f"--size {text!r}: sides must be at least 16")
-    return height, width
-
-
 def rss_gib() -> float:
     """Peak resident set size of this process so far, GiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -321,7 +310,7 @@ def print_markdown(lines):
 
 def validate():
     """The flags as (height, width, [u_max floats]); ValueError naming a bad flag."""
-    height, width = parse_size(FLAGS.size)
+    height, width = peak.parse_size(FLAGS.size, minimum=16)
     try:
         limits = [float(v) for v in FLAGS.u_max]
     except ValueError:

@@ -63,17 +63,6 @@ flags.DEFINE_string("child", None, "Internal: 'name:0|1', benchmark one model an
 cli.declare_key_flags(["models", "size", "repeats", "xla", "peak_n", "peak_repeats", "json"])
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"720x1280"`` -> (720, 1280); raises ``ValueError`` naming the flag."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 720x1280") from None
-    if height < 1 or width < 1:
-        raise ValueError(f"--size {text!r}: sides must be positive")
-    return height, width
-
-
 def measure(name: str, height: int, width: int, jit_compile: bool) -> dict:
     """Peak, then ``name``'s forward, then the peak again, all in this process."""
     import numpy as np
@@ -255,7 +244,7 @@ def print_markdown(lines):
 def main(argv):
     del argv
     try:
-        height, width = parse_size(FLAGS.size)
+        height, width = peak.parse_size(FLAGS.size)
         if FLAGS.repeats < 1 or FLAGS.peak_n < 1 or FLAGS.peak_repeats < 1:
             raise ValueError("--repeats, --peak_n and --peak_repeats must be positive")
     except ValueError as error:

@@ -105,6 +105,18 @@ def fraction(gflops: float, peak: dict) -> float:
     return gflops / peak["gflops"]
 
 
+def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
+    """``"720x1280"`` -> (720, 1280) for the benchmarks' ``--size``; raises ``ValueError`` naming
+    the flag."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 720x1280") from None
+    if height < minimum or width < minimum:
+        raise ValueError(f"--size {text!r}: sides must be at least {minimum}")
+    return height, width
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4096, help="matrix side")

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 
-import keras
 import tensorflow as tf
 from absl import flags
 
@@ -40,21 +38,15 @@ FLOW_CHANNELS = 2
 
 
 @dataclasses.dataclass
-class FlowEstimator:
-    """A loaded flow estimator as one function of NHWC float32 images.
+class FlowEstimator(model_io.Restorer):
+    """A loaded flow estimator as one function of NHWC float32 images (a :class:`Restorer` whose
+    output is a flow).
 
     Attributes:
         fn: (1, H, W, 3) float32 tensor in [0, 1] -> (1, H, W, 2) float32 flow (pixels, uv_half).
         source: JSON-able description (kind, path, model, model_kwargs, task, u_max if known).
         model: the Keras model, or ``None`` for a SavedModel.
     """
-
-    fn: Callable
-    source: dict
-    model: keras.Model | None = None
-
-    def __call__(self, image):
-        return self.fn(tf.convert_to_tensor(image, tf.float32))
 
 
 def estimate_flow(model, images, training=False):
