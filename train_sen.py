@@ -341,11 +341,12 @@ def flow_root():
 
 def flow_data():
     """The flow training set, its per-epoch datasets and the lazy validation set."""
+    from data import flow_pipeline
     from training import flow_inputs
 
     root = flow_root()
     examples = flow_inputs.train_examples(root)
-    mean, labels = flow_inputs.training_mean_flow(examples)
+    mean = flow_pipeline.mean_flow(root, "train")
     return script.TrainingData(
         size=len(examples),
         epoch_datasets=flow_inputs.epoch_dataset_fn(
@@ -363,7 +364,6 @@ def flow_data():
             "train": root,
             "train_examples": len(examples),
             "training_mean_flow": [round(float(x), 6) for x in mean],
-            "training_mean_flow_labels": labels,
         },
         unit="examples",
     )

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import train_sen
+from data import flow_pipeline
 from tests.train_checks import parsed_flags, run_main, run_script
 from training import flow_inputs
 from training.loop import LoopConfig, Trainer
@@ -75,7 +76,7 @@ def _fake_flow_set(monkeypatch, tmp_path, examples=10_000):
     (tmp_path / "flow-46").mkdir(exist_ok=True)
     fake = [(f"b{i}.png", f"f{i}.npy") for i in range(examples)]
     monkeypatch.setattr(flow_inputs, "train_examples", lambda root: fake)
-    monkeypatch.setattr(flow_inputs, "training_mean_flow", lambda ex: (np.zeros(2), 0))
+    monkeypatch.setattr(flow_pipeline, "mean_flow", lambda root, split: np.zeros(2))
     monkeypatch.setattr(flow_inputs, "load_validation", lambda *a, **k: None)
     return str(tmp_path)
 

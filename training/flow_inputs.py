@@ -25,8 +25,6 @@ import tensorflow as tf
 from training.inputs import centre_crop
 from training.loop import ValidationSet
 
-MEAN_FLOW_LABELS = 2000  # training labels read for the mean-flow baseline (evenly spaced)
-
 
 def train_examples(root) -> list:
     """Sorted (blur PNG, flow .npy) paths of ``root/train``; ``data.DataError`` names a problem."""
@@ -55,21 +53,6 @@ def epoch_dataset_fn(root, *, batch_size, crop_size, seed=0):
     if seed is None or seed < 0:
         return lambda epoch: build(None)
     return lambda epoch: build(seed + epoch)
-
-
-def training_mean_flow(examples, limit=MEAN_FLOW_LABELS):
-    """``(mean (u, v) float64 (2,), labels read)``: the mean label over every pixel of at most
-    ``limit`` evenly spaced training labels (all of them for sets up to ``limit``)."""
-    from data import readers
-
-    stride = max(1, -(-len(examples) // max(limit, 1)))
-    chosen = examples[::stride]
-    total, count = np.zeros(2), 0
-    for _, label_path in chosen:
-        label = readers.read_flow_label(label_path)
-        total += label.sum(axis=(0, 1), dtype=np.float64)
-        count += label.shape[0] * label.shape[1]
-    return total / max(count, 1), len(chosen)
 
 
 @dataclasses.dataclass
