@@ -80,8 +80,9 @@ _define(
 _define(flags.DEFINE_integer, "max_images", 0, "Score the first N images (0 = all).", lower_bound=0)
 _define(flags.DEFINE_string, "out_dir", None, "Folder for per_image.csv and summary.json.")
 inference_flags.define_overwrite_flag()
+inference_flags.define_jit_flag()
 KEY_FLAGS = ["data_dir", "split", "u_max", "max_images", "out_dir", "overwrite"]
-cli.declare_key_flags([*KEY_FLAGS, *inference_flags.FLOW_SOURCE_FLAGS])
+cli.declare_key_flags([*KEY_FLAGS, *inference_flags.FLOW_SOURCE_FLAGS, "jit_compile"])
 
 RESULT_FILES = ("per_image.csv", "summary.json")
 # Wu et al., Table 1: SEN's flow MSE on their MSCOCO-23 / MSCOCO-46 test sets (2,000 images each).

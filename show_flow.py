@@ -56,8 +56,9 @@ _define(
     "Magnitude (px) drawn fully saturated in the colour code; 0 = each image's largest.",
 )
 inference_flags.define_overwrite_flag()
+inference_flags.define_jit_flag()
 KEY_FLAGS = ["input", "out_dir", "grid", "max_flow", "overwrite"]
-cli.declare_key_flags([*KEY_FLAGS, *inference_flags.FLOW_SOURCE_FLAGS])
+cli.declare_key_flags([*KEY_FLAGS, *inference_flags.FLOW_SOURCE_FLAGS, "jit_compile"])
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 SUFFIX = "_flow"
