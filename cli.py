@@ -122,4 +122,15 @@ def run(main) -> None:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         return main(argv)
 
-    app.run(quiet_main)
+    app.run(quiet_main, flags_parser=parse_flags)
+
+
+def parse_flags(argv):
+    """absl's parsing, but a bad flag value is the project's one line (``<script>: error: ...``,
+    exit 1) instead of absl's "FATAL Flags parsing error" and usage hint."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        script = os.path.basename(argv[0]) if argv else "command"
+        sys.stderr.write(f"{script}: error: {error}\n")
+        sys.exit(1)

@@ -61,6 +61,26 @@ def test_help_lists_own_flags_exits_0_without_tensorflow(script):
     assert "Try --helpfull" not in text
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train_sen.py", "--batch_size=-3"],
+        ["evaluate.py", "--limit=-1"],
+        ["deblur.py", "--no_such_flag"],
+        ["-m", "data.make_synthetic", "--size", "8"],
+    ],
+    ids=["out-of-range", "negative", "unknown", "module"],
+)
+def test_bad_flag_value_is_one_line_and_exit_1(argv):
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and ": error: " in lines[0], done.stderr
+    assert "FATAL" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_help_of_a_real_process_exits_0():
     done = subprocess.run(
         [sys.executable, "deblur.py", "--help"],
