@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from data import motion_blur as mb
 from deconvolution.blur_operator import BlurOperator, build_taps
+from tests.test_data_motion_blur import DELTA_CASES
 
 SHAPE = (2, 40, 52)  # a batch of two different flows
 
@@ -98,14 +99,7 @@ def test_tap_values_of_the_spec():
         np.testing.assert_allclose(ours, ref, atol=1e-7)
 
 
-@pytest.mark.parametrize(
-    "flow, on_line, off_line",
-    [
-        ((6, -6), [(-1, 1), (-2, 2), (1, -1)], [(1, 1), (-1, -1)]),  # up-right / down-left
-        ((6, 0), [(0, 1), (0, 3), (0, -3)], [(1, 0), (-1, 0)]),
-        ((0, 6), [(1, 0), (3, 0), (-3, 0)], [(0, 1), (0, -1)]),
-    ],
-)
+@pytest.mark.parametrize("flow, on_line, off_line", DELTA_CASES)
 def test_adjoint_of_a_delta_spreads_along_the_motion(flow, on_line, off_line):
     size = 15
     field = np.broadcast_to(np.array(flow, np.float32), (1, size, size, 2))

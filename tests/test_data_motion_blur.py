@@ -100,14 +100,16 @@ def test_constant_image_is_unchanged_including_borders():
     np.testing.assert_allclose(mb.blur_nonuniform(ones, flow), ones, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "flow, on_line, off_line",
-    [
-        ((6, -6), [(-1, 1), (-2, 2), (1, -1)], [(1, 1), (-1, -1)]),  # up-right / down-left
-        ((6, 0), [(0, 1), (0, 3), (0, -3)], [(1, 0), (-1, 0)]),
-        ((0, 6), [(1, 0), (3, 0), (-3, 0)], [(0, 1), (0, -1)]),
-    ],
-)
+# Kᵀ of a delta for (flow, offsets on the line, offsets off it); the TensorFlow operator's test
+# (tests/test_blur_operator.py) uses the same cases.
+DELTA_CASES = [
+    ((6, -6), [(-1, 1), (-2, 2), (1, -1)], [(1, 1), (-1, -1)]),  # up-right / down-left
+    ((6, 0), [(0, 1), (0, 3), (0, -3)], [(1, 0), (-1, 0)]),
+    ((0, 6), [(1, 0), (3, 0), (-3, 0)], [(0, 1), (0, -1)]),
+]
+
+
+@pytest.mark.parametrize("flow, on_line, off_line", DELTA_CASES)
 def test_adjoint_of_a_delta_spreads_along_the_motion(flow, on_line, off_line):
     size = 15
     field = np.broadcast_to(np.array(flow, float), (size, size, 2)).copy()

@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from training.inputs import centre_crop
+from training.inputs import centre_crop, per_epoch
 from training.loop import ValidationSet
 
 
@@ -50,9 +50,7 @@ def epoch_dataset_fn(root, *, batch_size, crop_size, seed=0):
             repeat=False,
         )
 
-    if seed is None or seed < 0:
-        return lambda epoch: build(None)
-    return lambda epoch: build(seed + epoch)
+    return per_epoch(build, seed)
 
 
 @dataclasses.dataclass

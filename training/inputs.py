@@ -77,6 +77,12 @@ def epoch_dataset_fn(
             drop_remainder=True,
         )
 
+    return per_epoch(build, seed)
+
+
+def per_epoch(build, seed):
+    """``epoch -> build(seed + epoch)``: a fixed dataset per epoch (exact resume), or with ``seed``
+    None or negative ``build(None)`` every epoch (fresh randomness)."""
     if seed is None or seed < 0:
         return lambda epoch: build(None)
     return lambda epoch: build(seed + epoch)
