@@ -652,7 +652,7 @@ class PatchGANCritic(keras.Model):
     LReLU(0.2) after the first four, IN after the 2nd-4th (``norm=False`` removes it); the last is
     linear (``sigmoid=True`` adds the paper wording's sigmoid, incompatible with WGAN-GP). Output
     (N, h, w, 1), 35 x 35 on 256 x 256; 3.61 GMAC per 256 x 256 image;
-    2,764,737 parameters. The critic value of an image is :func:`critic_value`.
+    2,764,737 parameters. The critic value of an image is :func:`losses.critic_value`.
     """
 
     def __init__(
@@ -709,11 +709,6 @@ class PatchGANCritic(keras.Model):
             "slope": self.slope,
             "init": self.init,
         }
-
-
-def critic_value(patch_map):
-    """D-bar(x): the mean of each image's patch map, (N, h, w, 1) -> (N,)."""
-    return ops.mean(patch_map, axis=(1, 2, 3))
 
 
 def gradientnet(**overrides):

@@ -328,7 +328,7 @@ class RPGANDiscriminator(keras.Model):
     ``call(x)``: (N, H, W, 6) = concat(image, O) for D_cGAN, (N, H, W, 3) one image for D_p, float
     in [0, 1] (any H, W; no padding) -> (N, ceil(H/16), ceil(W/16), 1) float, linear: D_cGAN's
     logits (sigmoid in the loss), D_p's per-patch critic values (D̄_p(x) is their mean,
-    :func:`critic_value`). 16x16 on 256x256. Another channel count raises a ``ValueError``.
+    :func:`losses.critic_value`). 16x16 on 256x256. Another channel count raises a ``ValueError``.
 
     Args:
         conditional: True for D_cGAN (6 input channels), False for D_p (3).
@@ -407,11 +407,6 @@ class RPGANDiscriminator(keras.Model):
             "width_divisor": self.width_divisor,
             "init": self.init,
         }
-
-
-def critic_value(patch_map):
-    """D̄_p(x): the mean of each image's patch map (register #16), (N, h, w, 1) -> (N,)."""
-    return ops.mean(patch_map, axis=(1, 2, 3))
 
 
 def rpgan_generator(**overrides):

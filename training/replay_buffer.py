@@ -1,0 +1,264 @@
+"""The RP-GAN replay buffer (``sen_rpgan.md`` §9, register #23; paper §4.2 "experience replay …
+fixed Q-targets" and §6.2).
+
+RP-GAN is not optimised on each deconvolution as soon as it is made: a buffer of ``size`` items
+(1000) holds deconvolution results of the recurrence levels — **50 % level 1, 30 % level 2, 20 %
+level 3** (500/300/200; :func:`level_counts`, largest remainders for other sizes) — produced by a
+**frozen snapshot** G̃ of the generator; the live G trains ``passes`` (3) shuffled passes over it,
+then G̃ ← G and the buffer is rebuilt. The snapshot is the "fixed Q-target": the inputs G learns
+from do not move while G does.
+
+Items (all of ``crop_size``², default 256):
+
+* level 1: a random window of the cached I*_1 (:class:`training.deconv_cache.DeconvCache`; no
+  generator pass, no CG solve);
+* level n ≥ 2: a random image and window, **extended by a ``margin`` (32 px) on every side** (cut
+  at the image's border, where the full-image problem has its boundary too), so that the CG
+  solves on the window do not see the window's artificial replicate boundary near the stored
+  part: Z₁ = clip(G̃(concat(I*_1, O)), 0, 1), I*_2 = CG(β₂; Z₁) with the window's O and U, and for
+  level 3 Z₂ = clip(G̃(concat(I*_2, O)), 0, 1), I*_3 = CG(β₃; Z₂); the central ``crop_size``² of
+  I*_n is stored with its O and I_s. A level-n item costs n − 1 generator passes and n − 1 CG
+  solves (``passes`` and ``levels`` of :class:`BufferItems` record it).
+
+Snapshot: a second instance of the generator's class (:func:`make_snapshot`), its weights copied
+from G at every rebuild (``snapshot.set_weights(G.get_weights())``), never trained (``trainable =
+False``) and always called with ``training=False`` (BN in inference mode, §9 "except in the frozen
+snapshot"). Nothing updates it between rebuilds.
+
+Determinism: cycle ``c`` draws its windows with ``np.random.default_rng([seed, c])`` and its pass
+``p`` shuffle with ``[seed, c, p]``; the items are a function of (seed, cycle, snapshot weights,
+cache). The batches of a cycle are the ``passes`` shuffled permutations concatenated and cut into
+``batch_size`` batches, the incomplete last one dropped (3 × 1000 / 16 → 187 steps).
+
+Resume: the buffer itself (1000 × 256² × 9 float32 values, 2.4 GB) is **not** checkpointed: a
+resumed run **regenerates the buffer** — it is derived data, a deterministic function of the
+snapshot's weights, the seed and the cycle number, and regenerating costs the cycle's CG solves
+(minutes) while saving it would cost gigabytes per checkpoint. For an exact resume the trainer
+checkpoints the snapshot (:attr:`ReplayBuffer.snapshot`, a Keras model usable as a checkpoint item)
+and the cycle number, calls :meth:`ReplayBuffer.rebuild` with ``refresh_snapshot=False`` and skips
+the batches already consumed (:meth:`ReplayBuffer.batches` ``start``). Without the snapshot, a
+resume rebuilds from the current G (a fresher target; the only difference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+FRACTIONS = (0.5, 0.3, 0.2)
+SIZE = 1000
+CROP_SIZE = 256
+MARGIN = 32
+PASSES = 3
+
+
+def level_counts(size: int = SIZE, fractions=FRACTIONS) -> tuple[int, ...]:
+    """Items per level: ``fractions`` (level 1, 2, ...; normalised) of ``size``, rounded by
+    largest remainders (ties to the lower level), summing to ``size``. 1000 -> (500, 300, 200)."""
+    fractions = np.asarray(fractions, np.float64)
+    if size < 0 or fractions.ndim != 1 or len(fractions) == 0 or (fractions < 0).any():
+        raise ValueError(f"bad buffer size {size} or fractions {fractions.tolist()}.")
+    if fractions.sum() <= 0:
+        raise ValueError(f"fractions {fractions.tolist()} sum to 0.")
+    exact = size * fractions / fractions.sum()
+    counts = np.floor(exact + 1e-9).astype(int)
+    order = sorted(range(len(counts)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: size - int(counts.sum())]:
+        counts[i] += 1
+    return tuple(int(c) for c in counts)
+
+
+def make_snapshot(generator, channels: int = 6):
+    """A frozen copy G̃ of ``generator`` (same class and config, its current weights).
+
+    Subclassed models are re-made from ``get_config``, functional ones with
+    ``keras.models.clone_model``; the copy is built on a (1, 8, 8, ``channels``) input.
+    """
+    import keras
+
+    try:
+        snapshot = type(generator).from_config(generator.get_config())
+    except (NotImplementedError, TypeError, ValueError):
+        snapshot = keras.models.clone_model(generator)
+    snapshot(np.zeros((1, 8, 8, channels), np.float32), training=False)
+    snapshot.set_weights(generator.get_weights())
+    snapshot.trainable = False
+    return snapshot
+
+
+@dataclasses.dataclass
+class BufferItems:
+    """The items of one cycle: ``istar``, ``blurred``, ``sharp`` float32 (size, c, c, 3) in [0, 1]
+    (I*_n, O, I_s), ``levels`` int32 (size,) n, ``passes`` int32 (size,) generator passes that
+    made the item, ``windows`` int32 (size, 3) (image index, top, left) of the stored window."""
+
+    istar: np.ndarray
+    blurred: np.ndarray
+    sharp: np.ndarray
+    levels: np.ndarray
+    passes: np.ndarray
+    windows: np.ndarray
+
+
+class ReplayBuffer:
+    """The §9 replay buffer over a :class:`training.deconv_cache.DeconvCache` (module docstring).
+
+    Args:
+        cache: the training images' cached U and I*_1.
+        generator: the live G, ``call(concat(I*, O)) -> (N, H, W, 3)`` linear.
+        size: items per cycle (1000).
+        fractions: share of each level (level 1 first), default (0.5, 0.3, 0.2).
+        betas: β of each level (β₁ is the cache's; default ``deconvolution.hqs.BETAS``).
+        crop_size: stored window size (256); margin: extension of level ≥ 2 windows (32).
+        passes: shuffled passes per cycle (3); batch_size: items per batch (16).
+        seed: base seed of the windows and shuffles.
+        tol, max_iter, method: CG and operator settings (§6).
+        snapshot: an existing frozen copy to use (e.g. restored from a checkpoint); default
+            :func:`make_snapshot` of ``generator``.
+    """
+
+    def __init__(
+        self,
+        cache,
+        generator,
+        *,
+        size: int = SIZE,
+        fractions=FRACTIONS,
+        betas=None,
+        crop_size: int = CROP_SIZE,
+        margin: int = MARGIN,
+        passes: int = PASSES,
+        batch_size: int = 16,
+        seed: int = 0,
+        tol: float = 1e-5,
+        max_iter: int = 100,
+        method: str = "auto",
+        snapshot=None,
+    ):
+        from deconvolution import hqs
+
+        self.counts = level_counts(size, fractions)
+        self.betas = tuple(hqs.beta_ladder(len(self.counts)) if betas is None else betas)
+        if len(self.betas) < len(self.counts):
+            raise ValueError(f"{len(self.counts)} levels need as many betas, got {self.betas}.")
+        if batch_size > size * passes:
+            raise ValueError(f"batch_size {batch_size} exceeds the {size * passes} items a cycle.")
+        self.cache, self.generator = cache, generator
+        self.size, self.crop_size, self.margin = size, crop_size, margin
+        self.passes, self.batch_size, self.seed = passes, batch_size, seed
+        self.tol, self.max_iter, self.method = tol, max_iter, method
+        self.snapshot = make_snapshot(generator) if snapshot is None else snapshot
+        self.cycle = None
+        self.items: BufferItems | None = None
+
+    @property
+    def steps_per_cycle(self) -> int:
+        """Batches of one cycle: ⌊passes·size / batch_size⌋."""
+        return self.passes * self.size // self.batch_size
+
+    # --- building ----------------------------------------------------------------------------
+
+    def refresh_snapshot(self) -> None:
+        """G̃ ← G (weights copied; the snapshot stays frozen)."""
+        self.snapshot.set_weights(self.generator.get_weights())
+
+    def _snapshot_pass(self, istar, blurred):
+        """Z = clip(G̃(concat(I*, O)), 0, 1) in inference mode, float32 (1, h, w, 3)."""
+        inputs = np.concatenate([istar, blurred], axis=-1)[None].astype(np.float32)
+        output = np.asarray(self.snapshot(inputs, training=False), np.float32)
+        return np.clip(output, 0.0, 1.0)
+
+    def _deep_item(self, level: int, index: int, top: int, left: int):
+        """(I*_level, O, I_s) central crops and generator passes of a level ≥ 2 item."""
+        import tensorflow as tf
+
+        from deconvolution.blur_operator import BlurOperator
+        from deconvolution.hqs import solve_data_term
+
+        height, width = self.cache.image_size(index)
+        c, m = self.crop_size, self.margin
+        top0, left0 = max(0, top - m), max(0, left - m)
+        bottom, right = min(height, top + c + m), min(width, left + c + m)
+        win = self.cache.window(index, top0, left0, bottom - top0, right - left0)
+        blurred = win["blurred"][None]
+        op = BlurOperator(tf.constant(win["flow"][None]), self.method)
+        istar, passes = win["istar1"][None], 0
+        for n in range(2, level + 1):
+            z = self._snapshot_pass(istar[0], win["blurred"])
+            passes += 1
+            x, _ = solve_data_term(blurred, z, op, self.betas[n - 1], self.tol, self.max_iter)
+            istar = x.numpy()
+        rows, cols = slice(top - top0, top - top0 + c), slice(left - left0, left - left0 + c)
+        return istar[0, rows, cols], win["blurred"][rows, cols], win["sharp"][rows, cols], passes
+
+    def plan(self, cycle: int) -> list[tuple[int, int, int, int]]:
+        """(level, image index, top, left) of every item of ``cycle``, level 1 first."""
+        rng = np.random.default_rng([self.seed, cycle])
+        plan = []
+        for level, count in enumerate(self.counts, start=1):
+            for _ in range(count):
+                plan.append((level, *self.cache.random_window(rng, self.crop_size)))
+        return plan
+
+    def rebuild(self, cycle: int, refresh_snapshot: bool = True) -> BufferItems:
+        """Makes the items of ``cycle`` (G̃ ← G first unless ``refresh_snapshot`` is False)."""
+        if refresh_snapshot:
+            self.refresh_snapshot()
+        c = self.crop_size
+        istar, blurred, sharp = (np.empty((self.size, c, c, 3), np.float32) for _ in range(3))
+        plan = self.plan(cycle)
+        levels = np.array([p[0] for p in plan], np.int32)
+        windows = np.array([p[1:] for p in plan], np.int32).reshape(-1, 3)
+        passes = np.zeros(self.size, np.int32)
+        for i, (level, index, top, left) in enumerate(plan):
+            if level == 1:
+                win = self.cache.window(index, top, left, c, c)
+                istar[i], blurred[i], sharp[i] = win["istar1"], win["blurred"], win["sharp"]
+            else:
+                istar[i], blurred[i], sharp[i], passes[i] = self._deep_item(level, index, top, left)
+        self.cycle = cycle
+        self.items = BufferItems(istar, blurred, sharp, levels, passes, windows)
+        return self.items
+
+    # --- consuming ---------------------------------------------------------------------------
+
+    def order(self) -> np.ndarray:
+        """Item indices of the cycle's ``passes`` shuffled passes, concatenated."""
+        return np.concatenate(
+            [
+                np.random.default_rng([self.seed, self.cycle, p]).permutation(self.size)
+                for p in range(self.passes)
+            ]
+        )
+
+    def batches(self, start: int = 0):
+        """Yields the cycle's batches from batch ``start``: dicts of ``istar``, ``blurred``,
+        ``sharp`` (B, c, c, 3) float32 and ``levels`` (B,) int32."""
+        if self.items is None:
+            raise RuntimeError("rebuild() the buffer before reading batches.")
+        order = self.order()
+        for b in range(start, self.steps_per_cycle):
+            pick = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield {
+                "istar": self.items.istar[pick],
+                "blurred": self.items.blurred[pick],
+                "sharp": self.items.sharp[pick],
+                "levels": self.items.levels[pick],
+            }
+
+    def dataset(self, start: int = 0):
+        """:meth:`batches` as a ``tf.data.Dataset`` (same order)."""
+        import tensorflow as tf
+
+        c = self.crop_size
+        image = tf.TensorSpec((self.batch_size, c, c, 3), tf.float32)
+        signature = {
+            "istar": image,
+            "blurred": image,
+            "sharp": image,
+            "levels": tf.TensorSpec((self.batch_size,), tf.int32),
+        }
+        return tf.data.Dataset.from_generator(
+            lambda: self.batches(start), output_signature=signature
+        )
