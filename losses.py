@@ -47,6 +47,16 @@ GRADIENTNET_GP_WEIGHT = 10.0
 # (gradientnet.md section 4; register item 19). s = 1 is plain Keras usage.
 GRADIENTNET_CONTENT_FEATURE_SCALE = 1.0 / 57.5
 CONTENT_DISTANCES = ("mse", "l2_per_position")
+# RP-GAN (sen_rpgan.md section 8, register 17-19): L = L_c + gamma L_cGAN + lambda L_p with
+# gamma = 0.01 (pix2pix's 1 : 100 adversarial-to-reconstruction ratio) and lambda = 0.1 (not given
+# in the paper); content features VGG16 block2_conv2 scaled by s = 1/57.5 (same reason as
+# GradientNet's s).
+RPGAN_CGAN_WEIGHT = 0.01
+RPGAN_PENALTY_WEIGHT = 0.1
+RPGAN_CONTENT_FEATURE_SCALE = 1.0 / 57.5
+G_ADV_FORMS = ("saturating", "non_saturating")
+# WGAN-GP weight of the dp_lipschitz="gp" alternative (Gulrajani et al.'s 10).
+RPGAN_DP_GP_WEIGHT = 10.0
 
 # SSIM constants of Wang et al. 2004 / tf.image.ssim.
 SSIM_WINDOW = 11
@@ -431,3 +441,166 @@ def wgan_critic_loss(critic_real, critic_fake, gradient_penalty, gp_weight=GRADI
         "gradient_penalty": penalty,
         "loss": fake - real + gp_weight * penalty,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# RP-GAN (Wu et al., section 4.2; sen_rpgan.md section 8)
+# --------------------------------------------------------------------------------------------------
+# Images in [0, 1]. D_cGAN returns logits (its sigmoid is folded into the losses, computed stably
+# with softplus: -log sigmoid(z) = softplus(-z), -log(1 - sigmoid(z)) = softplus(z)); D_p returns
+# critic patch maps whose per-image value D-bar_p(x) is the patch mean (:func:`critic_value`,
+# register 16). All terms are float32 whatever the networks' compute dtype. ``ops.softplus`` is the
+# overflow-free form (TF: tf.nn.softplus, JAX: logaddexp(x, 0)).
+
+
+def cgan_discriminator_loss(logits_real, logits_fake):
+    """D_cGAN loss (eq. 5): ``-[log D(I_s|O) + log(1 - D(G(I*|O)|O))]``, binary cross-entropy.
+
+    ``real = mean softplus(-z_real)`` (target 1 on (I_s, O)) and ``fake = mean softplus(z_fake)``
+    (target 0 on (G(I*, O), O), G's output detached by the caller), each a mean over patches and
+    batch; ``loss = real + fake`` (pix2pix halves it; a constant factor Adam ignores).
+
+    Args:
+        logits_real: D_cGAN's patch logits on concat(I_s, O), (N, h, w, 1), any float dtype.
+        logits_fake: its logits on concat(G(I*, O), O), same shape.
+
+    Returns:
+        dict of float32 scalars: ``bce_real``, ``bce_fake``, ``d_real`` / ``d_fake`` (mean
+        sigmoid probabilities, for the log) and ``loss``.
+    """
+    real, fake = ops.cast(logits_real, "float32"), ops.cast(logits_fake, "float32")
+    terms = {"bce_real": ops.mean(ops.softplus(-real)), "bce_fake": ops.mean(ops.softplus(fake))}
+    terms["d_real"] = ops.mean(ops.sigmoid(real))
+    terms["d_fake"] = ops.mean(ops.sigmoid(fake))
+    terms["loss"] = terms["bce_real"] + terms["bce_fake"]
+    return terms
+
+
+def artifact_critic_loss(
+    critic_deconvolved, critic_blurred, gradient_penalty=None, gp_weight=RPGAN_DP_GP_WEIGHT
+):
+    """D_p loss (eq. 6): minimise ``mean_i D-bar_p(O_i) - mean_i D-bar_p(I*_i)``.
+
+    The critic estimates W(P_data, P_o) between artifact-corrupted deconvolutions I* (pushed up)
+    and observed blurred images O (pushed down). The 1-Lipschitz constraint is weight clipping to
+    [-0.01, 0.01] after the update (:func:`training.adversarial.clip_weights`, register 15);
+    with ``dp_lipschitz="gp"`` the caller passes the WGAN-GP penalty of
+    :func:`training.adversarial.artifact_critic_loss` (only valid for a critic without BN).
+
+    Args:
+        critic_deconvolved: D_p's patch maps on I*, (N, h, w, 1). critic_blurred: on O.
+        gradient_penalty: optional scalar penalty (unweighted); ``None`` for weight clipping.
+        gp_weight: its weight (WGAN-GP's 10).
+
+    Returns:
+        dict of float32 scalars: ``critic_deconvolved``, ``critic_blurred`` (batch means of
+        D-bar_p), ``wasserstein`` (their difference, the distance estimate), ``gradient_penalty``
+        (only with a penalty) and ``loss``.
+    """
+    deconvolved = ops.mean(critic_value(critic_deconvolved))
+    blurred = ops.mean(critic_value(critic_blurred))
+    terms = {
+        "critic_deconvolved": deconvolved,
+        "critic_blurred": blurred,
+        "wasserstein": deconvolved - blurred,
+        "loss": blurred - deconvolved,
+    }
+    if gradient_penalty is not None:
+        terms["gradient_penalty"] = ops.cast(gradient_penalty, "float32")
+        terms["loss"] = terms["loss"] + gp_weight * terms["gradient_penalty"]
+    return terms
+
+
+def rpgan_content_loss(vgg, restored, sharp, scale=RPGAN_CONTENT_FEATURE_SCALE):
+    """L_c (section 4.2.3): MSE over C x H x W (and batch) of s phi(G(I*, O)) and s phi(I_s).
+
+    ``vgg`` = :func:`models.vgg.build_vgg16_features` (VGG16 ``block2_conv2`` = relu2_2, caffe
+    preprocessing of 255 x inside, input [0, 1]), called with ``training=False``; s = 1/57.5
+    (register 18; the paper's formula shows no square, Johnson et al.'s loss is squared). The
+    label's features are constants. ``restored``, ``sharp``: (N, H, W, 3) in [0, 1].
+    """
+    return gradientnet_content_loss(vgg, restored, sharp, scale=scale, distance="mse")
+
+
+def cgan_generator_term(logits_fake, form="saturating"):
+    """L_cGAN of G from D_cGAN's logits z on concat(G(I*, O), O); float32 scalar.
+
+    * ``"saturating"`` (as written, register 17): ``mean log(1 - D) = -mean softplus(z)``;
+    * ``"non_saturating"``: ``-mean log D = mean softplus(-z)``.
+
+    Means over patches and batch.
+    """
+    if form not in G_ADV_FORMS:
+        raise ValueError(f"Unknown g_adv_form {form!r}; expected one of {G_ADV_FORMS}.")
+    logits = ops.cast(logits_fake, "float32")
+    if form == "saturating":
+        return -ops.mean(ops.softplus(logits))
+    return ops.mean(ops.softplus(-logits))
+
+
+def artifact_penalty(critic_restored, critic_sharp):
+    """L_p (eq. 7): ``mean_i (D-bar_p(G(I*_i|O_i)) - D-bar_p(I_s,i))_+``, a per-sample hinge.
+
+    Zero for a sample whose output scores no more "artifact-like" than its sharp image; slope 1 in
+    D-bar_p(G_i) above (register 16: hinge per sample on the patch means, not per patch). The sharp
+    image's value is a constant. Returns ``(penalty, active)``: the float32 scalar and the fraction
+    of samples where the hinge is positive.
+    """
+    excess = critic_value(critic_restored) - ops.stop_gradient(critic_value(critic_sharp))
+    active = ops.mean(ops.cast(excess > 0.0, "float32"))
+    return ops.mean(ops.relu(excess)), active
+
+
+def rpgan_generator_loss(
+    restored,
+    sharp,
+    cgan_logits_fake,
+    critic_restored=None,
+    critic_sharp=None,
+    vgg=None,
+    cgan_weight=RPGAN_CGAN_WEIGHT,
+    penalty_weight=RPGAN_PENALTY_WEIGHT,
+    content_feature_scale=RPGAN_CONTENT_FEATURE_SCALE,
+    g_adv_form="saturating",
+):
+    """Generator objective L_RP-GAN = L_c + gamma L_cGAN + lambda L_p (section 4.2.3).
+
+    * ``content``: :func:`rpgan_content_loss` (VGG16 ``block2_conv2``, MSE, s = 1/57.5);
+    * ``cgan``: :func:`cgan_generator_term`, saturating ``mean log(1 - D(G|O))`` by default
+      (``g_adv_form="non_saturating"``: ``-mean log D(G|O)``);
+    * ``artifact_penalty``: :func:`artifact_penalty`, eq. 7, per-sample hinge; 0 when
+      ``penalty_weight == 0`` or the critic maps are ``None`` (``use_dp=False``, Appendix B).
+
+    gamma = ``cgan_weight`` = 0.01, lambda = ``penalty_weight`` = 0.1 (register 19).
+
+    Args:
+        restored: G(I*, O), (N, H, W, 3) linear output (images in [0, 1]). sharp: I_s, same shape.
+        cgan_logits_fake: D_cGAN's logits on concat(G(I*, O), O), (N, h, w, 1).
+        critic_restored / critic_sharp: D_p's patch maps on G(I*, O) and on I_s.
+        vgg: the frozen VGG16 extractor (:func:`models.vgg.build_vgg16_features`).
+
+    Returns:
+        dict of float32 scalars: ``content``, ``cgan``, ``artifact_penalty`` (unweighted),
+        ``penalty_active`` (fraction of samples with a positive hinge), ``cgan_weighted``,
+        ``penalty_weighted`` and ``loss``.
+    """
+    if vgg is None:
+        raise ValueError("The RP-GAN content loss needs the VGG16 feature extractor (vgg=None).")
+    restored, sharp = ops.cast(restored, "float32"), ops.cast(sharp, "float32")
+    terms = {
+        "content": rpgan_content_loss(vgg, restored, sharp, scale=content_feature_scale),
+        "cgan": cgan_generator_term(cgan_logits_fake, form=g_adv_form),
+    }
+    if penalty_weight and critic_restored is not None:
+        if critic_sharp is None:
+            raise ValueError("L_p needs D_p's maps on both G(I*, O) and I_s (critic_sharp=None).")
+        terms["artifact_penalty"], terms["penalty_active"] = artifact_penalty(
+            critic_restored, critic_sharp
+        )
+    else:
+        terms["artifact_penalty"] = ops.zeros((), dtype="float32")
+        terms["penalty_active"] = ops.zeros((), dtype="float32")
+    terms["cgan_weighted"] = cgan_weight * terms["cgan"]
+    terms["penalty_weighted"] = penalty_weight * terms["artifact_penalty"]
+    terms["loss"] = terms["content"] + terms["cgan_weighted"] + terms["penalty_weighted"]
+    return terms

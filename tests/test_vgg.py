@@ -1,8 +1,9 @@
-"""models/vgg.py: offline VGG19 weight resolution and the frozen block4_conv3 feature extractor.
+"""models/vgg.py: offline VGG weight resolution and the frozen feature extractors.
 
-gradientnet.md sections 4, 5.1 and 8. Nothing here downloads: weights are random (``weights=None``)
-and saved to tmp_path in Keras' own legacy ``.h5`` format (the notop file's) or as
-``.weights.h5``; Keras' downloader is replaced by one that fails the test if called.
+VGG19 block4_conv3 (gradientnet.md sections 4, 5.1 and 8) and VGG16 block2_conv2 = relu2_2 with
+[0, 1] images (sen_rpgan.md section 8). Nothing here downloads: weights are random
+(``weights=None``) and saved to tmp_path in Keras' own legacy ``.h5`` format (the notop file's)
+or as ``.weights.h5``; Keras' downloader is replaced by one that fails the test if called.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def _no_download(monkeypatch):
     monkeypatch.setattr(keras.utils, "get_file", refuse)
     monkeypatch.setattr("keras.src.utils.file_utils.get_file", refuse)
     monkeypatch.setattr("keras.src.applications.vgg19.file_utils.get_file", refuse)
+    monkeypatch.setattr("keras.src.applications.vgg16.file_utils.get_file", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +184,92 @@ def test_content_loss_trains_the_image_not_the_vgg():
     optimizer.apply_gradients(zip(tape.gradient(value, trainable), trainable, strict=True))
     assert float(value) > 0
     assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, model.variables, strict=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# VGG16 block2_conv2 (RP-GAN content loss, sen_rpgan.md section 8)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vgg16_file(tmp_path_factory):
+    """A random-weights VGG16 notop in Keras' legacy .h5 format plus reference block2_conv2
+    features of a fixed [0, 1] image batch (caffe preprocessing of 255 x)."""
+    folder = tmp_path_factory.mktemp("vgg16")
+    keras.utils.set_random_seed(2)
+    source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    legacy = folder / "legacy_vgg16_notop.h5"
+    with h5py.File(legacy, "w") as f:
+        from keras.src.legacy.saving import legacy_h5_format
+
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    images = RNG.uniform(0, 1, size=(2, 32, 48, 3)).astype("float32")
+    caffe = keras.applications.vgg16.preprocess_input(images * 255.0)
+    cut = keras.Model(source.input, source.get_layer("block2_conv2").output)
+    return {"legacy": legacy, "images": images, "features": cut(caffe).numpy()}
+
+
+def test_vgg16_constants_are_the_specs():
+    assert vgg.VGG16_NOTOP_FILE == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert vgg.VGG16_NOTOP_MD5 == "6d6bbae143d832006294945121d1f1fc"
+    assert vgg.RPGAN_CONTENT_LAYER == "block2_conv2"
+    with pytest.raises(ValueError, match="architecture"):
+        vgg.build_vgg_features(None, "vgg11")
+    with pytest.raises(ValueError, match="architecture"):
+        vgg_weights.resolve_vgg_weights("imagenet", architecture="resnet")
+
+
+def test_vgg16_extractor_is_frozen_and_cut_at_block2_conv2():
+    """relu2_2 of [0, 1] images: (N, H/2, W/2, 128), 4 convolutions, no trainable variables."""
+    model = vgg.build_vgg16_features(None)
+    assert model.trainable is False and model.trainable_variables == []
+    assert len(model.non_trainable_variables) == 2 * 4
+    inner = model.get_layer("vgg16_block2_conv2")
+    assert inner.layers[-1].name == "block2_conv2"
+    features = model(np.full((2, 32, 48, 3), 0.5, "float32"), training=False)
+    assert tuple(features.shape) == (2, 16, 24, 128) and features.dtype == "float32"
+    # Seeded random weights: the same features in a second build.
+    again = vgg.build_vgg16_features(None)(np.full((2, 32, 48, 3), 0.5, "float32"))
+    np.testing.assert_array_equal(np.asarray(features), np.asarray(again))
+    assert float(np.mean(np.asarray(features))) > 0
+
+
+def test_vgg16_missing_and_damaged_imagenet_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(vgg.VGGWeightsError) as info:
+        vgg_weights.resolve_vgg_weights("imagenet", architecture="vgg16")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("VGG16 ImageNet weights not found")
+    for part in (vgg.VGG16_NOTOP_FILE, vgg.VGG16_NOTOP_MD5, str(tmp_path / "models")):
+        assert part in message
+    assert "--vgg_weights random" in message and vgg.VGG19_NOTOP_FILE not in message
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "models" / vgg.VGG16_NOTOP_FILE
+    path.write_bytes(b"partial download")
+    with pytest.raises(vgg.VGGWeightsError) as info:
+        vgg_weights.resolve_vgg_weights("imagenet", architecture="vgg16")
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert vgg_weights.file_md5(str(path)) in message and vgg.VGG16_NOTOP_MD5 in message
+    # A VGG19 file in the cache does not stand in for the VGG16 one (nor the reverse).
+    with pytest.raises(vgg.VGGWeightsError, match=vgg.VGG19_NOTOP_FILE):
+        vgg_weights.resolve_vgg_weights("imagenet")
+
+
+def test_vgg16_cached_file_loads_offline(vgg16_file, monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    cached = tmp_path / "models" / vgg.VGG16_NOTOP_FILE
+    cached.write_bytes(vgg16_file["legacy"].read_bytes())
+    path = vgg_weights.resolve_vgg_weights(
+        "imagenet", expected_md5=vgg_weights.file_md5(str(cached)), architecture="vgg16"
+    )
+    assert path == str(cached)
+    got = vgg.build_vgg16_features(path)(vgg16_file["images"], training=False)
+    np.testing.assert_allclose(np.asarray(got), vgg16_file["features"], rtol=1e-4, atol=1e-3)
+
+
+def test_vgg19_file_is_not_a_vgg16_file(weight_files):
+    path = vgg_weights.resolve_vgg_weights(str(weight_files["legacy"]), architecture="vgg16")
+    with pytest.raises(vgg.VGGWeightsError, match="not a VGG16 notop weight file"):
+        vgg.build_vgg16_features(path)

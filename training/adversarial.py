@@ -1,4 +1,4 @@
-"""WGAN-GP gradient penalty and critic loss (TensorFlow: the penalty needs a nested GradientTape).
+"""WGAN-GP gradient penalty and critic losses, WGAN weight clipping (TensorFlow: nested tapes).
 
 GradientNet GAN (paper eq. 10; gradientnet.md section 4, register item 18), standard WGAN-GP
 (Gulrajani et al. 2017):
@@ -19,7 +19,18 @@ differentiable with respect to the critic's weights. The per-sample split relies
 treating samples independently (instance normalisation, no batch statistics): then the gradient of
 the batch sum with respect to x_i is the gradient of D(x_i).
 
-Tensors: NHWC float32, images in [-1, 1] (the generator's range).
+Tensors: NHWC float32, images in [-1, 1] (the generator's range) for GradientNet.
+
+RP-GAN's artifacts-penalised critic D_p (sen_rpgan.md section 8, register 15; paper eq. 6):
+:func:`artifact_critic_loss` (images in [0, 1]; I* pushed up, O pushed down). Its 1-Lipschitz
+constraint is the cited WGAN's (Arjovsky et al.) **weight clipping**: :func:`clip_weights` to
+[-0.01, 0.01] of every trainable D_p variable (kernels, biases, BN gamma and beta) after every D_p
+update; BN moving statistics are not trainable and not clipped (they are PyTorch buffers, which
+WGAN's ``p.data.clamp_`` over ``parameters()`` does not touch either). ``dp_lipschitz="gp"``
+reuses the WGAN-GP penalty above with x_i between I*_i and O_i; it must be paired with a critic
+without batch normalisation (the Appendix's D_p has BN in layers 1-5): batch statistics mix the
+samples, so the per-sample input gradient the penalty constrains is no longer that of D(x_i)
+alone (Gulrajani et al., section 4, recommend no BN in the critic for this reason).
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ GP_ENDPOINTS = ("generated", "blurred")
 # Added under the square root of the gradient norm so its derivative stays finite at 0; shifts the
 # norm by at most 1e-6.
 GP_NORM_EPSILON = 1e-12
+# RP-GAN D_p: Lipschitz constraint choices and the clipping bound of WGAN (Arjovsky et al.).
+DP_LIPSCHITZ = ("clip", "gp")
+DP_CLIP_LIMIT = 0.01
 
 
 def draw_epsilon(batch_size, seed=None):
@@ -138,5 +152,69 @@ def critic_loss(
         training=training,
     )
     terms = losses.wgan_critic_loss(critic_real, critic_fake, penalty, gp_weight=gp_weight)
+    terms["gradient_norm"] = tf.reduce_mean(norms)
+    return terms
+
+
+# --------------------------------------------------------------------------------------------------
+# RP-GAN artifacts-penalised critic D_p (paper eq. 6; sen_rpgan.md section 8)
+# --------------------------------------------------------------------------------------------------
+
+
+def clip_weights(variables, limit=DP_CLIP_LIMIT):
+    """Clip every variable in place to [-limit, limit] (WGAN weight clipping, register 15).
+
+    Pass ALL trainable variables of D_p (``critic.trainable_variables``: kernels, biases, BN
+    gamma / beta) and call this after every D_p optimizer update, inside the same ``tf.function``
+    (under a distribution strategy: in replica context after ``apply_gradients``, or in cross-
+    replica context; the variables are mirrored, each replica assigns the same clipped value).
+    """
+    if limit <= 0:
+        raise ValueError(f"clip limit must be positive, got {limit}")
+    for variable in variables:
+        variable.assign(tf.clip_by_value(variable, -limit, limit))
+
+
+def artifact_critic_loss(
+    critic,
+    deconvolved,
+    blurred,
+    lipschitz="clip",
+    gp_weight=losses.RPGAN_DP_GP_WEIGHT,
+    epsilon=None,
+    seed=None,
+    training=True,
+):
+    """D_p objective on one batch: :func:`losses.artifact_critic_loss` (+ WGAN-GP for ``"gp"``).
+
+    ``loss = mean_i D-bar_p(O_i) - mean_i D-bar_p(I*_i)`` (eq. 6, minimised: artifact-corrupted
+    deconvolutions I* score high, blurred observations O low). With ``lipschitz="clip"`` (default)
+    the caller clips the weights after the update (:func:`clip_weights`); with ``"gp"`` the
+    penalty ``gp_weight * mean_i (||grad D_p(x_i)||_2 - 1)^2``, x_i = eps_i I*_i + (1 - eps_i) O_i,
+    is added (critic without BN only). Both inputs are data (no gradient to any generator). Call
+    under D_p's tape.
+
+    Args:
+        critic: D_p, ``critic(x, training=...)`` -> (N, h, w, 1) patch map.
+        deconvolved: I*, (N, H, W, 3) in [0, 1]. blurred: O, same shape.
+
+    Returns:
+        dict of float32 scalars: ``critic_deconvolved``, ``critic_blurred``, ``wasserstein`` and
+        ``loss``; with ``"gp"`` also ``gradient_penalty`` (unweighted) and ``gradient_norm``.
+    """
+    if lipschitz not in DP_LIPSCHITZ:
+        raise ValueError(f"Unknown dp_lipschitz {lipschitz!r}; expected one of {DP_LIPSCHITZ}.")
+    deconvolved = tf.stop_gradient(tf.cast(deconvolved, tf.float32))
+    blurred = tf.stop_gradient(tf.cast(blurred, tf.float32))
+    critic_deconvolved = critic(deconvolved, training=training)
+    critic_blurred = critic(blurred, training=training)
+    if lipschitz == "clip":
+        return losses.artifact_critic_loss(critic_deconvolved, critic_blurred)
+    penalty, norms = penalty_and_norms(
+        critic, deconvolved, blurred, epsilon=epsilon, seed=seed, training=training
+    )
+    terms = losses.artifact_critic_loss(
+        critic_deconvolved, critic_blurred, gradient_penalty=penalty, gp_weight=gp_weight
+    )
     terms["gradient_norm"] = tf.reduce_mean(norms)
     return terms

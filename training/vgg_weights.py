@@ -1,10 +1,12 @@
-"""Where the VGG19 ImageNet weights are: the ``--vgg_weights`` value -> a local file, offline.
+"""Where the VGG ImageNet weights are: the ``--vgg_weights`` value -> a local file, offline.
 
-``"imagenet"`` means Keras' cached notop file (:data:`models.vgg.VGG19_NOTOP_FILE`, md5
-:data:`models.vgg.VGG19_NOTOP_MD5`) in Keras' cache folder, checked by name and md5; a missing or
-different file raises :class:`models.vgg.VGGWeightsError` with one line naming the file, its md5
-and where to put it. Nothing here downloads (there may be no network: a download would hang or fail
-late). Pure Python, kept out of ``models/`` because it reads files.
+``"imagenet"`` means Keras' cached notop file of the architecture in Keras' cache folder, checked
+by name and md5: VGG19 (GradientNet) :data:`models.vgg.VGG19_NOTOP_FILE`, md5
+:data:`models.vgg.VGG19_NOTOP_MD5`; VGG16 (RP-GAN) :data:`models.vgg.VGG16_NOTOP_FILE`, md5
+:data:`models.vgg.VGG16_NOTOP_MD5`. A missing or different file raises
+:class:`models.vgg.VGGWeightsError` with one line naming the file, its md5 and where to put it.
+Nothing here downloads (there may be no network: a download would hang or fail late). Pure
+Python, kept out of ``models/`` because it reads files.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from models.vgg import VGG19_NOTOP_FILE, VGG19_NOTOP_MD5, VGGWeightsError
+from models.vgg import VGG_NOTOP, VGGWeightsError, architecture_name
 
 
 def keras_models_dir() -> str:
@@ -37,45 +39,57 @@ def file_md5(path: str, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _imagenet_help() -> str:
+def _imagenet_help(architecture: str) -> str:
+    display, filename, md5 = VGG_NOTOP[architecture]
     return (
-        f"place Keras' VGG19 notop file {VGG19_NOTOP_FILE} (md5 {VGG19_NOTOP_MD5}) in "
+        f"place Keras' {display} notop file {filename} (md5 {md5}) in "
         f"{keras_models_dir()} (set KERAS_HOME to use another cache folder), or pass "
         "--vgg_weights PATH, or --vgg_weights random for a smoke run without ImageNet features"
     )
 
 
-def resolve_vgg_weights(value: str, expected_md5: str = VGG19_NOTOP_MD5) -> str | None:
+def resolve_vgg_weights(
+    value: str, expected_md5: str | None = None, architecture: str = "vgg19"
+) -> str | None:
     """Local weight file for a ``--vgg_weights`` value; ``None`` means random weights.
 
-    * ``"imagenet"``: Keras' cached ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` in
-      :func:`keras_models_dir`; it must exist and have md5 ``expected_md5``.
+    * ``"imagenet"``: Keras' cached notop file of ``architecture`` in :func:`keras_models_dir`
+      (``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` for ``"vgg19"``,
+      ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`` for ``"vgg16"``); it must exist and
+      have md5 ``expected_md5`` (default: the architecture's, :data:`models.vgg.VGG_NOTOP`).
     * ``"random"``: ``None`` (random initialisation; only when asked for explicitly).
     * anything else: a path to a weight file, either Keras' own legacy ``.h5`` / ``.hdf5`` format
       (the notop file itself, copied anywhere) or a Keras 3 ``.weights.h5`` of
-      ``VGG19(include_top=False)``; it must exist (its contents are checked when loading).
+      ``VGG19(include_top=False)`` / ``VGG16(include_top=False)``; it must exist (its contents are
+      checked when loading).
 
     Raises:
         VGGWeightsError: one-line message naming the file, the md5 and where to put it.
+        ValueError: unknown ``architecture``.
     """
+    display = architecture_name(architecture)
+    _, filename, default_md5 = VGG_NOTOP[architecture]
+    expected_md5 = expected_md5 or default_md5
     if value == "random":
         return None
     if value == "imagenet":
-        path = os.path.join(keras_models_dir(), VGG19_NOTOP_FILE)
+        path = os.path.join(keras_models_dir(), filename)
         if not os.path.isfile(path):
-            raise VGGWeightsError(f"VGG19 ImageNet weights not found at {path}: {_imagenet_help()}")
+            raise VGGWeightsError(
+                f"{display} ImageNet weights not found at {path}: {_imagenet_help(architecture)}"
+            )
         actual = file_md5(path)
         if actual != expected_md5:
             raise VGGWeightsError(
-                f"VGG19 ImageNet weights {path} have md5 {actual}, expected {expected_md5} "
-                f"(damaged or partial download?): {_imagenet_help()}"
+                f"{display} ImageNet weights {path} have md5 {actual}, expected {expected_md5} "
+                f"(damaged or partial download?): {_imagenet_help(architecture)}"
             )
         return path
     path = os.path.expanduser(value)
     if not os.path.isfile(path):
         raise VGGWeightsError(
             f"--vgg_weights {value}: no such file (expected 'imagenet', 'random' or the path of a "
-            f"VGG19 notop weight file such as {VGG19_NOTOP_FILE})"
+            f"{display} notop weight file such as {filename})"
         )
     if not path.endswith((".h5", ".hdf5")):
         raise VGGWeightsError(
