@@ -19,7 +19,8 @@ Modules (import them directly; this package imports nothing at load time):
   :class:`~training.optimizers.PyTorchAdam`, or Keras's), :func:`~training.optimizers.make_adam`.
 * :mod:`training.adversarial`: the WGAN-GP gradient penalty and critic loss (nested tape), WGAN
   weight clipping and the RP-GAN D_p critic loss (``clip_weights``, ``artifact_critic_loss``).
-* :mod:`training.vgg_weights`: ``--vgg_weights`` -> a local VGG19 weight file, never downloading.
+* :mod:`training.vgg_weights`: ``--vgg_weights`` -> a local VGG19 or VGG16 weight file, never
+  downloading.
 * :mod:`training.rundir`: run-folder checks, lock, leftovers of killed runs, resume comparison.
 * :mod:`training.gan_step`: :class:`~training.gan_step.AdversarialTrainStep`, the step of every
   GAN (n critic updates, then one generator update, on the same batch; every network and
