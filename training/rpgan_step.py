@@ -1,0 +1,312 @@
+"""The RP-GAN step object (Wu et al., paper section 4.2; sen_rpgan.md sections 8-9).
+
+Batches are ``(I*, O, I_s)``: the deconvolved image of the HQS data step, the observed blurred
+image and the sharp image, each (B, h, w, 3) float32 in [0, 1] (from the deconvolution cache in
+pre-training, from the replay buffer afterwards; :mod:`training.deconv_cache`,
+:mod:`training.replay_buffer`). One call of :meth:`RPGANTrainStep.train_step` (section 9):
+
+1. G(concat(I*, O)) once, on the generator's tape (BN in training mode);
+2. one update of **D_cGAN** on real concat(I_s, O) and fake concat(G(I*, O), O), G's output
+   detached, binary cross-entropy from logits (eq. 5, :func:`losses.cgan_discriminator_loss`);
+3. one update of **D_p** on (I*, O) (eq. 6, :func:`training.adversarial.artifact_critic_loss`),
+   then every trainable D_p variable clipped to [-0.01, 0.01] (``dp_lipschitz="clip"``, the cited
+   WGAN's method, register 15) or a WGAN-GP penalty instead (``dp_lipschitz="gp"``, D_p without
+   BN only: ``critic_kwargs={"d_style": "no_bn"}``);
+4. one update of **G** with L_RP-GAN = L_c + gamma L_cGAN + lambda L_p
+   (:func:`losses.rpgan_generator_loss`; gamma 0.01, lambda 0.1, VGG16 ``block2_conv2`` content
+   loss), which sees both critics as updated in 2-3.
+
+``use_dp=False`` (Appendix B): lambda = 0 and no D_p is built, updated or checkpointed.
+
+Adam with **PyTorch's formula**, betas (0.9, 0.99), epsilon 1e-8 for all three networks ("the same
+solver as SEN"). The rate (a float or a ``LearningRateSchedule``) is passed in; every optimizer is
+called with its own iteration counter, which equals the generator's at every update because each
+network is updated exactly once per step, so the schedule is keyed on G's step as section 9 says.
+
+The VGG16 extractor is built in the strategy scope, frozen, called in inference mode and never
+checkpointed: random seeded weights (:data:`models.vgg.RANDOM_VGG_SEED`) unless a weight file is
+given; ``run_config.json`` identifies them (``"random"`` or the file's md5).
+
+Checkpoint items (:class:`training.gan_step.AdversarialTrainStep`): ``model`` = G (what inference
+reads), ``optimizer``, ``d_cgan``, ``d_cgan_optimizer`` and, with D_p, ``d_p``, ``d_p_optimizer``.
+Under ``tf.distribute`` each replica computes its share of the batch; gradients are divided by the
+replica count before Keras' all-reduce (:func:`training.step.minimize`), the clipping runs in
+cross-replica context (a ``merge_call``: Keras variables are created with aggregation "none",
+which forbids assignments in a replica) and the WGAN-GP epsilon is drawn for the global batch and
+sliced (:meth:`~training.gan_step.AdversarialTrainStep.global_uniform`).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+import losses
+from training import adversarial
+from training.gan_step import AdversarialTrainStep
+from training.step import minimize
+
+# Section 9: Adam(0.9, 0.99, 1e-8) for G, D_cGAN and D_p; lr 1e-4 (then the schedule).
+RPGAN_BETA_1, RPGAN_BETA_2, RPGAN_EPSILON = 0.9, 0.99, 1e-8
+RPGAN_LEARNING_RATE = 1e-4
+D_CGAN, D_P = "d_cgan", "d_p"
+
+
+def clip_in_any_context(variables, limit=adversarial.DP_CLIP_LIMIT):
+    """:func:`training.adversarial.clip_weights` callable from a replica (``strategy.run``): the
+    assignments run in cross-replica context through ``merge_call``, each mirrored copy set to the
+    same clipped value."""
+    context = tf.distribute.get_replica_context()
+    if context is None:  # already cross-replica
+        adversarial.clip_weights(variables, limit)
+        return
+
+    def merged(strategy):
+        def clip(variable):
+            return variable.assign(tf.clip_by_value(variable, -limit, limit))
+
+        for variable in variables:
+            strategy.extended.update(getattr(variable, "value", variable), clip)
+
+    context.merge_call(merged)
+
+
+class RPGANTrainStep(AdversarialTrainStep):
+    """One RP-GAN update (D_cGAN, D_p + clipping, then G) on an (I*, O, I_s) batch.
+
+    Args:
+        model_kwargs: :func:`models.rpgan.rpgan_generator` overrides (``g_up_widths``,
+            ``width_divisor``, ``init``).
+        critic_kwargs: :func:`models.rpgan.rpgan_discriminator` overrides shared by both critics
+            (``d_style``, ``width_divisor``, ``init``); ``conditional`` is set per critic.
+        dp_kwargs: further overrides of D_p only (e.g. ``{"d_style": "no_bn"}`` for the penalty).
+        use_dp: False for Appendix B (no D_p, lambda = 0).
+        learning_rate: float or ``LearningRateSchedule`` for all three optimizers.
+        beta_1, beta_2, epsilon, adam_formula: Adam (0.9, 0.99, 1e-8, ``"pytorch"``).
+        cgan_weight, penalty_weight: gamma (0.01) and lambda (0.1).
+        content_feature_scale: s of the content loss (1/57.5).
+        g_adv_form: ``"saturating"`` (as written) or ``"non_saturating"``.
+        dp_lipschitz: ``"clip"`` (weight clipping to +-``clip_limit``) or ``"gp"``.
+        dp_gp_weight: WGAN-GP weight with ``"gp"`` (10).
+        vgg_weights_path: local VGG16 notop weight file, or None for seeded random weights.
+        vgg_weights_id: how ``run_config.json`` identifies them (md5 or ``"random"``).
+        seed: base of the stateless seeds (the ``"gp"`` epsilon).
+    """
+
+    paper = "rpgan"
+
+    def __init__(
+        self,
+        *,
+        model_kwargs=None,
+        critic_kwargs=None,
+        dp_kwargs=None,
+        use_dp=True,
+        learning_rate=RPGAN_LEARNING_RATE,
+        beta_1=RPGAN_BETA_1,
+        beta_2=RPGAN_BETA_2,
+        epsilon=RPGAN_EPSILON,
+        adam_formula="pytorch",
+        cgan_weight=losses.RPGAN_CGAN_WEIGHT,
+        penalty_weight=losses.RPGAN_PENALTY_WEIGHT,
+        content_feature_scale=losses.RPGAN_CONTENT_FEATURE_SCALE,
+        g_adv_form="saturating",
+        dp_lipschitz="clip",
+        dp_gp_weight=losses.RPGAN_DP_GP_WEIGHT,
+        clip_limit=adversarial.DP_CLIP_LIMIT,
+        vgg_weights_path=None,
+        vgg_weights_id="random",
+        seed=0,
+    ):
+        shared = dict(critic_kwargs or {})
+        critics = {D_CGAN: {**shared, "conditional": True}}
+        if use_dp:
+            critics[D_P] = {**shared, **dict(dp_kwargs or {}), "conditional": False}
+        super().__init__(
+            "rpgan_generator",
+            model_kwargs=model_kwargs,
+            critic_kwargs=critics,
+            critic_steps=1,
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            adam_formula=adam_formula,
+            seed=seed,
+        )
+        if g_adv_form not in losses.G_ADV_FORMS:
+            raise ValueError(f"g_adv_form must be one of {losses.G_ADV_FORMS}, got {g_adv_form!r}.")
+        if dp_lipschitz not in adversarial.DP_LIPSCHITZ:
+            raise ValueError(
+                f"dp_lipschitz must be one of {adversarial.DP_LIPSCHITZ}, got {dp_lipschitz!r}."
+            )
+        self.use_dp = bool(use_dp)
+        self.weights = {
+            "cgan_weight": float(cgan_weight),
+            "penalty_weight": float(penalty_weight) if self.use_dp else 0.0,
+            "content_feature_scale": float(content_feature_scale),
+            "g_adv_form": g_adv_form,
+        }
+        self.dp_lipschitz, self.dp_gp_weight = dp_lipschitz, float(dp_gp_weight)
+        self.clip_limit = float(clip_limit)
+        self.vgg_weights_path, self.vgg_weights_id = vgg_weights_path, vgg_weights_id
+        self.vgg = None
+        self.progress_terms = ("loss", "content", "cgan_weighted", "d_cgan_loss") + (
+            ("penalty_weighted", "d_p_wasserstein") if self.use_dp else ()
+        )
+
+    # ---- networks --------------------------------------------------------------------------------
+
+    def build_networks(self):
+        from models.rpgan import rpgan_discriminator, rpgan_generator
+
+        critics = {name: rpgan_discriminator(**kw) for name, kw in self.critic_kwargs.items()}
+        if D_P in critics and self.dp_lipschitz == "gp" and critics[D_P].has_batch_norm:
+            raise ValueError(
+                'dp_lipschitz="gp" needs a D_p without batch normalisation '
+                '(d_style "no_bn"; spec section 8, register 15).'
+            )
+        return rpgan_generator(**self.model_kwargs), critics
+
+    def build(self, strategy):
+        # The base class builds G for 3-channel images; G takes concat(I*, O) (6 channels).
+        with strategy.scope():
+            self.model, self.critics = self.build_networks()
+            self.model.build((None, None, None, self.model.in_channels))
+            self.optimizer = self._adam(self.learning_rate)
+            self.optimizer.build(self.model.trainable_variables)
+            for name, critic in self.critics.items():
+                critic.build((None, None, None, critic.in_channels))
+                optimizer = self._adam(self.critic_learning_rate)
+                optimizer.build(critic.trainable_variables)
+                self.critic_optimizers[name] = optimizer
+            self.build_loss_networks()
+
+    def build_loss_networks(self):
+        from models.vgg import VGGWeightsError, build_vgg16_features
+        from training.loop import ConfigError
+
+        try:
+            self.vgg = build_vgg16_features(self.vgg_weights_path)
+        except VGGWeightsError as error:  # the file exists but holds something else
+            raise ConfigError(str(error)) from None
+
+    # ---- the step --------------------------------------------------------------------------------
+
+    def train_step(self, deconvolved, blurred, sharp):
+        """One step on this replica's (I*, O, I_s), each (B/R, h, w, 3) float32 in [0, 1]."""
+        return self._rpgan_step(deconvolved, blurred, sharp, update_critics=True)
+
+    def update_generator(self, deconvolved, blurred, sharp):
+        """G(concat(I*, O)), L_RP-GAN and one update of G; the critics unchanged."""
+        return self._rpgan_step(deconvolved, blurred, sharp, update_critics=False)
+
+    def _rpgan_step(self, deconvolved, blurred, sharp, update_critics):
+        with tf.GradientTape() as tape:
+            inputs, fake = self.generate_rpgan(deconvolved, blurred, sharp)
+            critic_terms = {}
+            if update_critics:
+                with tape.stop_recording():
+                    critic_terms = self.update_critics(inputs, fake)
+            terms = self.generator_loss(inputs, fake)
+        minimize(tape, terms["loss"], self.model.trainable_variables, self.optimizer)
+        return {**terms, **critic_terms}
+
+    def generate_rpgan(self, deconvolved, blurred, sharp):
+        """``(inputs, G(concat(I*, O)))`` with ``inputs`` the float32 batch by name."""
+        inputs = {
+            "deconvolved": tf.cast(deconvolved, tf.float32),
+            "blurred": tf.cast(blurred, tf.float32),
+            "sharp": tf.cast(sharp, tf.float32),
+        }
+        conditioned = tf.concat([inputs["deconvolved"], inputs["blurred"]], axis=-1)
+        return inputs, tf.cast(self.model(conditioned, training=True), tf.float32)
+
+    def generate(self, blur, sharp):  # the base class's two-tensor batch does not apply
+        raise TypeError("RPGANTrainStep takes (I*, O, I_s) batches: use train_step(I*, O, I_s).")
+
+    def update_critics(self, inputs, fake):
+        """D_cGAN's update, then D_p's followed by the clipping (``"clip"``); returns their terms
+        prefixed ``d_cgan_`` / ``d_p_``."""
+        logged = super().update_critics(inputs, fake)
+        if D_P in self.critics and self.dp_lipschitz == "clip":
+            clip_in_any_context(self.critics[D_P].trainable_variables, self.clip_limit)
+        return logged
+
+    def critic_loss(self, name, inputs, fake, update):
+        critic = self.critics[name]
+        if name == D_CGAN:
+            blurred = inputs["blurred"]
+            real = critic(tf.concat([inputs["sharp"], blurred], axis=-1), training=True)
+            fake_logits = critic(tf.concat([fake, blurred], axis=-1), training=True)
+            return losses.cgan_discriminator_loss(real, fake_logits)
+        epsilon = None
+        if self.dp_lipschitz == "gp":
+            local = tf.shape(inputs["deconvolved"])[0]
+            epsilon = self.global_uniform(local, self.step_seed(update))
+        return adversarial.artifact_critic_loss(
+            critic,
+            inputs["deconvolved"],
+            inputs["blurred"],
+            lipschitz=self.dp_lipschitz,
+            gp_weight=self.dp_gp_weight,
+            epsilon=epsilon,
+        )
+
+    def generator_loss(self, inputs, fake):
+        logits = self.critics[D_CGAN](tf.concat([fake, inputs["blurred"]], axis=-1), training=True)
+        critic_restored = critic_sharp = None
+        if D_P in self.critics:
+            critic_restored = self.critics[D_P](fake, training=True)
+            critic_sharp = self.critics[D_P](inputs["sharp"], training=True)
+        return losses.rpgan_generator_loss(
+            fake,
+            inputs["sharp"],
+            logits,
+            critic_restored=critic_restored,
+            critic_sharp=critic_sharp,
+            vgg=self.vgg,
+            **self.weights,
+        )
+
+    # ---- records ---------------------------------------------------------------------------------
+
+    def loss_config(self) -> dict:
+        """The loss settings a resume must not change (``run_config.json`` ``"loss"``)."""
+        return {
+            **self.weights,
+            "use_dp": self.use_dp,
+            "dp_lipschitz": self.dp_lipschitz if self.use_dp else None,
+            "dp_clip_limit": self.clip_limit if self.use_dp else None,
+            "dp_gp_weight": self.dp_gp_weight if self.use_dp else None,
+            "content_network": "vgg16 block2_conv2, caffe preprocessing",
+            "vgg_weights": self.vgg_weights_id,
+        }
+
+    def run_config(self):
+        return {**super().run_config(), "loss": self.loss_config()}
+
+    def describe(self):
+        def count(model):
+            return int(sum(int(tf.size(v)) for v in model.trainable_variables))
+
+        rate = self.learning_rate
+        initial = float(rate(0)) if callable(rate) else float(rate)
+        w = self.weights
+        described = {
+            "optimizer_settings": f"Adam (all three networks), lr={initial:g} at step 0"
+            f"{' (schedule on the generator step)' if callable(rate) else ', constant'}, "
+            f"betas=({self.beta_1:g}, {self.beta_2:g}), epsilon={self.epsilon:g}",
+            "objective": "content (VGG16 block2_conv2, MSE, scale "
+            f"{w['content_feature_scale']:.6g}) + {w['cgan_weight']:g} cGAN ({w['g_adv_form']}) "
+            f"+ {w['penalty_weight']:g} L_p; "
+            + (
+                f"D_p Lipschitz by {self.dp_lipschitz}"
+                if self.use_dp
+                else "no D_p (Appendix B, use_dp=False)"
+            ),
+            "parameters": count(self.model),
+            "vgg_trainable_variables": 0 if self.vgg is None else len(self.vgg.trainable_variables),
+        }
+        for name, critic in self.critics.items():
+            described[f"parameters_{name}"] = count(critic)
+        return described
