@@ -224,6 +224,15 @@ class ResGroup(layers.Layer):
         }
 
 
+def strided_shape(input_shape, strides, channels):
+    """Output shape (N, ceil(H/s), ceil(W/s), channels) of a "same" stride-``s`` layer (NHWC)."""
+
+    def out(size):
+        return None if size is None else -(-size // strides)
+
+    return (input_shape[0], out(input_shape[1]), out(input_shape[2]), channels)
+
+
 def subsample2(x):
     """Nearest 0.5x: keeps pixel (2i, 2j), the top-left of each 2x2 block (PyTorch's nearest)."""
     return x[:, ::2, ::2, :]

@@ -161,10 +161,7 @@ class CBR(layers.Layer):
         return ops.relu(self.bn(self._convolve(x), training=training))
 
     def compute_output_shape(self, input_shape):
-        def out(size):
-            return None if size is None else -(-size // self.strides)
-
-        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), self.filters)
+        return blocks.strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         return {

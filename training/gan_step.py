@@ -125,7 +125,8 @@ class AdversarialTrainStep(TrainStep):
     def build(self, strategy):
         with strategy.scope():
             self.model, self.critics = self.build_networks()
-            self.model.build((None, None, None, 3))
+            # A conditional generator (RP-GAN's G reads concat(I*, O)) declares its input width.
+            self.model.build((None, None, None, getattr(self.model, "in_channels", 3)))
             self.optimizer = self._adam(self.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
             for name, critic in self.critics.items():

@@ -167,20 +167,6 @@ class RPGANTrainStep(AdversarialTrainStep):
             )
         return rpgan_generator(**self.model_kwargs), critics
 
-    def build(self, strategy):
-        # The base class builds G for 3-channel images; G takes concat(I*, O) (6 channels).
-        with strategy.scope():
-            self.model, self.critics = self.build_networks()
-            self.model.build((None, None, None, self.model.in_channels))
-            self.optimizer = self._adam(self.learning_rate)
-            self.optimizer.build(self.model.trainable_variables)
-            for name, critic in self.critics.items():
-                critic.build((None, None, None, critic.in_channels))
-                optimizer = self._adam(self.critic_learning_rate)
-                optimizer.build(critic.trainable_variables)
-                self.critic_optimizers[name] = optimizer
-            self.build_loss_networks()
-
     def build_loss_networks(self):
         from models.vgg import VGGWeightsError, build_vgg16_features
         from training.loop import ConfigError
