@@ -97,9 +97,10 @@ class AdversarialTrainStep(TrainStep):
     def build_loss_networks(self):
         """Builds frozen loss networks (e.g. VGG19) in the strategy scope; default none."""
 
-    def generate(self, blur, sharp):
-        """``(inputs, fake)``: whatever the losses need from the batch, and G's output on the
-        generator's tape (training mode). ``inputs`` is passed on to the two loss hooks."""
+    def generate(self, *batch):
+        """``(inputs, fake)``: whatever the losses need from the batch (``(blur, sharp)`` for the
+        deblurring GANs, RP-GAN's ``(I*, O, I_s)``), and G's output on the generator's tape
+        (training mode). ``inputs`` is passed on to the two loss hooks."""
         raise NotImplementedError
 
     def critic_loss(self, name, inputs, fake, update):
@@ -145,17 +146,17 @@ class AdversarialTrainStep(TrainStep):
 
     # ---- the step --------------------------------------------------------------------------------
 
-    def train_step(self, blur, sharp):
-        return self._step(blur, sharp, update_critics=True)
+    def train_step(self, *batch):
+        return self._step(batch, update_critics=True)
 
-    def update_generator(self, blur, sharp):
+    def update_generator(self, *batch):
         """The generator half of :meth:`train_step` alone (G(b), L_G, one update of G; the
         critics unchanged): what ``benchmarks/train_step.py`` times beside the critic updates."""
-        return self._step(blur, sharp, update_critics=False)
+        return self._step(batch, update_critics=False)
 
-    def _step(self, blur, sharp, update_critics):
+    def _step(self, batch, update_critics):
         with tf.GradientTape() as tape:
-            inputs, fake = self.generate(blur, sharp)
+            inputs, fake = self.generate(*batch)
             critic_terms = {}
             if update_critics:
                 with tape.stop_recording():

@@ -43,7 +43,6 @@ import tensorflow as tf
 import losses
 from training import adversarial
 from training.gan_step import AdversarialTrainStep
-from training.step import minimize
 
 # Section 9: Adam(0.9, 0.99, 1e-8) for G, D_cGAN and D_p; lr 1e-4 (then the schedule).
 RPGAN_BETA_1, RPGAN_BETA_2, RPGAN_EPSILON = 0.9, 0.99, 1e-8
@@ -178,27 +177,10 @@ class RPGANTrainStep(AdversarialTrainStep):
 
     # ---- the step --------------------------------------------------------------------------------
 
-    def train_step(self, deconvolved, blurred, sharp):
-        """One step on this replica's (I*, O, I_s), each (B/R, h, w, 3) float32 in [0, 1]."""
-        return self._rpgan_step(deconvolved, blurred, sharp, update_critics=True)
-
-    def update_generator(self, deconvolved, blurred, sharp):
-        """G(concat(I*, O)), L_RP-GAN and one update of G; the critics unchanged."""
-        return self._rpgan_step(deconvolved, blurred, sharp, update_critics=False)
-
-    def _rpgan_step(self, deconvolved, blurred, sharp, update_critics):
-        with tf.GradientTape() as tape:
-            inputs, fake = self.generate_rpgan(deconvolved, blurred, sharp)
-            critic_terms = {}
-            if update_critics:
-                with tape.stop_recording():
-                    critic_terms = self.update_critics(inputs, fake)
-            terms = self.generator_loss(inputs, fake)
-        minimize(tape, terms["loss"], self.model.trainable_variables, self.optimizer)
-        return {**terms, **critic_terms}
-
-    def generate_rpgan(self, deconvolved, blurred, sharp):
-        """``(inputs, G(concat(I*, O)))`` with ``inputs`` the float32 batch by name."""
+    def generate(self, deconvolved, blurred, sharp):
+        """``(inputs, G(concat(I*, O)))`` for this replica's (I*, O, I_s), each (B/R, h, w, 3)
+        float32 in [0, 1]; ``inputs`` is the float32 batch by name. ``train_step(I*, O, I_s)`` and
+        ``update_generator(I*, O, I_s)`` are the base class's."""
         inputs = {
             "deconvolved": tf.cast(deconvolved, tf.float32),
             "blurred": tf.cast(blurred, tf.float32),
@@ -206,9 +188,6 @@ class RPGANTrainStep(AdversarialTrainStep):
         }
         conditioned = tf.concat([inputs["deconvolved"], inputs["blurred"]], axis=-1)
         return inputs, tf.cast(self.model(conditioned, training=True), tf.float32)
-
-    def generate(self, blur, sharp):  # the base class's two-tensor batch does not apply
-        raise TypeError("RPGANTrainStep takes (I*, O, I_s) batches: use train_step(I*, O, I_s).")
 
     def update_critics(self, inputs, fake):
         """D_cGAN's update, then D_p's followed by the clipping (``"clip"``); returns their terms
