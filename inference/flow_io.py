@@ -96,20 +96,9 @@ def load_flow_estimator(
     jit_compile=False,
 ) -> FlowEstimator:
     """The :class:`FlowEstimator` of exactly one model source (see the module docstring)."""
-    given = [
-        name
-        for name, value in (
-            ("--checkpoint", checkpoint),
-            ("--weights", weights),
-            ("--saved_model", saved_model),
-        )
-        if value
-    ]
-    if len(given) != 1:
-        raise model_io.ModelSourceError(
-            "Give exactly one flow-estimator source: --checkpoint, --weights (+ --model sen) or "
-            "--saved_model" + (f"; got {' and '.join(given)}." if given else ".")
-        )
+    model_io.check_one_source(
+        checkpoint, weights, saved_model, what="flow-estimator source", model_flag="--model sen"
+    )
     if saved_model:
         return saved_model_flow_estimator(saved_model, jit_compile)
     keras_model, source = model_io.load_keras_model(

@@ -503,6 +503,24 @@ def load_keras_model(checkpoint=None, weights=None, model=None, model_kwargs=Non
     return keras_model, dict(info, task=actual or task or TASK_RESTORER)
 
 
+def check_one_source(checkpoint, weights, saved_model, what="model source", model_flag="--model"):
+    """Raises :class:`ModelSourceError` unless exactly one of the three sources is given."""
+    given = [
+        name
+        for name, value in (
+            ("--checkpoint", checkpoint),
+            ("--weights", weights),
+            ("--saved_model", saved_model),
+        )
+        if value
+    ]
+    if len(given) != 1:
+        raise ModelSourceError(
+            f"Give exactly one {what}: --checkpoint, --weights (+ {model_flag}) or --saved_model"
+            + (f"; got {' and '.join(given)}." if given else ".")
+        )
+
+
 def load_restorer(
     checkpoint=None,
     weights=None,
@@ -514,20 +532,7 @@ def load_restorer(
 ) -> Restorer:
     """The :class:`Restorer` of exactly one model source (see the module docstring); with
     ``jit_compile`` its forward is XLA-compiled (:func:`image_function`)."""
-    given = [
-        n
-        for n, v in (
-            ("--checkpoint", checkpoint),
-            ("--weights", weights),
-            ("--saved_model", saved_model),
-        )
-        if v
-    ]
-    if len(given) != 1:
-        raise ModelSourceError(
-            "Give exactly one model source: --checkpoint, --weights (+ --model) or --saved_model"
-            + (f"; got {' and '.join(given)}." if given else ".")
-        )
+    check_one_source(checkpoint, weights, saved_model)
     if saved_model:
         return saved_model_restorer(saved_model, self_ensemble, jit_compile)
     keras_model, source = load_keras_model(checkpoint, weights, model, model_kwargs, TASK_RESTORER)
