@@ -98,6 +98,21 @@ def atomic_write_bytes(path: str, payload) -> None:
             os.remove(temp)
 
 
+def atomic_save_weights(model, path: str) -> None:
+    """``model.save_weights`` to ``path`` through ``.<name>.tmp-<pid>-partial.weights.h5`` (Keras
+    wants the ``.weights.h5`` suffix) renamed into place; stale temporaries of dead processes are
+    removed first."""
+    folder, base = os.path.split(os.path.abspath(path))
+    remove_stale_temporaries(folder, base)
+    temp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-partial.weights.h5")
+    try:
+        model.save_weights(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
 def atomic_write_json(path: str, payload) -> None:
     """``payload`` as indented JSON (no NaN/Inf) through :func:`atomic_write_bytes`."""
     text = json.dumps(payload, indent=2, allow_nan=False) + "\n"

@@ -11,11 +11,18 @@ framework, :mod:`models.sen`), which are not restorers: their ``call`` maps an (
 [0, 1] of any size (they pad to their ``size_multiple`` inside and crop back) to one (N, H, W, 2)
 float32 flow map in pixels (u right, v down, ``uv_half``). Build them with
 :func:`build_flow_estimator`.
+
+``PRIOR_BUILDERS`` holds the **learned priors of the HQS framework** (RP-GAN's generator G,
+:mod:`models.rpgan`): their ``call`` maps concat(I*, O), an (N, H, W, 6) float32 input in [0, 1]
+(the deconvolved image and the observed blurred image), to an (N, H, W, 3) linear image (padded to
+their ``size_multiple`` inside, cropped back). They restore nothing alone:
+:class:`deconvolution.framework.BlindDeblurFramework` composes one with a flow estimator and the CG
+data step. Build them with :func:`build_prior`.
 """
 
 from __future__ import annotations
 
-from models import gradientnet, idc, mimo_unet, sen, two_way
+from models import gradientnet, idc, mimo_unet, rpgan, sen, two_way
 
 MODEL_BUILDERS = {
     "mimo_unet": mimo_unet.mimo_unet,
@@ -27,6 +34,10 @@ MODEL_BUILDERS = {
 
 FLOW_ESTIMATOR_BUILDERS = {
     "sen": sen.sen,
+}
+
+PRIOR_BUILDERS = {
+    "rpgan_generator": rpgan.rpgan_generator,
 }
 
 
@@ -53,3 +64,15 @@ def build_flow_estimator(name: str, **overrides):
 
 def flow_estimator_names():
     return sorted(FLOW_ESTIMATOR_BUILDERS)
+
+
+def build_prior(name: str, **overrides):
+    """Builds a registered HQS prior (RP-GAN's G) by name; raises ``ValueError`` naming the
+    choices."""
+    if name not in PRIOR_BUILDERS:
+        raise ValueError(f"Unknown prior {name!r}; registered priors: {sorted(PRIOR_BUILDERS)}.")
+    return PRIOR_BUILDERS[name](**overrides)
+
+
+def prior_names():
+    return sorted(PRIOR_BUILDERS)

@@ -254,8 +254,10 @@ MODEL_CLASSES = {
     "two_way": ("two_way.py", "TwoWay"),
     "gradientnet": ("gradientnet.py", "GradientNetGAN"),
     "sen": ("sen.py", "SEN"),  # a flow estimator (models.FLOW_ESTIMATOR_BUILDERS)
+    "rpgan_generator": ("rpgan.py", "RPGANGenerator"),  # a prior (models.PRIOR_BUILDERS)
     # Not registry models: the critics, for --critic_kwargs.
     "gradientnet_critic": ("gradientnet.py", "PatchGANCritic"),
+    "rpgan_discriminator": ("rpgan.py", "RPGANDiscriminator"),
 }
 _MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 

@@ -60,7 +60,6 @@ from absl import logging as absl_logging
 import fileio
 import metrics
 from data.errors import DataError, iterate
-from models.inference import restore
 from training import rundir, summaries
 from training import strategy as strategy_lib
 from training.tracking import track_layer_lists, untrack_model_variables
@@ -231,13 +230,35 @@ def _duration(seconds) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+class SegmentedData:
+    """Training data made in segments, each from the training state at its start: the loop asks
+    for a new dataset at every segment boundary as it does at every epoch start (after the last
+    update of the previous segment has run, so nothing prefetched depends on a stale state).
+
+    RP-GAN's replay buffer is the use (:mod:`training.rpgan_data`): a buffer cycle is rebuilt by
+    the generator's frozen snapshot taken when the cycle starts, and cycles do not align with
+    epochs. Subclasses implement both methods; a resumed run asks for the dataset from its
+    restored position, so the data must be a function of (``step``, restored state).
+    """
+
+    def segment_end(self, step: int) -> int:
+        """The global step at which the segment holding ``step`` ends (exclusive)."""
+        raise NotImplementedError
+
+    def dataset(self, step: int, epoch: int, epoch_step: int):
+        """A ``tf.data.Dataset`` of the global batches from global step ``step`` (epoch
+        ``epoch``, its ``epoch_step``-th update) to at least the segment's end."""
+        raise NotImplementedError
+
+
 class Trainer:
     """Runs a :class:`training.step.TrainStep` to ``config.total_steps`` updates.
 
     Args:
         step: the paper's step object (not yet built; :meth:`run` builds it in the strategy scope).
         make_epoch_dataset: ``epoch -> tf.data.Dataset`` of ``(blur, sharp)`` global batches, one
-            epoch, (B, H, W, 3) float32 in [0, 1], at least ``steps_per_epoch`` batches.
+            epoch, (B, H, W, 3) float32 in [0, 1], at least ``steps_per_epoch`` batches (any
+            tuple the step object's ``train_step`` takes); or a :class:`SegmentedData`.
         config: :class:`LoopConfig`.
         strategy: a ``tf.distribute.Strategy`` (default: the default strategy).
         validation: a :class:`ValidationSet` or None (no validation).
@@ -314,7 +335,10 @@ class Trainer:
             self._discard_if_unstarted()
             raise
         self._train_fn = self._make_train_fn()
-        self._predict_fn = tf.function(self._predict, reduce_retracing=True)
+        traced = getattr(self.step_obj, "predict_traced", True)
+        self._predict_fn = (
+            tf.function(self._predict, reduce_retracing=True) if traced else self._predict
+        )
 
     def _prepare_run_dir(self):
         """Chief: checks, creates and locks the run folder, then removes leftovers of killed runs
@@ -519,15 +543,20 @@ class Trainer:
         return train_fn
 
     def _predict(self, blur):
-        return restore(self.step_obj.inference_model, blur)
+        return self.step_obj.predict(blur)
 
     def _epoch_batches(self):
         """The distributed batches still to run in the current epoch (skipping used ones)."""
         cfg = self.config
         remaining = min(cfg.steps_per_epoch - self.epoch_step, cfg.total_steps - self.step)
-        dataset = self.make_epoch_dataset(self.epoch)
-        if self.epoch_step:
-            dataset = dataset.skip(self.epoch_step)
+        if isinstance(self.make_epoch_dataset, SegmentedData):
+            segments = self.make_epoch_dataset
+            remaining = min(remaining, segments.segment_end(self.step) - self.step)
+            dataset = segments.dataset(self.step, self.epoch, self.epoch_step)
+        else:
+            dataset = self.make_epoch_dataset(self.epoch)
+            if self.epoch_step:
+                dataset = dataset.skip(self.epoch_step)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
@@ -796,17 +825,8 @@ class Trainer:
         )
 
     def _write_final_weights(self, final):
-        """Keras weights through a :mod:`fileio`-named temporary (``.final.weights.h5.tmp-<pid>-
-        partial.weights.h5``: Keras wants the ``.weights.h5`` suffix), renamed into place."""
-        folder, base = os.path.split(final)
-        fileio.remove_stale_temporaries(folder, base)
-        tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-partial.weights.h5")
-        try:
-            self.step_obj.inference_model.save_weights(tmp)
-            os.replace(tmp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
+        """Keras weights through a :mod:`fileio`-named temporary, renamed into place."""
+        fileio.atomic_save_weights(self.step_obj.inference_model, final)
 
 
 class StopRequest:

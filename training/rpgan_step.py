@@ -89,6 +89,17 @@ class RPGANTrainStep(AdversarialTrainStep):
         vgg_weights_path: local VGG16 notop weight file, or None for seeded random weights.
         vgg_weights_id: how ``run_config.json`` identifies them (md5 or ``"random"``).
         seed: base of the stateless seeds (the ``"gp"`` epsilon).
+        replay_snapshot: build the replay buffer's frozen snapshot G̃ with the networks and
+            checkpoint it (items ``snapshot`` and ``snapshot_cycle``, the buffer cycle it was
+            taken for, -1 before the first): a resumed run rebuilds its buffer from the same G̃
+            (:mod:`training.rpgan_data`).
+        sen: the frozen flow estimator of validation; with it, validation runs the whole
+            framework (:meth:`predict`), without it there is nothing to validate with.
+        sen_record: how ``run_config.json`` identifies the SEN (``"sen"``: model, kwargs, weight
+            file, digest; the run-directory contract of an RP-GAN run); None: not recorded.
+        framework_kwargs: :class:`deconvolution.framework.BlindDeblurFramework` settings of
+            validation (``levels``, ``betas``, ``cg_tol``, ``cg_max_iter``), recorded as
+            ``"framework"`` with a ``sen_record``.
     """
 
     paper = "rpgan"
@@ -115,6 +126,10 @@ class RPGANTrainStep(AdversarialTrainStep):
         vgg_weights_path=None,
         vgg_weights_id="random",
         seed=0,
+        replay_snapshot=False,
+        sen=None,
+        sen_record=None,
+        framework_kwargs=None,
     ):
         shared = dict(critic_kwargs or {})
         critics = {D_CGAN: {**shared, "conditional": True}}
@@ -149,6 +164,9 @@ class RPGANTrainStep(AdversarialTrainStep):
         self.clip_limit = float(clip_limit)
         self.vgg_weights_path, self.vgg_weights_id = vgg_weights_path, vgg_weights_id
         self.vgg = None
+        self.replay_snapshot, self.snapshot, self.snapshot_cycle = bool(replay_snapshot), None, None
+        self.sen, self.sen_record = sen, sen_record
+        self.framework_kwargs = dict(framework_kwargs or {})
         self.progress_terms = ("loss", "content", "cgan_weighted", "d_cgan_loss") + (
             ("penalty_weighted", "d_p_wasserstein") if self.use_dp else ()
         )
@@ -174,6 +192,38 @@ class RPGANTrainStep(AdversarialTrainStep):
             self.vgg = build_vgg16_features(self.vgg_weights_path)
         except VGGWeightsError as error:  # the file exists but holds something else
             raise ConfigError(str(error)) from None
+
+    def build(self, strategy):
+        super().build(strategy)
+        if self.replay_snapshot:
+            from training.replay_buffer import make_snapshot
+
+            with strategy.scope():
+                self.snapshot = make_snapshot(self.model, self.model.in_channels)
+            # Outside the scope: a plain counter, assigned eagerly by the data pipeline.
+            self.snapshot_cycle = tf.Variable(-1, dtype=tf.int64, trainable=False)
+
+    def checkpoint_items(self):
+        items = super().checkpoint_items()
+        if self.replay_snapshot:
+            items.update(snapshot=self.snapshot, snapshot_cycle=self.snapshot_cycle)
+        return items
+
+    # ---- validation: the whole framework ---------------------------------------------------------
+
+    predict_traced = False  # eagerly K is TensorFlow's CSR matrix, the fastest on a CPU
+
+    def framework(self):
+        """The framework of validation: the frozen SEN, the live G (inference mode)."""
+        from deconvolution.framework import BlindDeblurFramework
+
+        if self.sen is None:
+            raise RuntimeError("RPGANTrainStep: validation needs the frozen SEN (sen=...).")
+        return BlindDeblurFramework(self.sen, self.model, **self.framework_kwargs)
+
+    def predict(self, blur):
+        """The framework's restored image (``sen_rpgan.md`` §10) for (1, H, W, 3) ``blur``."""
+        return self.framework()(blur)
 
     # ---- the step --------------------------------------------------------------------------------
 
@@ -248,7 +298,10 @@ class RPGANTrainStep(AdversarialTrainStep):
         }
 
     def run_config(self):
-        return {**super().run_config(), "loss": self.loss_config()}
+        config = {**super().run_config(), "loss": self.loss_config()}
+        if self.sen_record is not None:
+            config.update(sen=dict(self.sen_record), framework=dict(self.framework_kwargs))
+        return config
 
     def describe(self):
         def count(model):

@@ -50,6 +50,18 @@ class TrainStep:
         """The Keras model that evaluation and export use (``checkpoint_items()["model"]``)."""
         return self.checkpoint_items()["model"]
 
+    # Validation runs the inference model through ``predict``: traced by the loop (a
+    # ``tf.function``) unless ``predict_traced`` is False (a step whose prediction is faster
+    # eagerly, e.g. RP-GAN's framework with its CSR blur operator).
+    predict_traced = True
+
+    def predict(self, blur):
+        """The validation prediction for (1, H, W, 3) ``blur`` in [0, 1]: the inference model run
+        through :func:`models.inference.restore` (padded, cropped back, not clamped)."""
+        from models.inference import restore
+
+        return restore(self.inference_model, blur)
+
     def optimizers(self) -> dict:
         """Name -> Keras optimizer; default: the checkpoint items with an ``iterations`` counter."""
         items = self.checkpoint_items().items()
