@@ -562,6 +562,7 @@ def rpgan_generator_loss(
     penalty_weight=RPGAN_PENALTY_WEIGHT,
     content_feature_scale=RPGAN_CONTENT_FEATURE_SCALE,
     g_adv_form="saturating",
+    pixel_weight=0.0,
 ):
     """Generator objective L_RP-GAN = L_c + gamma L_cGAN + lambda L_p (section 4.2.3).
 
@@ -572,6 +573,8 @@ def rpgan_generator_loss(
       ``penalty_weight == 0`` or the critic maps are ``None`` (``use_dp=False``, Appendix B).
 
     gamma = ``cgan_weight`` = 0.01, lambda = ``penalty_weight`` = 0.1 (register 19).
+    ``pixel`` (not in the paper; only with ``pixel_weight > 0``, ``train_rpgan.py --preset quick``):
+    ``mean|G(I*, O) - I_s|``, an anchor for short runs with random VGG weights, as GradientNet's.
 
     Args:
         restored: G(I*, O), (N, H, W, 3) linear output (images in [0, 1]). sharp: I_s, same shape.
@@ -603,4 +606,8 @@ def rpgan_generator_loss(
     terms["cgan_weighted"] = cgan_weight * terms["cgan"]
     terms["penalty_weighted"] = penalty_weight * terms["artifact_penalty"]
     terms["loss"] = terms["content"] + terms["cgan_weighted"] + terms["penalty_weighted"]
+    if pixel_weight:
+        terms["pixel"] = l1(restored, sharp)
+        terms["pixel_weighted"] = pixel_weight * terms["pixel"]
+        terms["loss"] = terms["loss"] + terms["pixel_weighted"]
     return terms

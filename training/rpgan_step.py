@@ -83,6 +83,7 @@ class RPGANTrainStep(AdversarialTrainStep):
         beta_1, beta_2, epsilon, adam_formula: Adam (0.9, 0.99, 1e-8, ``"pytorch"``).
         cgan_weight, penalty_weight: gamma (0.01) and lambda (0.1).
         content_feature_scale: s of the content loss (1/57.5).
+        pixel_weight: weight of an L1 pixel term (0: the paper; ``--preset quick`` only).
         g_adv_form: ``"saturating"`` (as written) or ``"non_saturating"``.
         dp_lipschitz: ``"clip"`` (weight clipping to +-``clip_limit``) or ``"gp"``.
         dp_gp_weight: WGAN-GP weight with ``"gp"`` (10).
@@ -120,6 +121,7 @@ class RPGANTrainStep(AdversarialTrainStep):
         penalty_weight=losses.RPGAN_PENALTY_WEIGHT,
         content_feature_scale=losses.RPGAN_CONTENT_FEATURE_SCALE,
         g_adv_form="saturating",
+        pixel_weight=0.0,
         dp_lipschitz="clip",
         dp_gp_weight=losses.RPGAN_DP_GP_WEIGHT,
         clip_limit=adversarial.DP_CLIP_LIMIT,
@@ -159,6 +161,7 @@ class RPGANTrainStep(AdversarialTrainStep):
             "penalty_weight": float(penalty_weight) if self.use_dp else 0.0,
             "content_feature_scale": float(content_feature_scale),
             "g_adv_form": g_adv_form,
+            "pixel_weight": float(pixel_weight),
         }
         self.dp_lipschitz, self.dp_gp_weight = dp_lipschitz, float(dp_gp_weight)
         self.clip_limit = float(clip_limit)
@@ -167,8 +170,10 @@ class RPGANTrainStep(AdversarialTrainStep):
         self.replay_snapshot, self.snapshot, self.snapshot_cycle = bool(replay_snapshot), None, None
         self.sen, self.sen_record = sen, sen_record
         self.framework_kwargs = dict(framework_kwargs or {})
-        self.progress_terms = ("loss", "content", "cgan_weighted", "d_cgan_loss") + (
-            ("penalty_weighted", "d_p_wasserstein") if self.use_dp else ()
+        self.progress_terms = (
+            ("loss", "content", "cgan_weighted", "d_cgan_loss")
+            + (("penalty_weighted", "d_p_wasserstein") if self.use_dp else ())
+            + (("pixel_weighted",) if pixel_weight else ())
         )
 
     # ---- networks --------------------------------------------------------------------------------
@@ -316,7 +321,9 @@ class RPGANTrainStep(AdversarialTrainStep):
             f"betas=({self.beta_1:g}, {self.beta_2:g}), epsilon={self.epsilon:g}",
             "objective": "content (VGG16 block2_conv2, MSE, scale "
             f"{w['content_feature_scale']:.6g}) + {w['cgan_weight']:g} cGAN ({w['g_adv_form']}) "
-            f"+ {w['penalty_weight']:g} L_p; "
+            f"+ {w['penalty_weight']:g} L_p"
+            + (f" + {w['pixel_weight']:g} L1 pixel (not the paper's)" if w["pixel_weight"] else "")
+            + "; "
             + (
                 f"D_p Lipschitz by {self.dp_lipschitz}"
                 if self.use_dp
