@@ -3,9 +3,13 @@
     python deblur.py --input photo.jpg --weights mimo_unet.weights.h5 --model mimo_unet
     python deblur.py --input shots/ --out sharp/ --saved_model exports/mimo_unet --tile 512
 
-Model sources: see :mod:`inference.model_io`. Each output is a PNG named ``<stem><suffix>.png``
-(``--suffix``, default ``_deblurred``), written atomically next to its input or into ``--out``;
-each ``input -> output`` line and the final count are printed on stdout.
+Model sources: see :mod:`inference.model_io`; an RP-GAN run as ``--checkpoint`` is the blind
+deblurring framework (SEN + K + CG + G) with ``--levels``, ``--global_iterations``, ``--betas`` and
+``--sen_checkpoint`` (``--flow_source true`` is refused: photos have no true flow).
+
+Each output is a PNG named ``<stem><suffix>.png`` (``--suffix``, default ``_deblurred``), written
+atomically next to its input or into ``--out``; each ``input -> output`` line and the final count
+are printed on stdout.
 
 What is read (``cv2.IMREAD_UNCHANGED``) and written:
 
@@ -68,8 +72,11 @@ _define(
 _define(flags.DEFINE_string, "suffix", "_deblurred", "Appended to the input's stem for outputs.")
 inference_flags.define_jit_flag()
 inference_flags.define_overwrite_flag()
+inference_flags.define_framework_flags()
 KEY_FLAGS = ["input", "out", "tile", "tile_overlap", "memory_budget_gb", "suffix", "overwrite"]
-cli.declare_key_flags([*KEY_FLAGS, *inference_flags.SOURCE_FLAGS, "jit_compile"])
+cli.declare_key_flags(
+    [*KEY_FLAGS, *inference_flags.SOURCE_FLAGS, "jit_compile", *inference_flags.FRAMEWORK_FLAGS]
+)
 
 # Extensions OpenCV can decode (cv2.imread); other files in a folder are skipped, not failed.
 IMAGE_EXTENSIONS = frozenset(
@@ -234,7 +241,10 @@ def parse_tile(text) -> str | int:
 
 
 def restorer_multiple(restorer):
-    """The side multiple of the restorer's model (tile starts are aligned to it)."""
+    """The side multiple tile starts are aligned to: the restorer's ``tile_multiple`` (the
+    framework: G's 4, although it pads inside and needs no outer padding), else its model's."""
+    if restorer.source.get("tile_multiple"):
+        return int(restorer.source["tile_multiple"])
     if restorer.model is not None:
         return int(getattr(restorer.model, "size_multiple", 1))
     return int(restorer.source.get("size_multiple", 1))
@@ -302,6 +312,11 @@ def check_flags():
     """Every flag and path check that needs no model; returns (plan, tile)."""
     if not FLAGS.input:
         raise ImageError("--input is required (an image file or a folder).")
+    if FLAGS.flow_source == "true":
+        raise ImageError(
+            "--flow_source true: your images have no true motion flow; use --flow_source sen "
+            "(the default), or evaluate.py on a data set with flow labels."
+        )
     tile = parse_tile(FLAGS.tile)
     if tile not in ("auto", 0):
         tiling.check_tiling(tile, FLAGS.tile_overlap)

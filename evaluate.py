@@ -4,10 +4,16 @@
     python evaluate.py --checkpoint runs/mimo_unet --out_dir results/mimo --self_ensemble rot4
 
 Model sources: see :mod:`inference.model_io` (``--checkpoint``, ``--weights`` + ``--model``,
-``--saved_model``). Data: ``--data_dir`` (any layout the data layer reads, ``tfds:gopro``, or none =
-the embedded synthetic set), ``--split`` (test), ``--blur_variant`` (``blur``; GoPro's
-``blur_gamma`` is a different, harder input). Images of any size are padded to the model's multiple
-and cropped back; batch 1, full images.
+``--saved_model``). An RP-GAN run as ``--checkpoint`` is the blind deblurring framework (SEN + K +
+CG + G, :mod:`inference.framework_io`) with ``--levels``, ``--global_iterations``, ``--betas``,
+``--flow_source`` and ``--sen_checkpoint``; ``--flow_source true`` gives it each pair's true flow,
+the label ``<sequence>/flow/<frame>.npy`` of a synthetic flow set (all labels are checked before the
+model loads; a missing one is named).
+
+Data: ``--data_dir`` (any layout the data layer reads, ``tfds:gopro``, or none = the embedded
+synthetic set), ``--split`` (test), ``--blur_variant`` (``blur``; GoPro's ``blur_gamma`` is a
+different, harder input). Images of any size are padded to the model's multiple and cropped back;
+batch 1, full images.
 
 Metrics (definitions in :mod:`metrics`): ``--metric_input uint8`` (default) clamps the output to
 [0, 1], scales by 255 and rounds, the values a saved PNG holds; ``float`` is MIMO-UNet's official
@@ -86,12 +92,13 @@ def _define_flags():
     )
     inference_flags.define_jit_flag()
     inference_flags.define_overwrite_flag()
+    inference_flags.define_framework_flags()
 
 
 _define_flags()
 KEY_FLAGS = ["data_dir", "split", "blur_variant", "metric_input", "out_dir", "save_images"]
 KEY_FLAGS += ["warmup", "limit", "overwrite", "jit_compile"]
-cli.declare_key_flags([*KEY_FLAGS, *inference_flags.SOURCE_FLAGS])
+cli.declare_key_flags([*KEY_FLAGS, *inference_flags.SOURCE_FLAGS, *inference_flags.FRAMEWORK_FLAGS])
 RESULT_FILES = ("per_image.csv", "summary.json")
 
 
@@ -165,6 +172,34 @@ def op_error_text(error, where) -> str:
     return f"{where}: {(message.splitlines() or [type(error).__name__])[0]}"
 
 
+def flow_labels(source, limit=0) -> dict:
+    """{pair name: path of its ``uv_half`` flow label} of every pair to evaluate, for the
+    framework with ``--flow_source true`` (``<sequence>/flow/<frame>.npy``, as the synthetic
+    ``flow`` sets hold); a missing label raises :class:`EvaluationError` naming the file."""
+    import data
+
+    pairs = getattr(source, "pairs", None)
+    if pairs is None:
+        raise EvaluationError(
+            f"--flow_source true: {source!r} cannot list its files, so it has no flow labels; "
+            "use a folder data set with <sequence>/flow/<frame>.npy labels."
+        )
+    try:
+        return {pair.name: data.flow_label_path(pair) for pair in pairs[: limit or None]}
+    except data.DataError as error:
+        raise EvaluationError(f"--flow_source true: {error}") from error
+
+
+def read_label(path, blur):
+    """The (H, W, 2) float32 flow label at ``path`` for the (1, H, W, 3) ``blur``."""
+    from data import readers
+
+    try:
+        return readers.read_flow_label(path, tuple(np.shape(blur)[1:3]))
+    except ValueError as error:  # DataError: wrong size, dtype, non-finite values
+        raise EvaluationError(str(error)) from error
+
+
 def open_pairs(data_dir, split, blur_variant):
     """Opens a split: (description dict, iterator of :func:`iterate_pairs`)."""
     source, info = open_source(data_dir, split, blur_variant)
@@ -183,18 +218,27 @@ def timed(restorer, blur):
     return output[0], time.perf_counter() - start
 
 
-def evaluate(restorer, pairs, convention="uint8", warmup=2, save_dir=None, limit=0):
+def evaluate(restorer, pairs, convention="uint8", warmup=2, save_dir=None, limit=0, labels=None):
     """Runs ``restorer`` over ``pairs``; returns the per-image rows (name, psnr, ssim, seconds).
 
-    Only the rows are kept, so memory stays flat over any number of images.
+    ``labels`` ({name: flow label path}, :func:`flow_labels`) gives each image's true flow to a
+    restorer that needs it (the framework with ``--flow_source true``; the label is read outside
+    the timed forward). Only the rows are kept, so memory stays flat over any number of images.
     """
     import metrics
 
     rows = []
     for index, (name, blur, sharp) in enumerate(itertools.islice(pairs, limit or None)):
+        forward = restorer
+        if labels is not None:
+            flow = read_label(labels[name], blur)
+
+            def forward(image, flow=flow):
+                return restorer(image, true_flow=flow)
+
         for _ in range(warmup if index == 0 else 0):
-            restorer(blur)
-        output, seconds = timed(restorer, blur)
+            forward(blur)
+        output, seconds = timed(forward, blur)
         try:
             values = metrics.image_metrics(output, sharp, convention=convention)
             # The blurred input scored the same way: the baseline a model has to beat.
@@ -379,6 +423,8 @@ def prepare():
         )
     names = image_names(source, FLAGS.limit)
     refuse_existing_results(FLAGS.out_dir, FLAGS.save_images, names, FLAGS.overwrite)
+    if FLAGS.flow_source == "true":
+        flow_labels(source, FLAGS.limit)  # every label exists, before the model loads
     return source, data_info
 
 
@@ -386,9 +432,14 @@ def run(restorer, source=None, data_info=None):
     """Evaluates with the flag values; returns the summary dict."""
     if source is None:
         source, data_info = open_source(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
+    labels = (
+        flow_labels(source, FLAGS.limit) if getattr(restorer, "needs_true_flow", False) else None
+    )
+    if labels is not None:
+        data_info = dict(data_info, flow="true flow labels (<sequence>/flow/<frame>.npy)")
     pairs = iterate_pairs(source, FLAGS.split)
     rows = evaluate(
-        restorer, pairs, FLAGS.metric_input, FLAGS.warmup, FLAGS.save_images, FLAGS.limit
+        restorer, pairs, FLAGS.metric_input, FLAGS.warmup, FLAGS.save_images, FLAGS.limit, labels
     )
     if not rows:
         raise EvaluationError(f"No images in {data_info['data_dir']} (split {FLAGS.split!r}).")

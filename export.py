@@ -18,6 +18,14 @@ Signatures of a flow estimator (output name ``flow``):
   pixels, ``uv_half`` (u right, v down, u >= 0; ``../shared/specs/sen_rpgan.md`` §2).
 * ``serving_uint8``: uint8 (N, H, W, 3) RGB -> the same float32 flow (the image is divided by 255).
 
+The blind deblurring framework (``--checkpoint <RP-GAN run>``, :mod:`inference.framework_io`) is
+exported whole: SEN, the construction of K (a ``tf.SparseTensor``), CG (a ``tf.while_loop``) and
+G, with ``--levels`` / ``--global_iterations`` / ``--betas`` baked in, under the restorer
+signatures above (output already in [0, 1]; any N, H, W); the settings, G's and SEN's
+descriptions are in the metadata (``kind`` ``framework``, ``framework``, ``sen``). Its
+verification compares with the eager framework within 1e-3. ``--flow_source true`` cannot be
+exported (a true flow is not an input of the signatures).
+
 Padding to the model's size multiple (edge replication at the bottom/right; 64 for SEN) and the crop
 back are inside the graph; an optional ``--self_ensemble`` is baked in (restorers only). The task
 (``restorer`` or ``flow_estimator``), model name, kwargs, source (a SEN run's ``u_max`` too),
@@ -51,10 +59,16 @@ FLAGS = flags.FLAGS
 cli.define_once(flags.DEFINE_string, "out", None, inference_flags.OUT_HELP)
 inference_flags.define_overwrite_flag()
 cli.define_once(flags.DEFINE_bool, "verify", True, "Reload the export and compare it.")
-cli.declare_key_flags(["out", "overwrite", "verify", *inference_flags.SOURCE_FLAGS])
+inference_flags.define_framework_flags()
+cli.declare_key_flags(
+    ["out", "overwrite", "verify", *inference_flags.SOURCE_FLAGS, *inference_flags.FRAMEWORK_FLAGS]
+)
 
 VERIFY_SHAPE = (1, 37, 53, 3)  # odd sides: exercises the padding and the crop
 VERIFY_ATOL = 1e-4  # restorers: [0, 1] images; flows (pixels) get 1e-4 x max(1, largest |flow|)
+# The framework: the export's K is a tf.SparseTensor, the eager reference's a CSR matrix; their
+# float32 sums differ in order, and CG's tolerance test may then stop one iteration apart.
+VERIFY_ATOL_FRAMEWORK = 1e-3
 
 
 class ExportError(RuntimeError):
@@ -146,7 +160,6 @@ def export(model, out, self_ensemble="none", metadata=None, overwrite=False, ver
     The task (restorer or flow estimator) is ``metadata["task"]``, else the registry's for
     ``metadata["model"]``, else read from the model's output channels (:func:`task_of`).
     """
-    import tensorflow as tf
 
     from models import inference
 
@@ -154,19 +167,111 @@ def export(model, out, self_ensemble="none", metadata=None, overwrite=False, ver
     check_out(out, overwrite)
     task = task_of(model, metadata)
     check_ensemble_for(task, self_ensemble)
+    metadata = dict(metadata or {}, task=task, size_multiple=inference.size_multiple(model))
+
+    def check(temp):
+        return verify_export(model, temp, self_ensemble, task=task)
+
+    return _write(
+        out, lambda: build_module(model, self_ensemble, metadata), check if verify else None
+    )
+
+
+def _write(out, make_module, verify=None):
+    """Saves ``make_module()``'s (module, signatures) into a temporary folder beside ``out``,
+    writes the info JSON, applies the umask's modes, runs ``verify(temp)`` and renames."""
+    import tensorflow as tf
+
     temp = fileio.temporary_dir(out)  # also removes the temporaries of killed exports
     try:
-        metadata = dict(metadata or {}, task=task, size_multiple=inference.size_multiple(model))
-        module, signatures = build_module(model, self_ensemble, metadata)
+        module, signatures = make_module()
         tf.saved_model.save(module, temp, signatures=signatures)
         write_info(temp, json.loads(module.metadata_json.numpy().decode()))
         apply_umask_modes(temp)
         if verify:
-            verify_export(model, temp, self_ensemble, task=task)
+            verify(temp)
         fileio.replace_dir(temp, out)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The blind deblurring framework (SEN + K + CG + G, inference/framework_io.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def framework_module(fw, metadata):
+    """(tf.Module, signatures) of the whole framework with its settings baked in: the restorer
+    signatures (``serving_default`` float32, ``serving_uint8``), any N, H, W. The module tracks
+    SEN's and G's variables; the traced graph holds K's construction (a ``tf.SparseTensor``) and
+    CG's ``tf.while_loop``. The output is already in [0, 1]."""
+    import tensorflow as tf
+
+    from inference import model_io
+
+    module = tf.Module(name="deblur_export")
+    module.model_variables = list(fw.variables)
+    info = dict(metadata, self_ensemble="none")
+    module.metadata_json = tf.Variable(json.dumps(info), trainable=False, name="metadata_json")
+
+    def restore_float(images):
+        """float32 NHWC [0, 1], any size -> {"restored": float32 NHWC in [0, 1]}."""
+        return {model_io.SIGNATURE_OUTPUT: fw(images)}
+
+    float_fn = _traced(restore_float, tf.float32)
+
+    def restore_uint8(images):
+        """uint8 NHWC, any size -> {"restored": uint8 NHWC}: x255, round (ties to even)."""
+        restored = float_fn(tf.cast(images, tf.float32) / 255.0)[model_io.SIGNATURE_OUTPUT]
+        scaled = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
+        return {model_io.SIGNATURE_OUTPUT: tf.cast(scaled, tf.uint8)}
+
+    return module, {
+        model_io.SIGNATURE_FLOAT: float_fn,
+        model_io.SIGNATURE_UINT8: _traced(restore_uint8, tf.uint8),
+    }
+
+
+def export_framework(fw, out, source, overwrite=False, verify=True):
+    """Writes the framework ``fw`` (settings in ``source["framework"]``) as one SavedModel; the
+    true-flow variant cannot be exported (a user's image has no true flow)."""
+    out = os.path.abspath(out)
+    check_out(out, overwrite)
+    if fw.flow_source == "true":
+        raise ExportError(
+            "--flow_source true: cannot be exported (a SavedModel's users have no true flow); "
+            "export with --flow_source sen."
+        )
+    metadata = dict(source, task="restorer", self_ensemble="none")
+
+    def check(temp):
+        return verify_framework_export(fw, temp)
+
+    return _write(out, lambda: framework_module(fw, metadata), check if verify else None)
+
+
+def verify_framework_export(fw, path, shape=VERIFY_SHAPE, atol=VERIFY_ATOL_FRAMEWORK):
+    """Reloads a framework export and checks both signatures against the eager framework on an
+    odd size; returns the largest float difference, raises :class:`ExportError` on a mismatch."""
+    import tensorflow as tf
+
+    from inference import model_io
+
+    images = np.random.default_rng(0).random(shape, dtype=np.float32)
+    as_uint8 = np.rint(images * 255).astype(np.uint8)
+    loaded = tf.saved_model.load(path)
+    got = loaded.signatures[model_io.SIGNATURE_FLOAT](images=tf.constant(images))
+    error = float(np.max(np.abs(got[model_io.SIGNATURE_OUTPUT].numpy() - fw(images).numpy())))
+    if got[model_io.SIGNATURE_OUTPUT].shape != shape or error > atol:
+        raise ExportError(f"Reloaded export differs from the framework by {error:.3g} > {atol}.")
+    got8 = loaded.signatures[model_io.SIGNATURE_UINT8](images=tf.constant(as_uint8))
+    expected8 = _to_uint8(fw(as_uint8 / np.float32(255)).numpy())
+    diff8 = np.abs(got8[model_io.SIGNATURE_OUTPUT].numpy().astype(int) - expected8)
+    if diff8.max() > 1:
+        raise ExportError(f"Reloaded uint8 signature differs by {diff8.max()} levels.")
+    logging.info("Verified the framework export on %s: max float difference %.3g.", shape, error)
+    return error
 
 
 def task_of(model, metadata=None) -> str:
@@ -281,18 +386,63 @@ def main(argv):
         if FLAGS.saved_model:
             raise ExportError("--saved_model is already an export; give --checkpoint or --weights.")
         check_out(FLAGS.out, FLAGS.overwrite)
+        if FLAGS.flow_source == "true":
+            raise ExportError(
+                "--flow_source true: cannot be exported (a SavedModel's users have no true "
+                "flow); export with --flow_source sen."
+            )
         cli.import_tensorflow()
-        from inference import model_io
+        from inference import framework_io, model_io
 
-        model, source = model_io.load_keras_model(
-            FLAGS.checkpoint, FLAGS.weights, FLAGS.model, FLAGS.model_kwargs
-        )
-        out = export(model, FLAGS.out, FLAGS.self_ensemble, source, FLAGS.overwrite, FLAGS.verify)
+        if (
+            FLAGS.checkpoint
+            and not FLAGS.model
+            and framework_io.framework_run_config(FLAGS.checkpoint)
+        ):
+            out, source = _export_framework_from_flags()
+        else:
+            framework_io.refuse_framework_flags(
+                model_io.framework_flag_values(),
+                "only for the blind deblurring framework (--checkpoint <an RP-GAN run>).",
+            )
+            model_io.refuse_prior(FLAGS.model, FLAGS.weights)
+            model, source = model_io.load_keras_model(
+                FLAGS.checkpoint, FLAGS.weights, FLAGS.model, FLAGS.model_kwargs
+            )
+            out = export(
+                model, FLAGS.out, FLAGS.self_ensemble, source, FLAGS.overwrite, FLAGS.verify
+            )
     except (ExportError, OSError, ValueError) as error:  # + OutputError, ModelSourceError
         sys.exit(f"export.py: error: {error}")
+    print(f"Exported {describe(source)} to {out}.")
+
+
+def _export_framework_from_flags():
+    """(out, source) of export.py on an RP-GAN run (the framework flags apply)."""
+    from inference import framework_io, model_io
+
+    framework_io.check_restorer_options(
+        FLAGS.self_ensemble, False, f"--checkpoint {FLAGS.checkpoint}"
+    )
+    fw, source = framework_io.load_framework(FLAGS.checkpoint, **model_io.framework_flag_values())
+    return export_framework(fw, FLAGS.out, source, FLAGS.overwrite, FLAGS.verify), source
+
+
+def describe(source) -> str:
+    """'mimo_unet (weights /path)', 'sen (flow estimator) (...)' or, for the framework,
+    'the blind deblurring framework (SEN + K + CG + rpgan_generator, levels 3, ...) (...)'."""
+    from inference import model_io
+
+    where = f"({source.get('kind')} {source.get('path')})"
+    if source.get("kind") == "framework":
+        settings = source["framework"]
+        return (
+            f"the blind deblurring framework (SEN + K + CG + {source.get('model')}, levels "
+            f"{settings['levels']}, global iterations {settings['global_iterations']}, betas "
+            f"{settings['betas']}) {where}"
+        )
     what = " (flow estimator)" if source.get("task") == model_io.TASK_FLOW else ""
-    where = f"{source.get('kind')} {source.get('path')}"
-    print(f"Exported {source.get('model')}{what} ({where}) to {out}.")
+    return f"{source.get('model')}{what} {where}"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Flags of the inference commands (model source, self-ensemble, XLA), defined once per process.
+"""Flags of the inference commands (model source, self-ensemble, XLA, the blind deblurring
+framework's settings), defined once per process.
 
 This module imports neither TensorFlow nor Keras: ``--help`` and flag errors must answer in about a
 second. The names the help text lists are therefore stated here; ``tests/test_cli.py`` checks them
@@ -17,6 +18,7 @@ MODEL_NAMES = ("gradientnet", "idc", "mimo_unet", "mimo_unet_plus", "two_way")
 FLOW_MODEL_NAMES = ("sen",)  # flow estimators (evaluate_flow.py, show_flow.py, export.py)
 ENSEMBLE_MODES = ("none", "rot4", "x8")
 METRIC_CONVENTIONS = ("uint8", "float")
+FRAMEWORK_FLOW_SOURCES = ("sen", "true")  # deconvolution.framework.FLOW_SOURCES
 OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the results folder."
 
 
@@ -40,6 +42,46 @@ def define_model_source_flags():
         "none",
         "Geometric self-ensemble: none, rot4 (MIMO-UNet++: 4 rotations) or x8 (EDSR).",
         enum_values=list(ENSEMBLE_MODES),
+    )
+
+
+def define_framework_flags():
+    """The blind deblurring framework's settings (evaluate.py, deblur.py, export.py), used with
+    ``--checkpoint <an RP-GAN run>`` (:mod:`inference.framework_io`). Defaults are ``None`` so
+    that a value given with any other source is refused in one line."""
+    define_once(
+        flags.DEFINE_integer,
+        "levels",
+        None,
+        "Framework: HQS levels N (default: the RP-GAN run's, else 3).",
+        lower_bound=1,
+    )
+    define_once(
+        flags.DEFINE_integer,
+        "global_iterations",
+        None,
+        "Framework: global iterations, O <- Z_N each time (default 1; 3 = the paper's best rows).",
+        lower_bound=1,
+    )
+    define_once(
+        flags.DEFINE_string,
+        "betas",
+        None,
+        "Framework: comma list of one beta per level (default: the run's, else 0.02*5^(n-1)).",
+    )
+    define_once(
+        flags.DEFINE_enum,
+        "flow_source",
+        None,
+        "Framework: motion flow from SEN (default) or the data set's true flow labels "
+        "(evaluate.py only).",
+        enum_values=list(FRAMEWORK_FLOW_SOURCES),
+    )
+    define_once(
+        flags.DEFINE_string,
+        "sen_checkpoint",
+        None,
+        "Framework: SEN run, checkpoint or .weights.h5 replacing the run's sen.weights.h5.",
     )
 
 
@@ -68,5 +110,6 @@ def define_overwrite_flag():
 
 SOURCE_FLAGS = ("checkpoint", "weights", "model", "model_kwargs", "saved_model", "self_ensemble")
 FLOW_SOURCE_FLAGS = SOURCE_FLAGS[:-1]  # no self-ensemble for flow estimators
+FRAMEWORK_FLAGS = ("levels", "global_iterations", "betas", "flow_source", "sen_checkpoint")
 
 define_model_source_flags()

@@ -16,6 +16,10 @@ Sources (exactly one):
   ``final.weights.h5``) supplies the model and its kwargs.
   ``--weights FILE.keras`` loads a whole saved Keras model (no ``--model`` needed).
 * ``--saved_model DIR``: a SavedModel written by ``export.py``.
+* ``--checkpoint <RP-GAN run>`` (its ``run_config.json`` names a prior of
+  ``models.PRIOR_BUILDERS``): the blind deblurring framework, SEN + K + CG + G, with the framework
+  flags ``--levels``, ``--global_iterations``, ``--betas``, ``--flow_source``, ``--sen_checkpoint``
+  (:mod:`inference.framework_io`); those flags are refused with any other source.
 
 Two kinds of model share these sources (:data:`TASK_RESTORER`, the registry
 :data:`models.MODEL_BUILDERS`, and :data:`TASK_FLOW`, ``models.FLOW_ESTIMATOR_BUILDERS``: SEN);
@@ -129,17 +133,31 @@ class Restorer:
     """A loaded model as one function of NHWC float32 images.
 
     Attributes:
-        fn: (1, H, W, 3) float32 tensor in [0, 1] -> (1, H, W, 3) float32, unclamped.
+        fn: (1, H, W, 3) float32 tensor in [0, 1] -> (1, H, W, 3) float32, unclamped; with
+            ``needs_true_flow``, ``fn(image, true_flow)``.
         source: JSON-able description (kind, path, model, model_kwargs, self_ensemble).
-        model: the Keras model, or ``None`` for a SavedModel.
+        model: the Keras model, or ``None`` for a SavedModel or the framework.
+        needs_true_flow: the blind deblurring framework with ``--flow_source true``
+            (:mod:`inference.framework_io`): every call needs the image's true motion flow,
+            (1, H, W, 2) float32 in pixels (a data set's ``uv_half`` label).
     """
 
     fn: Callable
     source: dict
     model: keras.Model | None = None
+    needs_true_flow: bool = False
 
-    def __call__(self, image):
-        return self.fn(tf.convert_to_tensor(image, tf.float32))
+    def __call__(self, image, true_flow=None):
+        image = tf.convert_to_tensor(image, tf.float32)
+        if not self.needs_true_flow:
+            return self.fn(image)
+        if true_flow is None:
+            raise ModelSourceError(
+                "--flow_source true: this restorer needs each image's true flow (a data set with "
+                "flow labels, <sequence>/flow/<frame>.npy)."
+            )
+        flow = tf.convert_to_tensor(true_flow, tf.float32)
+        return self.fn(image, flow[None] if flow.shape.rank == 3 else flow)
 
 
 def image_function(fn, jit_compile=False):
@@ -178,9 +196,15 @@ def check_ensemble_mode(mode):
 
 
 def saved_model_restorer(path, self_ensemble="none", jit_compile=False) -> Restorer:
-    """Loads an export.py SavedModel; the self-ensemble (if any) runs around its signature."""
+    """Loads an export.py SavedModel; the self-ensemble (if any) runs around its signature.
+    A framework export (``kind`` ``framework``) refuses a self-ensemble and XLA like its
+    checkpoint (:func:`inference.framework_io.check_restorer_options`)."""
     check_ensemble_mode(self_ensemble)
     loaded, info = load_saved_model(path, TASK_RESTORER)
+    if info.get("kind") == "framework":
+        from inference import framework_io
+
+        framework_io.check_restorer_options(self_ensemble, jit_compile, f"--saved_model {path}")
     baked = info.get("self_ensemble", "none")
     if baked != "none" and self_ensemble != "none":
         raise ModelSourceError(
@@ -205,6 +229,7 @@ def saved_model_restorer(path, self_ensemble="none", jit_compile=False) -> Resto
     function = image_function(forward, jit_compile)
     function.loaded = loaded  # keeps the SavedModel's variables alive with the function
     source = dict(info, kind="saved_model", path=os.path.abspath(path), jit_compile=jit_compile)
+    source["exported"] = info.get("kind")
     source["self_ensemble"] = baked if baked != "none" else self_ensemble
     return Restorer(function, source, None)
 
@@ -529,14 +554,66 @@ def load_restorer(
     saved_model=None,
     self_ensemble="none",
     jit_compile=False,
+    **framework_args,
 ) -> Restorer:
     """The :class:`Restorer` of exactly one model source (see the module docstring); with
-    ``jit_compile`` its forward is XLA-compiled (:func:`image_function`)."""
+    ``jit_compile`` its forward is XLA-compiled (:func:`image_function`).
+
+    A ``checkpoint`` whose ``run_config.json`` names a registered prior (``models.PRIOR_BUILDERS``:
+    an RP-GAN run) gives the blind deblurring framework (:mod:`inference.framework_io`);
+    ``framework_args`` (``levels``, ``global_iterations``, ``betas``, ``flow_source``,
+    ``sen_checkpoint``; ``None`` = not given) apply to it only and are refused with any other
+    source in one line.
+    """
+    from inference import framework_io
+
     check_one_source(checkpoint, weights, saved_model)
+    if checkpoint and not model and framework_io.framework_run_config(checkpoint) is not None:
+        return framework_io.load_framework_restorer(
+            checkpoint, self_ensemble, jit_compile, **framework_args
+        )
     if saved_model:
+        framework_io.refuse_framework_flags(
+            framework_args,
+            "the settings of a SavedModel are fixed at export; pass them to export.py, or "
+            "evaluate the RP-GAN run with --checkpoint.",
+        )
         return saved_model_restorer(saved_model, self_ensemble, jit_compile)
+    framework_io.refuse_framework_flags(
+        framework_args,
+        "only for the blind deblurring framework (--checkpoint <an RP-GAN run>).",
+    )
+    refuse_prior(model, weights)
     keras_model, source = load_keras_model(checkpoint, weights, model, model_kwargs, TASK_RESTORER)
     return keras_restorer(keras_model, self_ensemble, source, jit_compile)
+
+
+def refuse_prior(model, weights):
+    """``--model rpgan_generator`` or a prior run's ``final.weights.h5`` as ``--weights``: G alone
+    restores nothing; point at the run instead (one line)."""
+    from inference import framework_io
+
+    config = None
+    if weights and os.path.isfile(weights):
+        beside = os.path.join(os.path.dirname(os.path.abspath(weights)), RUN_CONFIG)
+        config = _read_run_config(beside) if os.path.isfile(beside) else None
+    name = model or (config or {}).get("model")
+    if framework_io.is_prior(name):
+        where = f"--model {model}" if model else f"--weights {weights}"
+        raise ModelSourceError(
+            f"{where}: {name!r} is the prior of the blind deblurring framework, not a restorer on "
+            "its own; pass its RP-GAN run directory as --checkpoint."
+        )
+
+
+def framework_flag_values() -> dict:
+    """The framework flags' values (``None`` = not given; absent in scripts without them)."""
+    from inference import framework_io
+
+    return {
+        name: (FLAGS[name].value if name in FLAGS else None)
+        for name in framework_io.FRAMEWORK_FLAGS
+    }
 
 
 def restorer_from_flags() -> Restorer:
@@ -549,6 +626,7 @@ def restorer_from_flags() -> Restorer:
         saved_model=FLAGS.saved_model,
         self_ensemble=FLAGS.self_ensemble,
         jit_compile="jit_compile" in FLAGS and FLAGS.jit_compile,
+        **framework_flag_values(),
     )
 
 

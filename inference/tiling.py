@@ -167,6 +167,11 @@ FULL_WIDTH = 32  # MIMO-UNet's, IDC's and Two-Way's full ``base_channels`` / ``c
 FULL_WIDTHS = {"gradientnet": 64}
 WIDTH_KWARGS = ("base_channels", "channels")  # the width argument of every registered model
 MIN_BYTES_PER_PIXEL = 100  # input, padded copy and output images of any model
+# The blind deblurring framework (SEN + K + CG + G; inference/framework_io.py), not measured as a
+# whole: building K peaks at ~4,000 bytes per pixel for flow-46 flows (3.7 GB above the process at
+# 720x1280, deconvolution/blur_operator.py) and the networks run one after the other, so K's
+# peak plus the largest network entry above. Independent of the networks' widths (K dominates).
+FRAMEWORK_BYTES_PER_PIXEL = 4000 + 3700
 GB = 1e9
 
 
@@ -179,10 +184,13 @@ def forward_bytes_per_pixel(source: dict) -> float:
     """Estimated peak bytes per input pixel of one whole-image forward of the described model.
 
     ``source`` is a restorer's description (``model``, ``model_kwargs``, ``self_ensemble``); an
-    unknown model gets the largest entry. The width-dependent 3/4 of the entry scales with the
+    unknown model gets the largest entry, the blind deblurring framework (a ``framework`` entry)
+    :data:`FRAMEWORK_BYTES_PER_PIXEL`. The width-dependent 3/4 of the entry scales with the
     model's width argument over its full width (:func:`full_width`). A self-ensemble runs its
     passes in one graph, up to two at once on TensorFlow's inter-op threads, hence twice the memory.
     """
+    if source.get("framework"):  # a framework checkpoint or export (settings recorded)
+        return float(FRAMEWORK_BYTES_PER_PIXEL)
     name = source.get("model")
     per_pixel = FORWARD_BYTES_PER_PIXEL.get(name, max(FORWARD_BYTES_PER_PIXEL.values()))
     kwargs = source.get("model_kwargs") or {}
