@@ -273,6 +273,26 @@ def test_sigterm_saves_current_step_and_stops(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_signal_before_the_first_step_stops_at_once(tmp_path):
+    """Nothing would be lost: the first signal interrupts at once (a long first data preparation
+    need not run to its end) and the unstarted run leaves no folder behind."""
+    blur, sharp = _pairs()
+
+    def generator():
+        os.kill(os.getpid(), signal.SIGTERM)  # while the first batch is prepared
+        for i in range(0, len(blur), 2):
+            yield blur[i : i + 2], sharp[i : i + 2]
+
+    spec = (tf.TensorSpec((2, 32, 32, 3), tf.float32),) * 2
+    trainer = _trainer(tmp_path / "run", 8, checkpoint_every=100)
+    trainer.make_epoch_dataset = lambda epoch: tf.data.Dataset.from_generator(
+        generator, output_signature=spec
+    )
+    with pytest.raises(KeyboardInterrupt, match="nothing unsaved"):
+        trainer.run()
+    assert trainer.step == 0 and not os.path.exists(tmp_path / "run")
+
+
 def test_flags_defined_once_and_paper_defaults():
     from absl import flags
 

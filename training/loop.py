@@ -575,7 +575,7 @@ class Trainer:
         if self._counters is None:
             self.setup()
         try:
-            with StopRequest() as self._stop:
+            with StopRequest(self._has_unsaved_updates) as self._stop:
                 try:
                     self._train_epochs()
                 except DataError:
@@ -591,6 +591,10 @@ class Trainer:
             raise
         finally:
             self._release()
+
+    def _has_unsaved_updates(self) -> bool:
+        """Updates since the last checkpoint (or since the start of a fresh run)."""
+        return self.step > max(self.saved_step, 0)
 
     def _train_epochs(self):
         cfg = self.config
@@ -831,16 +835,21 @@ class Trainer:
 
 class StopRequest:
     """Turns the first SIGINT (Ctrl-C) / SIGTERM into a request that the loop honours after the
-    current step (so the saved checkpoint is consistent); a second signal interrupts at once.
-    Handlers are only installed in the main thread."""
+    current step (so the saved checkpoint is consistent); a second signal interrupts at once, and
+    so does the first while ``unsaved()`` says nothing would be lost (e.g. while the first
+    segment's data is prepared: RP-GAN's cache takes minutes before step 1). Handlers are only
+    installed in the main thread."""
 
-    def __init__(self):
+    def __init__(self, unsaved=None):
         self.signum = None
+        self.unsaved = unsaved
         self._previous = {}
 
     def _handler(self, signum, frame):
         if self.signum is not None:
             raise KeyboardInterrupt(f"signal {signum} (second)")
+        if self.unsaved is not None and not self.unsaved():
+            raise KeyboardInterrupt(f"signal {signum} (nothing unsaved)")
         self.signum = signum
 
     def __enter__(self):

@@ -12,8 +12,10 @@ Items (all of ``crop_size``², default 256):
 
 * level 1: a random window of the cached I*_1 (:class:`training.deconv_cache.DeconvCache`; no
   generator pass, no CG solve);
-* level n ≥ 2: a random image and window, **extended by a ``margin`` (32 px) on every side** (cut
-  at the image's border, where the full-image problem has its boundary too), so that the CG
+* level n ≥ 2: a random image and window, **extended by a ``margin`` (32 px) on every side** (at
+  the image's border, where the full-image problem has its boundary too, the extended window is
+  shifted inside the image: every window of an image has the size ``crop + 2·margin``, one traced
+  CG solve without recompilation), so that the CG
   solves on the window do not see the window's artificial replicate boundary near the stored
   part: Z₁ = clip(G̃(concat(I*_1, O)), 0, 1), I*_2 = CG(β₂; Z₁) with the window's O and U, and for
   level 3 Z₂ = clip(G̃(concat(I*_2, O)), 0, 1), I*_3 = CG(β₃; Z₂); the central ``crop_size``² of
@@ -113,7 +115,8 @@ class ReplayBuffer:
         crop_size: stored window size (256); margin: extension of level ≥ 2 windows (32).
         passes: shuffled passes per cycle (3); batch_size: items per batch (16).
         seed: base seed of the windows and shuffles.
-        tol, max_iter, method: CG and operator settings (§6).
+        tol, max_iter, method, solver: CG and operator settings (§6; ``method="auto"``: the
+            traced solver, :func:`training.deconv_cache.data_solve`).
         snapshot: an existing frozen copy to use (e.g. restored from a checkpoint); default
             :func:`make_snapshot` of ``generator``.
     """
@@ -134,6 +137,7 @@ class ReplayBuffer:
         tol: float = 1e-5,
         max_iter: int = 100,
         method: str = "auto",
+        solver: str = "cg",
         snapshot=None,
     ):
         from deconvolution import hqs
@@ -147,7 +151,7 @@ class ReplayBuffer:
         self.cache, self.generator = cache, generator
         self.size, self.crop_size, self.margin = size, crop_size, margin
         self.passes, self.batch_size, self.seed = passes, batch_size, seed
-        self.tol, self.max_iter, self.method = tol, max_iter, method
+        self.tol, self.max_iter, self.method, self.solver = tol, max_iter, method, solver
         self.snapshot = make_snapshot(generator) if snapshot is None else snapshot
         self.cycle = None
         self.items: BufferItems | None = None
@@ -169,25 +173,31 @@ class ReplayBuffer:
         output = np.asarray(self.snapshot(inputs, training=False), np.float32)
         return np.clip(output, 0.0, 1.0)
 
+    def _extended(self, start: int, extent: int) -> tuple[int, int]:
+        """[begin, end) of the margin window along one axis: ``crop + 2·margin`` (or the whole
+        axis if shorter) around the stored part, shifted inside the image at its borders, so that
+        every window of an image has one size (one traced solve, no recompilation)."""
+        size = min(self.crop_size + 2 * self.margin, extent)
+        begin = min(max(0, start - self.margin), extent - size)
+        return begin, begin + size
+
     def _deep_item(self, level: int, index: int, top: int, left: int):
         """(I*_level, O, I_s) central crops and generator passes of a level ≥ 2 item."""
         import tensorflow as tf
 
-        from deconvolution.blur_operator import BlurOperator
-        from deconvolution.hqs import solve_data_term
+        from training.deconv_cache import data_solve
 
         height, width = self.cache.image_size(index)
-        c, m = self.crop_size, self.margin
-        top0, left0 = max(0, top - m), max(0, left - m)
-        bottom, right = min(height, top + c + m), min(width, left + c + m)
+        c = self.crop_size
+        (top0, bottom), (left0, right) = self._extended(top, height), self._extended(left, width)
         win = self.cache.window(index, top0, left0, bottom - top0, right - left0)
-        blurred = win["blurred"][None]
-        op = BlurOperator(tf.constant(win["flow"][None]), self.method)
+        blurred = tf.constant(win["blurred"][None])
+        flow = tf.constant(win["flow"][None])
         istar, passes = win["istar1"][None], 0
         for n in range(2, level + 1):
             z = self._snapshot_pass(istar[0], win["blurred"])
             passes += 1
-            x, _ = solve_data_term(blurred, z, op, self.betas[n - 1], self.tol, self.max_iter)
+            x, _ = data_solve(blurred, tf.constant(z), flow, self.betas[n - 1], self)
             istar = x.numpy()
         rows, cols = slice(top - top0, top - top0 + c), slice(left - left0, left - left0 + c)
         return istar[0, rows, cols], win["blurred"][rows, cols], win["sharp"][rows, cols], passes

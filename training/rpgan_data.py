@@ -205,10 +205,11 @@ class FrameworkValidationSet(ValidationSet):
         from deconvolution.framework import BlindDeblurFramework
 
         framework = BlindDeblurFramework(self.sen, None, **self.framework_kwargs)
+        run = tf.function(framework.__call__, reduce_retracing=True)
         mean = metrics.MeanMetrics()
         for i in range(len(self.pairs)):
-            blur, sharp = self.tensors(i)
-            restored = framework(blur)
+            blur, _ = self.tensors(i)
+            restored = run(blur)
             mean.update(**metrics.image_metrics(restored[0].numpy(), self.pairs[i][2]))
         return mean.result()
 

@@ -216,8 +216,6 @@ class RPGANTrainStep(AdversarialTrainStep):
 
     # ---- validation: the whole framework ---------------------------------------------------------
 
-    predict_traced = False  # eagerly K is TensorFlow's CSR matrix, the fastest on a CPU
-
     def framework(self):
         """The framework of validation: the frozen SEN, the live G (inference mode)."""
         from deconvolution.framework import BlindDeblurFramework
@@ -227,7 +225,9 @@ class RPGANTrainStep(AdversarialTrainStep):
         return BlindDeblurFramework(self.sen, self.model, **self.framework_kwargs)
 
     def predict(self, blur):
-        """The framework's restored image (``sen_rpgan.md`` §10) for (1, H, W, 3) ``blur``."""
+        """The framework's restored image (``sen_rpgan.md`` §10) for (1, H, W, 3) ``blur``; the
+        loop traces it (K as a ``SparseTensor``: at 256², with CG's loop in the graph, several
+        times faster than eagerly)."""
         return self.framework()(blur)
 
     # ---- the step --------------------------------------------------------------------------------
