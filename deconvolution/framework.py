@@ -24,17 +24,21 @@ Per global iteration g = 1..``global_iterations`` (§10):
 ``generator=None`` is the identity prior (Z_n = I*_n): non-blind HQS, the reference rows of the
 experiments (with ``flow_source="true"`` it equals :func:`deconvolution.hqs.hqs_identity_prior`).
 
-Runs eagerly (K as TensorFlow's CSR matrix, the fastest on CPU) or inside a ``tf.function`` with
-dynamic N, H, W (K as a ``tf.SparseTensor`` with ``sparse_dense_matmul``; see
-:mod:`deconvolution.blur_operator`), so a ``tf.Module`` wrapping the framework exports as one
-SavedModel, CG included (``tests/test_framework.py``: the module tracks
+Runs eagerly (K as TensorFlow's CSR matrix, the fastest single K on a quiet CPU at 720x1280) or
+inside a ``tf.function`` with dynamic N, H, W (K as a ``tf.SparseTensor`` with
+``sparse_dense_matmul``; see :mod:`deconvolution.blur_operator`), so a ``tf.Module`` wrapping
+the framework exports as one SavedModel, CG included (``tests/test_framework.py``: the module tracks
 :attr:`BlindDeblurFramework.variables` and the serving ``tf.function`` is passed as a signature,
 as ``export.py`` does, so saving does not re-trace every Keras layer). The loops over levels and
 global iterations are Python loops (unrolled when traced); CG's own loop is a ``tf.while_loop``.
 
 Measured once (256x256, full-width SEN and G with random weights, a smooth 2-14 px flow, levels 3,
 CPU shared with other jobs): eagerly 4.2-4.4 s (SEN 1.1, K 0.09, CG 0.5 for 36 / 18 / 9
-iterations, G 2.5-2.8 for three passes), traced ``tf.function`` 3.4 s.
+iterations, G 2.5-2.8 for three passes), traced ``tf.function`` 3.4 s. With tiny networks, where
+CG dominates, the traced framework was 3-4.5x faster than the eager one at 256x256 and 720x1280
+(``inference/framework_io.py``): eagerly every CG iteration is a round of Python-dispatched ops.
+So its users (evaluation, export, training validation, the cache's and buffer's solves through
+:func:`deconvolution.hqs.traced_data_solver`) trace it.
 """
 
 from __future__ import annotations

@@ -227,6 +227,12 @@ def test_run_directory_contract_and_exact_resume(flow_root, sen_run, tmp_path):
     assert config["framework"] == {"levels": 1, "betas": [0.02], "cg_tol": 1e-5, "cg_max_iter": 10}
     for name in ("sen.weights.h5", "final.weights.h5"):
         assert os.path.isfile(straight / name), name
+    # The run is a whole framework for evaluate.py / deblur.py / export.py.
+    from inference import model_io
+
+    restorer = model_io.load_restorer(checkpoint=str(straight), levels=2)
+    restored = np.asarray(restorer(np.full((1, 37, 45, 3), 0.5, np.float32)))
+    assert restored.shape == (1, 37, 45, 3) and np.isfinite(restored).all()
 
     resumed = tmp_path / "resumed"  # stopped inside cycle 0 (step 5), then resumed to step 8
     args = _run_args(flow_root, sen_run, cache, resumed)
