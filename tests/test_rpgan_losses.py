@@ -215,6 +215,14 @@ def test_generator_total_and_use_dp_off():
     # use_dp=False (Appendix B ablation): no D_p maps, lambda = 0.
     off = losses.rpgan_generator_loss(images, label, logits, vgg=vgg, penalty_weight=0.0)
     assert float(off["artifact_penalty"]) == 0.0 and float(off["penalty_weighted"]) == 0.0
+    # The quick preset's L1 anchor (not the paper's): absent by default, added when asked.
+    assert "pixel" not in terms
+    pixel = losses.rpgan_generator_loss(
+        images, label, logits, restored, sharp, vgg=vgg, pixel_weight=1000.0
+    )
+    l1 = float(np.mean(np.abs(images - label)))
+    np.testing.assert_allclose(float(pixel["pixel"]), l1, rtol=1e-5)
+    np.testing.assert_allclose(float(pixel["loss"]), expected + 1000.0 * l1, rtol=1e-5)
     with pytest.raises(ValueError, match="VGG16"):
         losses.rpgan_generator_loss(images, label, logits, restored, sharp)
     with pytest.raises(ValueError, match="critic_sharp"):
