@@ -197,17 +197,33 @@ class RPGANGenerator(keras.Model):
             or (128, 64) (pix2pix).
         width_divisor: every width c becomes max(1, c // width_divisor) (tests use 32).
         init: ``"torch"`` (PyTorch's default initialisation) or ``"glorot"``.
+        global_residual: ``False`` (the paper: G's output is the image) or ``True``: the output
+            is O + Res2out(...), O the input's last three channels (not a paper choice;
+            ``train_rpgan.py --preset quick`` only).
+        output_init: ``None`` or ``"zeros"``: Res2out's two linear convolutions start at zero, so
+            that with ``global_residual`` G starts as Z = O (a short run then only has to learn
+            a correction; GradientNet's quick preset does the same).
     """
 
     size_multiple = SIZE_MULTIPLE
     in_channels = G_INPUT_CHANNELS
 
-    def __init__(self, g_up_widths=(256, 128), width_divisor=1, init="torch", **kw):
+    def __init__(
+        self,
+        g_up_widths=(256, 128),
+        width_divisor=1,
+        init="torch",
+        global_residual=False,
+        output_init=None,
+        **kw,
+    ):
         super().__init__(**kw)
         g_up_widths = tuple(int(w) for w in g_up_widths)
         _check("g_up_widths", g_up_widths, G_UP_WIDTHS)
         _check("init", init, INITS)
+        _check("output_init", output_init, (None, "zeros"))
         self.g_up_widths, self.init = g_up_widths, init
+        self.global_residual, self.output_init = bool(global_residual), output_init
         self.width_divisor = _check_width_divisor(width_divisor)
 
         def width(c):
@@ -236,6 +252,10 @@ class RPGANGenerator(keras.Model):
             width = layer.filters
         self.last.build(channels_shape(width))
         self.out.build(channels_shape(self.last.filters + G_INPUT_CHANNELS))
+        if self.output_init == "zeros":
+            for conv in (self.out.conv, self.out.projection):
+                for weight in conv.weights:
+                    weight.assign(ops.zeros(weight.shape, weight.dtype))
         super().build(input_shape)
 
     def call(self, inputs, training=None):
@@ -249,6 +269,8 @@ class RPGANGenerator(keras.Model):
         x = self.last(x, training=training)
         # Register #12: "skip connect the concatenated inputs with the last layer".
         x = self.out(ops.concatenate([x, padded], axis=-1), training=training)
+        if self.global_residual:
+            x = x + padded[..., IMAGE_CHANNELS:]  # + O
         return inference.crop_to(x, height, width)
 
     def compute_output_shape(self, input_shape):
@@ -260,6 +282,8 @@ class RPGANGenerator(keras.Model):
             "g_up_widths": list(self.g_up_widths),
             "width_divisor": self.width_divisor,
             "init": self.init,
+            "global_residual": self.global_residual,
+            "output_init": self.output_init,
         }
 
 

@@ -251,6 +251,19 @@ def test_generator_config_round_trip_and_keras_save_load(tmp_path):
     _save_load(model, tmp_path / "g.keras", random_inputs(20, 28))
 
 
+def test_quick_preset_generator_starts_as_the_blurred_input(tmp_path):
+    """``global_residual`` + ``output_init="zeros"`` (not the paper's; the quick preset): G(I*, O)
+    is exactly O before training, and the switches survive config and ``.keras`` round trips."""
+    model = built_generator(global_residual=True, output_init="zeros", **TINY)
+    x = random_inputs(21, 30)
+    np.testing.assert_array_equal(numpy(model(x, training=False)), numpy(x)[..., 3:])
+    _round_trip(model, 6)
+    assert model.get_config()["global_residual"] and model.get_config()["output_init"] == "zeros"
+    _save_load(model, tmp_path / "g_residual.keras", x)
+    with pytest.raises(ValueError, match="output_init"):
+        RPGANGenerator(output_init="ones")
+
+
 @pytest.mark.parametrize(("conditional", "d_style"), [(True, "paper"), (False, "no_bn")])
 def test_discriminator_config_round_trip_and_keras_save_load(tmp_path, conditional, d_style):
     model = built_discriminator(conditional=conditional, d_style=d_style, **TINY)
