@@ -128,6 +128,10 @@ def test_cache_key_changes_with_beta_sen_weights_and_image(tmp_path):
     other = _sen()
     other.set_weights([w + 1e-3 for w in sen.get_weights()])
     assert key(sen=other) != base
+    # the same SEN frozen, or under another Keras name, is the same SEN
+    frozen = _sen()
+    frozen.trainable = False
+    assert key(sen=frozen) == base
     # a changed image gets another entry file in the same folder
     cache = deconv_cache.DeconvCache(str(tmp_path), images, sen=sen)
     changed = deconv_cache.DeconvCache(str(tmp_path), _images(seed=9, with_labels=False), sen=sen)

@@ -101,10 +101,17 @@ def _digest(*parts) -> str:
     return h.hexdigest()
 
 
+# Config entries that do not change what a model computes: its Keras name (which may get a
+# suffix, "sen_1") and whether it is being trained (a frozen SEN is the same SEN).
+UNCOMPUTED_CONFIG = ("name", "trainable")
+
+
 def model_digest(model) -> str:
-    """SHA-256 of a Keras model's class, config and weights (in order): the SEN's identity."""
+    """SHA-256 of a Keras model's class, config (but its name and trainability) and weights (in
+    order): the SEN's identity."""
     try:
-        config = json.dumps(model.get_config(), sort_keys=True, default=repr)
+        entries = {k: v for k, v in model.get_config().items() if k not in UNCOMPUTED_CONFIG}
+        config = json.dumps(entries, sort_keys=True, default=repr)
     except (NotImplementedError, TypeError):
         config = ""
     return _digest(type(model).__name__, config, *[np.asarray(w) for w in model.get_weights()])
