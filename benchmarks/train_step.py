@@ -1,5 +1,5 @@
 """Seconds per training step, fraction of the machine's fp32 matmul peak and peak memory of
-MIMO-UNet(+) and of the GradientNet GAN on this machine's CPU (or GPU).
+MIMO-UNet(+), the GradientNet GAN and RP-GAN on this machine's CPU (or GPU).
 
 Runs the real training step inside a ``tf.function`` under the default strategy (``--xla on``
 compiles it with XLA, which the training scripts do not) on random (blur, sharp) batches, discards
@@ -13,7 +13,12 @@ miss it). Each configuration runs in a fresh subprocess, so peaks do not mix.
 (``training.mimo_unet_step.MimoUnetTrainStep``) and ``gradientnet``
 (``training.gradientnet_step.GradientNetTrainStep``: the paper configuration, full width, 5
 WGAN-GP critic updates then one generator update, VGG19 ``block4_conv3`` content term with seeded
-random VGG weights, ``vgg_weights_path=None``; nothing is downloaded).
+random VGG weights, ``vgg_weights_path=None``; nothing is downloaded) and ``rpgan``
+(``training.rpgan_step.RPGANTrainStep``: the paper configuration, full width, one D_cGAN update,
+one D_p update with weight clipping, one G update; VGG16 ``block2_conv2`` content term with seeded
+random weights) on random (I*, O, I_s) batches (the deconvolved image, the blurred image, the sharp
+image; the HQS data step that makes I* is not part of the step: see ``benchmarks/framework.py``).
+The paper trains RP-GAN with batch 16 of 256x256 crops: ``--variants rpgan --batch 16``.
 
 Work per step (analytic multiply-adds of :mod:`models.flops`, convolution weights only, x batch;
 losses, norms, activations and the optimizers are not counted):
@@ -28,9 +33,16 @@ losses, norms, activations and the optimizers are not counted):
   forward on G(b) and its gradient w.r.t. the activations only (its weights are not updated), VGG
   forward on G(b) and on the sharp image plus the gradient through the G(b) branch. Total
   ``critic_steps`` x 12 D + 3 G + 2 D + 3 V.
+* RP-GAN, with G, C, P, V the forward MACs of the generator, D_cGAN, D_p and the VGG16 cut: the
+  D_cGAN update is 6 C (real and fake pairs, forward and both gradients), the D_p update 6 P (I*
+  and O; clipping costs no MACs); the generator update is 3 G + 2 C + 3 P + 3 V: G forward (once
+  per step, on the tape) and backward, D_cGAN forward on the fake pair and its activation
+  gradient, D_p on G's output (forward and activation gradient) and on I_s (forward only), VGG on
+  G's output and I_s plus the gradient of the first. Total 3 G + 8 C + 9 P + 3 V.
 
-The GradientNet row also splits the step: in the same process, after the same warm-up, it times
-``step.update_critics`` alone (the 5 critic updates on a fixed G(b)) and
+The GAN rows also split the step: in the same process, after the same warm-up, they time
+``step.update_critics`` alone (GradientNet: the 5 critic updates; RP-GAN: the D_cGAN and D_p
+updates; on a fixed G output) and
 ``step.update_generator`` (G forward on a tape, ``generator_loss``, one update), each in
 its own ``tf.function``, interleaved with the full steps; "rest" is the full step minus the two
 parts: the parts together do the step's work, so it is 0 s up to timing noise (on a machine shared
@@ -39,6 +51,7 @@ with other jobs, the noise). Each part's GFLOP/s uses its own share of the work.
     python benchmarks/train_step.py                          # MIMO-UNet, batch 4 x 256 x 256
     python benchmarks/train_step.py --variants mimo_unet,mimo_unet_plus --crops 128,256
     python benchmarks/train_step.py --variants gradientnet --steps 2 --warmup 1
+    python benchmarks/train_step.py --variants rpgan --batch 16 --steps 2 --warmup 1
 """
 
 from __future__ import annotations
@@ -59,10 +72,10 @@ sys.path.insert(0, ROOT)
 from benchmarks import peak  # noqa: E402
 
 MIMO_VARIANTS = ("mimo_unet", "mimo_unet_plus")
-GAN_VARIANTS = ("gradientnet",)
+GAN_VARIANTS = ("gradientnet", "rpgan")
 VARIANTS = MIMO_VARIANTS + GAN_VARIANTS
 SIZE_MULTIPLE = 4  # every network here needs crops that are multiples of 4
-MIN_GAN_CROP = 32  # VGG19's smallest input
+MIN_GAN_CROP = 32  # Keras VGG16's and VGG19's smallest input
 
 # Forward + gradient w.r.t. activations + gradient w.r.t. weights, each about one forward.
 TRAIN_MACS_PER_FORWARD_MAC = 3
@@ -73,6 +86,10 @@ CRITIC_UPDATE_MACS_PER_CRITIC_MAC = 12
 # VGG on G(b) and on the sharp image plus the activation gradient of the G(b) branch 3 V.
 GENERATOR_UPDATE_MACS = {"generator": 3, "critic": 2, "vgg": 3}
 FORWARD_KEYS = ("generator_forward", "critic_forward", "vgg_forward")  # per image, in gan_work
+# RP-GAN (module docstring): D_cGAN update 6 C, D_p update 6 P; generator update 3 G + 2 C + 3 P
+# + 3 V.
+RPGAN_CRITIC_MACS = {"d_cgan": 6, "d_p": 6}
+RPGAN_GENERATOR_MACS = {"generator": 3, "d_cgan": 2, "d_p": 3, "vgg": 3}
 
 
 def _random_batch(batch, crop):
@@ -84,6 +101,16 @@ def _random_batch(batch, crop):
     sharp = rng.uniform(0, 1, (batch, crop, crop, 3))
     blur = np.clip(sharp + rng.normal(0, 0.05, sharp.shape), 0, 1)
     return tf.constant(blur, tf.float32), tf.constant(sharp, tf.float32)
+
+
+def _random_rpgan_batch(batch, crop):
+    """An (I*, O, I_s) triple of (batch, crop, crop, 3) float32 tensors in [0, 1]: I* = I_s with
+    ringing-like noise, O = I_s with blur-like noise (only the shapes and range matter here)."""
+    import tensorflow as tf
+
+    blur, sharp = _random_batch(batch, crop)
+    deconvolved = tf.clip_by_value(sharp + 0.5 * (sharp - blur), 0.0, 1.0)
+    return deconvolved, blur, sharp
 
 
 def _set_threads(threads):
@@ -98,7 +125,7 @@ def measure(variant, batch, crop, steps, warmup, threads, xla=False, peak_n=4096
     """Times ``steps`` training steps after ``warmup`` ones; returns a dict of results."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if variant in GAN_VARIANTS:
-        return measure_gan(batch, crop, steps, warmup, threads, xla=xla, peak_n=peak_n)
+        return measure_gan(variant, batch, crop, steps, warmup, threads, xla=xla, peak_n=peak_n)
     import numpy as np
     import tensorflow as tf
 
@@ -168,6 +195,33 @@ def gan_work(step, crop, batch) -> dict:
     }
 
 
+def rpgan_work(step, crop, batch) -> dict:
+    """Multiply-adds of one RP-GAN step's parts (module docstring), for ``batch`` images; the same
+    keys as :func:`gan_work` plus ``"d_p_forward"`` (``critic_forward`` is D_cGAN's)."""
+    from models import flops
+
+    def macs(model, channels=3):
+        return flops.count_macs(model, crop, crop, channels=channels)
+
+    forward = {
+        "generator": macs(step.model, 6),
+        "d_cgan": macs(step.critics["d_cgan"], 6),
+        "d_p": macs(step.critics["d_p"]),
+        "vgg": macs(step.vgg),
+    }
+    critic = sum(k * forward[name] for name, k in RPGAN_CRITIC_MACS.items()) * batch
+    generator = sum(k * forward[name] for name, k in RPGAN_GENERATOR_MACS.items()) * batch
+    return {
+        "critic_updates": critic,
+        "generator_update": generator,
+        "total": critic + generator,
+        "generator_forward": forward["generator"],
+        "critic_forward": forward["d_cgan"],
+        "d_p_forward": forward["d_p"],
+        "vgg_forward": forward["vgg"],
+    }
+
+
 def gan_functions(step, xla):
     """``(full, critics, generator)`` step functions of a built GAN step object.
 
@@ -184,24 +238,42 @@ def gan_functions(step, xla):
     return full, critics, tf.function(step.update_generator, jit_compile=xla)
 
 
-def measure_gan(batch, crop, steps, warmup, threads, xla=False, peak_n=4096):
-    """The GradientNet GAN step and its two parts, timed interleaved; returns a dict of results."""
+def gan_setup(variant, crop, batch):
+    """(built step, work dict, batch tensors) of a GAN variant (random VGG weights, never
+    downloaded)."""
+    import tensorflow as tf
+
+    if variant == "rpgan":
+        from training.rpgan_step import RPGANTrainStep
+
+        step = RPGANTrainStep(vgg_weights_path=None)
+        step.build(tf.distribute.get_strategy())
+        return step, rpgan_work(step, crop, batch), _random_rpgan_batch(batch, crop)
+    from training.gradientnet_step import GradientNetTrainStep
+
+    step = GradientNetTrainStep(vgg_weights_path=None)  # seeded random VGG19, never downloaded
+    step.build(tf.distribute.get_strategy())
+    return step, gan_work(step, crop, batch), _random_batch(batch, crop)
+
+
+def _first(values):
+    """``float`` of the first scalar of a step function's dict (waits for the function)."""
+    return float(next(iter(values.values())))
+
+
+def measure_gan(variant, batch, crop, steps, warmup, threads, xla=False, peak_n=4096):
+    """A GAN step and its two parts, timed interleaved; returns a dict of results."""
     import tensorflow as tf
 
     _set_threads(threads)
-    from training.gradientnet_step import GradientNetTrainStep
-
     peak_before = peak.matmul_peak(peak_n)
-    step = GradientNetTrainStep(vgg_weights_path=None)  # seeded random VGG19, never downloaded
-    step.build(tf.distribute.get_strategy())
-    work = gan_work(step, crop, batch)
+    step, work, tensors = gan_setup(variant, crop, batch)
     full, critics, generator = gan_functions(step, xla)
-    blur, sharp = _random_batch(batch, crop)
-    inputs, fake = tf.function(step.generate)(blur, sharp)  # G(b) for the critic-only part
+    inputs, fake = tf.function(step.generate)(*tensors)  # G's output for the critic-only part
     runs = {
-        "step": lambda: full(blur, sharp)["loss"],
-        "critic": lambda: critics(inputs, fake)["critic_loss"],
-        "generator": lambda: generator(blur, sharp)["loss"],
+        "step": lambda: full(*tensors)["loss"],
+        "critic": lambda: _first(critics(inputs, fake)),
+        "generator": lambda: generator(*tensors)["loss"],
     }
     times = {name: [] for name in runs}
     loss = None
@@ -220,12 +292,12 @@ def measure_gan(batch, crop, steps, warmup, threads, xla=False, peak_n=4096):
     critic_gflops = 2 * work["critic_updates"] / median["critic"] / 1e9
     generator_gflops = 2 * work["generator_update"] / median["generator"] / 1e9
     return {
-        "variant": "gradientnet",
+        "variant": variant,
         "xla": xla,
         "train_gmac": work["total"] / 1e9,
         "critic_gmac": work["critic_updates"] / 1e9,
         "generator_gmac": work["generator_update"] / 1e9,
-        "forward_gmac": {k: work[k] / 1e9 for k in FORWARD_KEYS},
+        "forward_gmac": {k: v / 1e9 for k, v in work.items() if k.endswith("_forward")},
         "critic_steps": step.critic_steps,
         "gflops": gflops,
         "peak_gflops": best_peak["gflops"],
@@ -238,7 +310,7 @@ def measure_gan(batch, crop, steps, warmup, threads, xla=False, peak_n=4096):
         "batch": batch,
         "crop": crop,
         "params": _count(step.model),
-        "critic_params": _count(step.critics["critic"]),
+        "critic_params": sum(_count(critic) for critic in step.critics.values()),
         "median_s": median["step"],
         "min_s": min(times["step"]),
         "max_s": max(times["step"]),
@@ -270,7 +342,7 @@ def check_args(args) -> list[tuple[str, int]]:
         if crop < 1 or crop % SIZE_MULTIPLE:
             raise ValueError(f"--crops: {crop} is not a positive multiple of {SIZE_MULTIPLE}")
         if crop < MIN_GAN_CROP and set(variants) & set(GAN_VARIANTS):
-            raise ValueError(f"--crops: {crop} < {MIN_GAN_CROP}, VGG19's smallest input")
+            raise ValueError(f"--crops: {crop} < {MIN_GAN_CROP}, VGG's smallest input")
     if args.batch < 1 or args.steps < 1 or args.warmup < 0 or args.peak_n < 1:
         raise ValueError("--batch, --steps and --peak_n must be positive, --warmup >= 0")
     if args.threads < 0:
@@ -326,10 +398,14 @@ def main():
     gan = [r for r in rows if r["variant"] in GAN_VARIANTS]
     if mimo:
         _print_table(mimo)
-    if gan:
-        if mimo:
-            print()
-        _print_gan_table(gan)
+    printed = bool(mimo)
+    for variant in GAN_VARIANTS:
+        group = [r for r in gan if r["variant"] == variant]
+        if group:
+            if printed:
+                print()
+            _print_gan_table(group)
+            printed = True
     print(f"load average at the end: {peak.load_average():.2f}")
     if args.json:
         from fileio import atomic_write_json
@@ -402,19 +478,10 @@ def _print_table(rows):
 
 def _print_gan_table(rows):
     """GAN rows: the whole step, then its split into the critic updates and the generator update."""
-    first = rows[0]
-    forward = first["forward_gmac"]
-    print(
-        f"GradientNet GAN training step ({first['critic_steps']} critic updates + 1 generator "
-        f"update) on {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
-        "cores; medians of the timed steps after warm-up; work = critic_steps x 12 D + 3 G + "
-        f"2 D + 3 V per image (G {forward['generator_forward']:.2f}, D "
-        f"{forward['critic_forward']:.2f}, V {forward['vgg_forward']:.2f} GMAC at "
-        f"{first['crop']}x{first['crop']})."
-    )
+    print(_gan_title(rows[0]))
     header = (
         "model",
-        "params G + D",
+        "params G + critics",
         "batch x crop",
         "device",
         "XLA",
@@ -447,6 +514,29 @@ def _print_gan_table(rows):
             )
         )
     _print_markdown(lines)
+
+
+def _gan_title(first):
+    """The line above a GAN table: what one step does and its work formula (module docstring)."""
+    forward = first["forward_gmac"]
+    where = (
+        f"on {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
+        "medians of the timed steps after warm-up"
+    )
+    size = f"GMAC at {first['crop']}x{first['crop']}"
+    if first["variant"] == "rpgan":
+        return (
+            "RP-GAN training step (1 D_cGAN update, 1 D_p update + clipping, 1 G update) on "
+            f"random (I*, O, I_s) batches {where}; work = 3 G + 8 C + 9 P + 3 V per image (G "
+            f"{forward['generator_forward']:.2f}, C = D_cGAN {forward['critic_forward']:.2f}, "
+            f"P = D_p {forward['d_p_forward']:.2f}, V {forward['vgg_forward']:.2f} {size})."
+        )
+    return (
+        f"GradientNet GAN training step ({first['critic_steps']} critic updates + 1 generator "
+        f"update) {where}; work = critic_steps x 12 D + 3 G + 2 D + 3 V per image (G "
+        f"{forward['generator_forward']:.2f}, D {forward['critic_forward']:.2f}, V "
+        f"{forward['vgg_forward']:.2f} {size})."
+    )
 
 
 def _timing_cells(r):

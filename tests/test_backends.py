@@ -11,6 +11,13 @@ backend runs in one subprocess (:func:`child`) that loads the weights the Tensor
 * the paper loss of the model's family on the TensorFlow backend's predictions (so that the loss is
   compared on identical inputs), every term of its dict.
 
+The networks outside ``MODEL_BUILDERS`` (:data:`NETWORKS`) get one direct inference call each:
+RP-GAN's generator G (``models.PRIOR_BUILDERS``) on concat(blur, sharp) of the odd-size batch (G
+pads to 4 and crops back inside), the critics D_cGAN and D_p (:mod:`models.rpgan`) on a (2, 64,
+64, ·) batch (the 256² training crops' parity: even sizes, so "same" padding of their stride-2 4x4
+convolutions is symmetric), and SEN (``models.FLOW_ESTIMATOR_BUILDERS``) on the odd-size batch (it
+pads to 64 inside).
+
 The parent compares each array with the TensorFlow backend's at ``ATOL`` and reports the largest
 absolute difference. The child also reports whether anything imported TensorFlow: under JAX and
 PyTorch, ``models`` and ``losses`` must run without it.
@@ -50,6 +57,15 @@ LOSS_OF = {
     "gradientnet": None,  # GAN losses need a critic and VGG: compared in their own tests
 }
 MODELS = ("mimo_unet", "mimo_unet_plus", "idc", "two_way", "gradientnet")
+# Networks that are not restorers: name -> (builder kwargs at tiny width, input of the call).
+NETWORKS = {
+    "rpgan_generator": ({"width_divisor": 16}, "blur_sharp"),
+    "rpgan_d_cgan": ({"width_divisor": 16, "conditional": True}, "critic6"),
+    "rpgan_d_p": ({"width_divisor": 16, "conditional": False}, "critic3"),
+    # Both stacks: JAX compiles per shape, so stack 2 adds ~3 s to stack 1's ~16 s (load 4).
+    "sen": ({"width_divisor": 16}, "blur"),
+}
+CRITIC_SHAPE = (2, 64, 64, 6)
 ATOL = 1e-4  # outputs are images in about [0, 1]
 LOSS_RTOL = 1e-4  # loss terms span 1e-3 (gradients) to 10 (FFT sums)
 JAX_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
@@ -115,6 +131,46 @@ def compute(names, weights_dir, reference=None):
     return results
 
 
+def build_network(name):
+    """A built tiny network of :data:`NETWORKS` (random weights)."""
+    import models
+    from models import rpgan
+
+    kwargs, _ = NETWORKS[name]
+    if name in models.PRIOR_BUILDERS:
+        model = models.build_prior(name, **kwargs)
+    elif name in models.FLOW_ESTIMATOR_BUILDERS:
+        model = models.build_flow_estimator(name, **kwargs)
+    else:
+        model = rpgan.rpgan_discriminator(**kwargs)
+    model.build((None, None, None, getattr(model, "in_channels", 3)))
+    return model
+
+
+def network_input(name, inputs):
+    """The call input of a :data:`NETWORKS` entry from ``inputs.npz``."""
+    kind = NETWORKS[name][1]
+    if kind == "blur_sharp":
+        return np.concatenate([inputs["blur"], inputs["sharp"]], axis=-1)
+    if kind == "critic6":
+        return inputs["critic"]
+    return inputs["critic"][..., :3] if kind == "critic3" else inputs["blur"]
+
+
+def compute_networks(weights_dir):
+    """``<name>/out`` of one inference call of every :data:`NETWORKS` entry."""
+    import keras
+
+    inputs = np.load(os.path.join(weights_dir, "inputs.npz"))
+    results = {}
+    for name in NETWORKS:
+        model = build_network(name)
+        model.load_weights(os.path.join(weights_dir, f"{name}.weights.h5"))
+        output = model(network_input(name, inputs), training=False)
+        results[f"{name}/out"] = keras.ops.convert_to_numpy(output)
+    return results
+
+
 def child(weights_dir, names):
     """Subprocess entry point: computes this backend's arrays into ``<backend>.npz``."""
     import keras
@@ -122,6 +178,7 @@ def child(weights_dir, names):
     backend = keras.backend.backend()
     reference = dict(np.load(os.path.join(weights_dir, "tensorflow.npz")))
     results = compute(names, weights_dir, reference)
+    results.update(compute_networks(weights_dir))
     np.savez(os.path.join(weights_dir, f"{backend}.npz"), **results)
     report = {"backend": backend, "tensorflow_imported": "tensorflow" in sys.modules}
     print("BACKEND " + json.dumps(report))
@@ -143,12 +200,17 @@ def reference_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
     blur = rng.random(SHAPE, dtype=np.float32)
     sharp = np.clip(blur + rng.normal(0.0, 0.1, SHAPE), 0.0, 1.0).astype(np.float32)
-    np.savez(folder / "inputs.npz", blur=blur, sharp=sharp)
+    critic = rng.random(CRITIC_SHAPE, dtype=np.float32)
+    np.savez(folder / "inputs.npz", blur=blur, sharp=sharp, critic=critic)
     for name in model_names():
         model = models.build_model(name, **tiny(name))
         model.build((None, None, None, 3))
         model.save_weights(str(folder / f"{name}.weights.h5"))
-    np.savez(folder / "tensorflow.npz", **compute(model_names(), str(folder)))
+    for name in NETWORKS:
+        build_network(name).save_weights(str(folder / f"{name}.weights.h5"))
+    arrays = compute(model_names(), str(folder))
+    arrays.update(compute_networks(str(folder)))
+    np.savez(folder / "tensorflow.npz", **arrays)
     return folder
 
 
@@ -206,6 +268,18 @@ def test_model_matches_tensorflow_backend(backend_run, reference_dir, name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_network_matches_tensorflow_backend(backend_run, reference_dir, name):
+    """RP-GAN's G, D_cGAN, D_p and SEN: one inference call agrees with TensorFlow's at 1e-4 (G's
+    images and SEN's flows, in pixels of a few tenths with random weights; the critics' logits)."""
+    backend, arrays, _ = backend_run
+    reference = dict(np.load(reference_dir / "tensorflow.npz"))
+    difference = _max_differences(arrays, reference, name)[f"{name}/out"]
+    print(f"\n{backend} {name}: max |difference| {difference:.1e}")
+    assert difference <= ATOL, f"{backend} {name}: {difference}"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in MODELS if LOSS_OF[name]])
 def test_loss_matches_tensorflow_backend(backend_run, reference_dir, name):
     """Every term of the paper loss, on the same predictions, agrees to rtol 1e-4."""
@@ -228,7 +302,11 @@ def test_backend_runs_without_tensorflow(backend_run):
 
 
 def test_registry_is_what_the_parity_tests_cover():
+    import models
+
     assert sorted(LOSS_OF) == sorted(MODELS) == model_names()
+    others = set(models.PRIOR_BUILDERS) | set(models.FLOW_ESTIMATOR_BUILDERS)
+    assert others <= set(NETWORKS), sorted(others - set(NETWORKS))
 
 
 def test_models_and_losses_never_import_tensorflow():

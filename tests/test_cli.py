@@ -23,6 +23,14 @@ SCRIPTS = {
     "convert_mimo_unet.py": ["--src", "--variant", "--out"],
     "evaluate_flow.py": ["--data_dir", "--u_max", "--max_images", "--out_dir", "--checkpoint"],
     "show_flow.py": ["--input", "--grid", "--max_flow", "--overwrite", "--saved_model"],
+    "train_rpgan.py": ["--sen_checkpoint", "--pretrain_epochs", "--buffer_size", "--use_dp"],
+    "experiments_rpgan.py": [
+        "--table",
+        "--checkpoint",
+        "--no_dp_checkpoint",
+        "--levels_list",
+        "--out",
+    ],
 }
 
 # Runs the script as __main__ with --help and reports its exit status and what got imported.

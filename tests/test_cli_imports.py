@@ -14,12 +14,14 @@ SCRIPTS = [
     "train_two_way",
     "train_gradientnet",
     "train_sen",
+    "train_rpgan",
     "evaluate",
     "evaluate_flow",
     "show_flow",
     "export",
     "deblur",
     "convert_mimo_unet",
+    "experiments_rpgan",
 ]
 
 

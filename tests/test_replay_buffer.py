@@ -26,10 +26,11 @@ class StandInGenerator(keras.Model):
         super().__init__(**kwargs)
         self.conv = keras.layers.Conv2D(3, 3, padding="same")
         self.norm = keras.layers.BatchNormalization()
-        self.calls = 0
+        self.calls = self.samples = 0
 
     def call(self, inputs, training=None):
         self.calls += 1
+        self.samples += int(inputs.shape[0])
         return inputs[..., :3] + 0.1 * self.norm(self.conv(inputs), training=training)
 
 
@@ -214,11 +215,12 @@ def _buffer(tmp_path, generator, **kw):
 def test_buffer_levels_passes_and_windows(tmp_path):
     generator = _generator()
     buffer = _buffer(tmp_path, generator)
-    buffer.snapshot.calls = 0
+    buffer.snapshot.calls = buffer.snapshot.samples = 0
     items = buffer.rebuild(cycle=0)
     assert np.bincount(items.levels).tolist() == [0, 5, 3, 2]
     np.testing.assert_array_equal(items.passes, items.levels - 1)
-    assert buffer.snapshot.calls == 3 * 1 + 2 * 2  # n - 1 passes of the snapshot per item
+    # n - 1 passes of the snapshot per item, the items of one level batched together
+    assert buffer.snapshot.samples == 3 * 1 + 2 * 2 and buffer.snapshot.calls == 1 + 2
     assert generator.calls == 0  # the live G is never used to make items
     assert items.istar.shape == (10, 32, 32, 3)
     assert items.istar.min() >= 0 and items.istar.max() <= 1

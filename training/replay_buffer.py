@@ -119,6 +119,8 @@ class ReplayBuffer:
             traced solver, :func:`training.deconv_cache.data_solve`).
         snapshot: an existing frozen copy to use (e.g. restored from a checkpoint); default
             :func:`make_snapshot` of ``generator``.
+        deep_batch: level ≥ 2 items of one level and window shape solved together (16; memory
+            grows with it: 16 margin windows of 320² are ~60 MB of images and K's taps).
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class ReplayBuffer:
         method: str = "auto",
         solver: str = "cg",
         snapshot=None,
+        deep_batch: int = 16,
     ):
         from deconvolution import hqs
 
@@ -152,6 +155,7 @@ class ReplayBuffer:
         self.size, self.crop_size, self.margin = size, crop_size, margin
         self.passes, self.batch_size, self.seed = passes, batch_size, seed
         self.tol, self.max_iter, self.method, self.solver = tol, max_iter, method, solver
+        self.deep_batch = max(1, int(deep_batch))
         self.snapshot = make_snapshot(generator) if snapshot is None else snapshot
         self.cycle = None
         self.items: BufferItems | None = None
@@ -168,8 +172,8 @@ class ReplayBuffer:
         self.snapshot.set_weights(self.generator.get_weights())
 
     def _snapshot_pass(self, istar, blurred):
-        """Z = clip(G̃(concat(I*, O)), 0, 1) in inference mode, float32 (1, h, w, 3)."""
-        inputs = np.concatenate([istar, blurred], axis=-1)[None].astype(np.float32)
+        """Z = clip(G̃(concat(I*, O)), 0, 1) in inference mode, float32 (n, h, w, 3)."""
+        inputs = np.concatenate([istar, blurred], axis=-1).astype(np.float32)
         output = np.asarray(self.snapshot(inputs, training=False), np.float32)
         return np.clip(output, 0.0, 1.0)
 
@@ -181,26 +185,41 @@ class ReplayBuffer:
         begin = min(max(0, start - self.margin), extent - size)
         return begin, begin + size
 
-    def _deep_item(self, level: int, index: int, top: int, left: int):
-        """(I*_level, O, I_s) central crops and generator passes of a level ≥ 2 item."""
+    def _margin_window(self, index: int, top: int, left: int):
+        """(cache window dict, stored rows, stored columns) of a level ≥ 2 item."""
+        height, width = self.cache.image_size(index)
+        (top0, bottom), (left0, right) = self._extended(top, height), self._extended(left, width)
+        win = self.cache.window(index, top0, left0, bottom - top0, right - left0)
+        c = self.crop_size
+        return win, slice(top - top0, top - top0 + c), slice(left - left0, left - left0 + c)
+
+    def _deep_items(self, level: int, items):
+        """(I*_level, O, I_s) central crops and generator passes of level-``level`` items
+        ``[(index, top, left), ...]`` whose margin windows have one shape, solved as one batch
+        (G̃ in inference mode and CG freeze each image's columns on their own, so the batch
+        changes nothing but the cost: the small 256² solves amortise their per-iteration work)."""
         import tensorflow as tf
 
         from training.deconv_cache import data_solve
 
-        height, width = self.cache.image_size(index)
-        c = self.crop_size
-        (top0, bottom), (left0, right) = self._extended(top, height), self._extended(left, width)
-        win = self.cache.window(index, top0, left0, bottom - top0, right - left0)
-        blurred = tf.constant(win["blurred"][None])
-        flow = tf.constant(win["flow"][None])
-        istar, passes = win["istar1"][None], 0
+        found = [self._margin_window(*item) for item in items]
+        wins = [w for w, _, _ in found]
+        blurred = np.stack([w["blurred"] for w in wins])
+        flow = tf.constant(np.stack([w["flow"] for w in wins]))
+        istar, passes = np.stack([w["istar1"] for w in wins]), 0
         for n in range(2, level + 1):
-            z = self._snapshot_pass(istar[0], win["blurred"])
+            z = self._snapshot_pass(istar, blurred)
             passes += 1
-            x, _ = data_solve(blurred, tf.constant(z), flow, self.betas[n - 1], self)
+            x, _ = data_solve(tf.constant(blurred), tf.constant(z), flow, self.betas[n - 1], self)
             istar = x.numpy()
-        rows, cols = slice(top - top0, top - top0 + c), slice(left - left0, left - left0 + c)
-        return istar[0, rows, cols], win["blurred"][rows, cols], win["sharp"][rows, cols], passes
+        return [
+            (istar[k, rows, cols], win["blurred"][rows, cols], win["sharp"][rows, cols], passes)
+            for k, (win, rows, cols) in enumerate(found)
+        ]
+
+    def _deep_item(self, level: int, index: int, top: int, left: int):
+        """:meth:`_deep_items` of one item."""
+        return self._deep_items(level, [(index, top, left)])[0]
 
     def plan(self, cycle: int) -> list[tuple[int, int, int, int]]:
         """(level, image index, top, left) of every item of ``cycle``, level 1 first."""
@@ -210,6 +229,19 @@ class ReplayBuffer:
             for _ in range(count):
                 plan.append((level, *self.cache.random_window(rng, self.crop_size)))
         return plan
+
+    def _deep_batches(self, plan):
+        """(level, [item positions]) of the level ≥ 2 items of ``plan``, grouped by level and
+        margin-window shape, at most ``deep_batch`` a group."""
+        groups = {}
+        for i, (level, index, _, _) in enumerate(plan):
+            if level >= 2:
+                height, width = self.cache.image_size(index)
+                shape = tuple(min(self.crop_size + 2 * self.margin, e) for e in (height, width))
+                groups.setdefault((level, shape), []).append(i)
+        for (level, _), members in groups.items():
+            for start in range(0, len(members), self.deep_batch):
+                yield level, members[start : start + self.deep_batch]
 
     def rebuild(self, cycle: int, refresh_snapshot: bool = True) -> BufferItems:
         """Makes the items of ``cycle`` (G̃ ← G first unless ``refresh_snapshot`` is False)."""
@@ -225,8 +257,10 @@ class ReplayBuffer:
             if level == 1:
                 win = self.cache.window(index, top, left, c, c)
                 istar[i], blurred[i], sharp[i] = win["istar1"], win["blurred"], win["sharp"]
-            else:
-                istar[i], blurred[i], sharp[i], passes[i] = self._deep_item(level, index, top, left)
+        for level, members in self._deep_batches(plan):
+            results = self._deep_items(level, [plan[i][1:] for i in members])
+            for i, result in zip(members, results, strict=True):
+                istar[i], blurred[i], sharp[i], passes[i] = result
         self.cycle = cycle
         self.items = BufferItems(istar, blurred, sharp, levels, passes, windows)
         return self.items
