@@ -22,6 +22,9 @@ estimators follow (``models.FLOW_ESTIMATOR_BUILDERS``: ``sen``, the default two 
 width, 76,974,030 parameters), run the way ``evaluate_flow.py`` and ``show_flow.py`` run them
 (:func:`inference.flow_io.estimate_flow`: padded to a multiple of 64, so 720x1280 costs
 768x1280, 626.25 GMAC, and cropped back). SEN is slow on a CPU; ``--models sen`` alone.
+``--models framework`` (never in the default list: minutes per image) adds the whole blind
+deblurring framework of Wu et al. (SEN + K + CG + RP-GAN's G, levels 3, one global iteration),
+timed by ``benchmarks/framework.py`` in its own process with the share of each part.
 
 Printed per row: parameters, the analytic multiply-adds of one forward (convolution weights only,
 transposed convolutions by input pixels; :mod:`models.flops`), seconds, effective GFLOP/s
@@ -241,6 +244,18 @@ def print_markdown(lines):
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
+FRAMEWORK = "framework"  # SEN + K + CG + G of Wu et al.: benchmarks/framework.py
+
+
+def run_framework_benchmark():
+    """The framework's row (``--models framework``): ``benchmarks/framework.py`` at ``--size``,
+    levels 3, one global iteration, in its own process (seconds and the shares of SEN, K, CG, G).
+    """
+    script = os.path.join(ROOT, "benchmarks", "framework.py")
+    print("\nThe blind deblurring framework (benchmarks/framework.py):", flush=True)
+    subprocess.run([sys.executable, script, "--size", FLAGS.size], check=False)
+
+
 def main(argv):
     del argv
     try:
@@ -259,13 +274,20 @@ def main(argv):
 
     registered = models.model_names() + flow_estimator_names()
     names = FLAGS.models or registered
-    unknown = sorted(set(names) - set(registered))
+    unknown = sorted(set(names) - set(registered) - {FRAMEWORK})
     if unknown:
-        sys.exit(f"inference.py: error: --models: unknown {unknown}; registered: {registered}")
+        sys.exit(
+            f"inference.py: error: --models: unknown {unknown}; registered: {registered} "
+            f"(and {FRAMEWORK!r})"
+        )
     print(peak.describe_machine())
-    rows = run_all(names)
-    print_table(rows, height, width)
-    print_comparison(rows)
+    models_only = [n for n in names if n != FRAMEWORK]
+    if models_only:
+        rows = run_all(models_only)
+        print_table(rows, height, width)
+        print_comparison(rows)
+    if FRAMEWORK in names:
+        run_framework_benchmark()
     print(f"load average at the end: {peak.load_average():.2f}")
     if FLAGS.json:
         from fileio import atomic_write_json
