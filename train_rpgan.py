@@ -292,8 +292,12 @@ def check_flags():
 
 
 def _floats(name):
+    # --betas is a comma list here and a string in inference/flags.py (evaluate.py, export.py):
+    # in a process that imports both, the first definition wins, so take either form.
+    raw = FLAGS[name].value
+    items = raw.split(",") if isinstance(raw, str) else raw
     try:
-        return [float(v) for v in FLAGS[name].value]
+        return [float(v) for v in items]
     except ValueError:
         raise app.UsageError(f"--{name} must be numbers, got {FLAGS[name].value}.") from None
 
