@@ -31,12 +31,14 @@ when every pair of the set has a flow label (synthetic flow sets: ``<seq>/flow/<
 same two with the TRUE flow (the framework uses it in the first global iteration and SEN's flow of
 the restored image after it). Each row prints mean PSNR / SSIM (:func:`metrics.image_metrics`,
 uint8 convention: clamp, x255, round; identical images are left out of the PSNR mean) and the
-mean seconds per image (SEN + K + CG + G up to that result, eagerly, after one untimed warm-up run
-on the first image). Each method runs once per image at the table's largest setting and every
+mean seconds per image. Each method runs once per image at the table's largest setting and every
 row is read from its intermediates: the g-th global iteration of a 3-iteration run is the
 g-iteration framework's output, and level n of a 5-level run with the ladder β_n = 0.02·5^{n−1}
-is the n-level framework's output (Table 4 always uses that ladder); the seconds of a row are the
-wall time until that result.
+is the n-level framework's output (Table 4 always uses that ladder). Each global iteration runs
+as one ``tf.function`` (K a ``SparseTensor``; 3-4x faster than eagerly at 256² on 2 cores), so a
+row's seconds are the wall time (SEN + K + CG + G, after one untimed warm-up run on the first
+image) until the end of the global iteration that produced it: Table 2/3 rows have them, Table 4
+rows below the run's last level do not (they end inside the graph).
 
 Data: ``--data_dir`` (any layout the data layer reads), ``--split`` (test), ``--blur_variant``,
 ``--max_images`` (0 = all). Without ``--data_dir`` the small synthetic flow test set of
@@ -278,8 +280,9 @@ def flow_function(model):
     return lambda images, training=False: function(images)
 
 
-def identity_prior(inputs):
+def identity_prior(inputs, training=False):
     """The identity prior: Z_n = I*_n (the first three channels of concat(I*, O))."""
+    del training
     return inputs[..., :3]
 
 
@@ -294,21 +297,8 @@ def prior_function(generator):
         spec = tf.TensorSpec([None, None, None, generator.in_channels], tf.float32)
         return tf.function(lambda x: generator(x, training=False), input_signature=[spec])
 
-    return traced(generator, build)
-
-
-class StampedPrior:
-    """Calls the prior, waits for its result and records the time: the k-th stamp is the moment
-    Z_k of the ladder (level (k mod N) + 1 of global iteration k // N + 1) is ready."""
-
-    def __init__(self, function):
-        self.function, self.stamps = function, []
-
-    def __call__(self, inputs, training=False):
-        output = self.function(inputs)
-        np.asarray(output)  # waits: the stamp is when Z_n exists
-        self.stamps.append(time.perf_counter())
-        return output
+    function = traced(generator, build)
+    return lambda inputs, training=False: function(inputs)
 
 
 @dataclasses.dataclass
@@ -318,17 +308,21 @@ class Method:
     key: str
     label: str
     flow: str  # "SEN" or "true"
-    prior: StampedPrior
+    prior: object  # G as a traced function, or identity_prior
     levels: int
     global_iterations: int
     points: list  # [(g, n)]
     betas: tuple
     paper: bool = False  # the paper's method: its numbers go beside these rows
 
-    def framework(self, sen, cg_settings):
+    def global_iteration(self, sen, cg_settings):
+        """One global iteration of this method's framework as one ``tf.function`` (any H x W;
+        K a ``SparseTensor``): ``(O, true flow or None) -> intermediates``."""
+        import tensorflow as tf
+
         from deconvolution.framework import BlindDeblurFramework
 
-        return BlindDeblurFramework(
+        framework = BlindDeblurFramework(
             sen,
             self.prior,
             levels=self.levels,
@@ -337,6 +331,7 @@ class Method:
             flow_source="true" if self.flow == "true" else "sen",
             **cg_settings,
         )
+        return tf.function(framework.global_iteration, reduce_retracing=True)
 
 
 def run_betas(run, levels):
@@ -373,13 +368,13 @@ def methods_of(settings, runs, has_flows):
         ]
     methods = []
     for flow in ["SEN", "true"] if has_flows else ["SEN"]:
-        identity = StampedPrior(prior_function(None))
+        identity = prior_function(None)
         key = f"identity_{flow.lower()}"
         methods.append(
             Method(key, "identity-prior HQS", flow, identity, levels, 1, identity_points, betas)
         )
         for name, label, generator in generators:
-            prior = StampedPrior(prior_function(generator))
+            prior = prior_function(generator)
             paper = name == "rpgan" and flow == "SEN" and table != "appendix_b"
             key = f"{name}_{flow.lower()}"
             methods.append(
@@ -473,16 +468,20 @@ def read_pairs(source, split, labels, max_images):
 # --------------------------------------------------------------------------------------------------
 
 
-def run_method(method, framework, blur, flow):
-    """{(g, n): (Z (H, W, 3), seconds until Z)} of one image."""
-    method.prior.stamps = []
-    start = time.perf_counter()
-    results = framework.intermediates(blur, flow if method.flow == "true" else None, timings=False)
-    stamps = method.prior.stamps
-    out = {}
-    for g, n in method.points:
-        z = results[g - 1]["z"][n - 1]
-        out[(g, n)] = (np.asarray(z)[0], stamps[(g - 1) * method.levels + n - 1] - start)
+def run_method(method, step, blur, flow):
+    """{(g, n): (Z (H, W, 3), seconds or None)} of one image: the global iterations run one
+    traced ``step`` each, O <- Z_N between them; a result's seconds are the wall time until its
+    global iteration ended, given only for its last level (earlier levels end inside the graph)."""
+    start, out, blurred = time.perf_counter(), {}, blur
+    for g in range(1, method.global_iterations + 1):
+        given = flow if (method.flow == "true" and g == 1) else None
+        result = step(blurred, given)
+        zs = [np.asarray(z)[0] for z in result["z"]]  # waits for the whole global iteration
+        seconds = time.perf_counter() - start
+        for point_g, n in method.points:
+            if point_g == g:
+                out[(g, n)] = (zs[n - 1], seconds if n == method.levels else None)
+        blurred = result["z"][-1]
     return out
 
 
@@ -491,18 +490,18 @@ def score_images(methods, sen, settings_cg, pairs):
     ``"blurred"`` or (method key, g, n))."""
     import metrics
 
-    frameworks = {m.key: m.framework(sen, settings_cg) for m in methods}
+    steps = {m.key: m.global_iteration(sen, settings_cg) for m in methods}
     scores = {"blurred": []}
     for index, (name, blur, sharp, flow) in enumerate(pairs):
         scores["blurred"].append(metrics.image_metrics(blur[0], sharp))
         for method in methods:
             if index == 0:  # warm-up: tracing, XLA compilation of the CG update
-                run_method(method, frameworks[method.key], blur, flow)
-            for (g, n), (z, seconds) in run_method(
-                method, frameworks[method.key], blur, flow
-            ).items():
+                run_method(method, steps[method.key], blur, flow)
+            for (g, n), (z, seconds) in run_method(method, steps[method.key], blur, flow).items():
                 values = metrics.image_metrics(z, sharp)
-                scores.setdefault((method.key, g, n), []).append({**values, "seconds": seconds})
+                if seconds is not None:
+                    values["seconds"] = seconds
+                scores.setdefault((method.key, g, n), []).append(values)
         logging.info("%4d %s done", index, name)
     return scores
 
@@ -600,20 +599,14 @@ def print_table(settings, rows, data_info, num_images):
         if reference:
             line.append(row.get("paper") or "")
         lines.append(line)
-    print_markdown(lines)
+    from benchmarks.peak import print_markdown
+
+    print_markdown(lines, align="left")
     if reference:
         print(
             f"The last column is Wu et al.'s ({reference['label']}; PyTorch on an NVIDIA 1080 Ti) "
             "for their trained models: a reference for trends, not a value this set should match."
         )
-
-
-def print_markdown(lines):
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for index, line in enumerate(lines):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
-        if index == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
 # --------------------------------------------------------------------------------------------------

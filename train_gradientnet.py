@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 
-from absl import app, flags
+from absl import flags
 
 import cli
 from training import flags as train_flags
@@ -186,13 +186,6 @@ def _define_flags():
     )
     d(flags.DEFINE_float, "adv_weight", 1.0, "Weight of the adversarial loss.", lower_bound=0.0)
     d(flags.DEFINE_float, "gp_weight", 10.0, "WGAN-GP lambda.", lower_bound=0.0)
-    d(
-        flags.DEFINE_float,
-        "pixel_weight",
-        0.0,
-        "Weight of an L1 pixel term added to L_G (0: the paper; --preset quick uses one).",
-        lower_bound=0.0,
-    )
     _define_loss_variant_flags()
 
 
@@ -213,19 +206,10 @@ def _define_loss_variant_flags():
         "Content distance: mse (default) or l2_per_position (literal eq. 8, register 19).",
         enum_values=["mse", "l2_per_position"],
     )
-    d(
-        flags.DEFINE_float,
-        "content_feature_scale",
-        1.0 / 57.5,
+    train_flags.define_content_loss_flags(
+        "VGG19",
+        "L_G",
         "Scale of the VGG features in the content loss (1/57.5 = torchvision's feature range).",
-        lower_bound=0.0,
-    )
-    d(
-        flags.DEFINE_string,
-        "vgg_weights",
-        "imagenet",
-        "VGG19 weights of the content loss: imagenet (Keras' cached notop file, never "
-        "downloaded), a PATH to that file, or random (smoke runs and --preset quick only).",
     )
     d(
         flags.DEFINE_float,
@@ -234,8 +218,9 @@ def _define_loss_variant_flags():
         "Critic learning rate (default: --learning_rate, as the paper).",
         lower_bound=0.0,
     )
-    d(flags.DEFINE_float, "adam_beta_1", 0.5, "Adam beta1 of both networks.", lower_bound=0.0)
-    d(flags.DEFINE_float, "adam_beta_2", 0.999, "Adam beta2 of both networks.", lower_bound=0.0)
+    train_flags.define_adam_beta_flags(
+        0.5, 0.999, "Adam beta1 of both networks.", "Adam beta2 of both networks."
+    )
 
 
 train_flags.define_common_flags()
@@ -258,8 +243,7 @@ def check_flags():
     """Cross-flag checks the flag parser cannot do; raises app.UsageError."""
     script.check_crop_size(SIZE_MULTIPLE, "GradientNet's two down-samplings", minimum=MIN_CROP)
     train_flags.checked_kwargs("critic_kwargs", "gradientnet_critic")
-    if FLAGS.adam_beta_1 >= 1 or FLAGS.adam_beta_2 >= 1:
-        raise app.UsageError("--adam_beta_1 and --adam_beta_2 must be below 1.")
+    train_flags.check_adam_betas()
 
 
 def model_kwargs():
@@ -285,16 +269,7 @@ def vgg_weights():
     where to put it) when the file is missing or wrong; never downloads."""
     if not FLAGS.content_weight:
         return None, None
-    from models.vgg import VGGWeightsError
-    from training.vgg_weights import file_md5, resolve_vgg_weights
-
-    try:
-        path = resolve_vgg_weights(FLAGS.vgg_weights)
-    except VGGWeightsError as error:
-        raise app.UsageError(str(error)) from None
-    if path is None:
-        return None, "random (seeded He-uniform, models.vgg.RANDOM_VGG_SEED)"
-    return path, f"VGG19 notop, md5 {file_md5(path)}"
+    return train_flags.vgg_weights_flag("vgg19")
 
 
 def step_seed():

@@ -20,7 +20,8 @@ Defaults are the paper's recipe as resolved by sen_rpgan.md sections 7-9:
   to 1e-6 over 80 (190 epochs, the 40 pre-training epochs included: register #22).
 
 Validation runs the whole framework (frozen SEN, K, CG, the live G; levels 3) on the flow set's
-test split and logs the blurred inputs' and the identity-prior HQS's PSNR as the baselines.
+test split and logs the blurred inputs' PSNR and, computed beside the framework with the same SEN,
+K and CG solves (``RPGANTrainStep.predict``), the identity-prior HQS's as the baselines.
 Examples:
 
     python train_sen.py --preset quick --run_dir runs/sen_quick
@@ -81,6 +82,7 @@ PAPER_FLAGS = [
     "adam_beta_2",
 ]
 SIZE_MULTIPLE = 4  # G's two stride-2 convolutions
+DEFAULT_RUN_DIR = "runs/rpgan"  # --run_dir's default
 MIN_CROP = 32  # Keras' VGG16 minimum input
 
 # The recipe (sen_rpgan.md sections 7-9), restated in full so that another paper's script imported
@@ -184,8 +186,7 @@ def _define_flags():
     d(f, "lr_end", 1e-6, "Final learning rate of the decay.", lower_bound=0.0)
     d(i, "lr_hold_epochs", 110, "Epochs at --learning_rate.", lower_bound=0)
     d(i, "lr_decay_epochs", 80, "Epochs of linear decay.", lower_bound=0)
-    d(f, "adam_beta_1", 0.9, "Adam beta1 (G, D_cGAN, D_p).", lower_bound=0.0)
-    d(f, "adam_beta_2", 0.99, "Adam beta2.", lower_bound=0.0)
+    train_flags.define_adam_beta_flags(0.9, 0.99, "Adam beta1 (G, D_cGAN, D_p).", "Adam beta2.")
     _define_buffer_flags()
     _define_network_flags()
 
@@ -232,21 +233,7 @@ def _define_network_flags():
     )
     d(f, "cgan_weight", 0.01, "gamma, the weight of L_cGAN.", lower_bound=0.0)
     d(f, "penalty_weight", 0.1, "lambda, the weight of L_p.", lower_bound=0.0)
-    d(f, "content_feature_scale", 1.0 / 57.5, "Scale s of the VGG16 features.", lower_bound=0.0)
-    d(
-        f,
-        "pixel_weight",
-        0.0,
-        "Weight of an L1 pixel term added to G's loss (0: the paper; --preset quick uses one).",
-        lower_bound=0.0,
-    )
-    d(
-        flags.DEFINE_string,
-        "vgg_weights",
-        "imagenet",
-        "VGG16 weights of the content loss: imagenet (Keras' cached notop file, never "
-        "downloaded), a PATH to that file, or random (smoke runs and --preset quick only).",
-    )
+    train_flags.define_content_loss_flags("VGG16", "G's loss", "Scale s of the VGG16 features.")
 
 
 train_flags.define_common_flags()
@@ -283,8 +270,7 @@ def check_flags():
         raise app.UsageError(
             f"--pretrain_epochs {FLAGS.pretrain_epochs} exceeds --epochs {FLAGS.epochs}."
         )
-    if FLAGS.adam_beta_1 >= 1 or FLAGS.adam_beta_2 >= 1:
-        raise app.UsageError("--adam_beta_1 and --adam_beta_2 must be below 1.")
+    train_flags.check_adam_betas()
     if FLAGS.dp_lipschitz == "gp" and FLAGS.d_style != "no_bn":
         raise app.UsageError("--dp_lipschitz gp needs --d_style no_bn (register #15).")
     _check_numbers()
@@ -354,16 +340,7 @@ def framework_kwargs():
 
 def vgg_weights():
     """``(path or None, identity for run_config.json)`` of ``--vgg_weights`` (VGG16)."""
-    from models.vgg import VGGWeightsError
-    from training.vgg_weights import file_md5, resolve_vgg_weights
-
-    try:
-        path = resolve_vgg_weights(FLAGS.vgg_weights, architecture="vgg16")
-    except VGGWeightsError as error:
-        raise app.UsageError(str(error)) from None
-    if path is None:
-        return None, "random (seeded He-uniform, models.vgg.RANDOM_VGG_SEED)"
-    return path, f"VGG16 notop, md5 {file_md5(path)}"
+    return train_flags.vgg_weights_flag("vgg16")
 
 
 def load_sen():
@@ -435,20 +412,18 @@ def cache_dir():
     return os.path.join(default_data.cache_root(), "rpgan_deconv")
 
 
-def validation(sen):
-    """The framework validation set: the flow set's test split (or ``--val_data_dir``)."""
-    from training import inputs, rpgan_data
+def validation():
+    """The framework's validation pairs: the flow set's test split (or ``--val_data_dir``); the
+    step validates the framework and the identity-prior HQS baseline on them together."""
+    from training import inputs
 
-    base = inputs.load_validation(
+    return inputs.load_validation(
         FLAGS.val_data_dir or flow_dir(),
         split=FLAGS.val_split,
         num_images=FLAGS.val_images,
         crop=FLAGS.val_crop,
         explicit_dir=bool(FLAGS.val_data_dir),
     )
-    if base is None:
-        return None
-    return rpgan_data.FrameworkValidationSet(base.pairs, base.label, sen, framework_kwargs())
 
 
 def make_schedule(steps_per_epoch):
@@ -514,7 +489,7 @@ def build_trainer(out=None):
         pretrain_steps=FLAGS.pretrain_epochs * batches,
         buffer_kwargs=buffer_kwargs(),
         seed=max(FLAGS.seed, 0),
-        run_dir=FLAGS.run_dir or "runs/rpgan",
+        run_dir=FLAGS.run_dir or DEFAULT_RUN_DIR,
         sen=sen,
     )
 
@@ -527,7 +502,7 @@ def build_trainer(out=None):
         return script.TrainingData(
             size=batches * FLAGS.batch_size,
             epoch_datasets=segments,
-            validation=lambda: validation(sen),
+            validation=validation,
             description={**description, "cache": cache.folder},
             unit="images",
         )
@@ -535,7 +510,7 @@ def build_trainer(out=None):
     return script.build_trainer(
         step_factory,
         paper_flags=PAPER_FLAGS,
-        default_run_dir="runs/rpgan",
+        default_run_dir=DEFAULT_RUN_DIR,
         out=out,
         data_factory=data_factory,
     )

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -65,11 +63,6 @@ cli.declare_key_flags(
     + ["flow23_dir", "flow46_dir", "json"]
 )
 BETAS = (0.02, 0.5)
-
-
-def rss_gib() -> float:
-    """Peak resident set size of this process so far, GiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def sharp_photo(height: int, width: int):
@@ -108,7 +101,7 @@ def measure_operator(u_max: float, method: str, height: int, width: int) -> dict
     first, op = _build(flows, method)
     del op
     build, op = _build(flows, method)
-    build_rss = rss_gib()
+    build_rss = peak.rss_gib()
     blurred = op.forward(sharp)
     row = {"u_max": u_max, "method": method, "first_build_seconds": first}
     row.update(build_seconds=build, taps_per_pixel=int(op.num_taps) / (height * width))
@@ -122,7 +115,7 @@ def measure_operator(u_max: float, method: str, height: int, width: int) -> dict
         for beta in BETAS:
             seconds, (_, iterations) = timed(hqs.solve_data_term, blurred, blurred, op, beta)
             row[f"cg_{beta}"] = {"seconds": seconds, "iterations": int(iterations)}
-    row.update(peak_rss_gib=rss_gib(), load=[load, peak.load_average()])
+    row.update(peak_rss_gib=peak.rss_gib(), load=[load, peak.load_average()])
     return row
 
 
@@ -167,13 +160,7 @@ def run_child(u_max: str, method: str) -> dict:
     command = [sys.executable, os.path.abspath(__file__), f"--child={u_max}:{method}"]
     command += [f"--size={FLAGS.size}", f"--repeats={FLAGS.repeats}"]
     command += [f"--cg_methods={','.join(FLAGS.cg_methods)}"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    rows = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode or not rows:
-        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"u_max": float(u_max), "method": method, "error": error}
-    return json.loads(rows[-1])
+    return peak.run_json_child(command, {"u_max": float(u_max), "method": method})
 
 
 def print_operator_table(rows, height, width):
@@ -201,7 +188,7 @@ def print_operator_table(rows, height, width):
                 f"{row['peak_rss_gib']:.2f}",
             ]
         )
-    print_markdown(lines)
+    peak.print_markdown(lines)
 
 
 def flow_pairs(u_max: float, count: int, root: str | None):
@@ -296,16 +283,7 @@ def print_nonblind_table(rows):
                 f"{row['seconds_per_image']:.1f}",
             ]
         )
-    print_markdown(lines)
-
-
-def print_markdown(lines):
-    """Prints rows of strings as a Markdown table (first row = header)."""
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for index, line in enumerate(lines):
-        print("| " + " | ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) + " |")
-        if index == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    peak.print_markdown(lines)
 
 
 def validate():
@@ -367,7 +345,7 @@ def main(argv):
             print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
             rows["nonblind"].append(row)
         print_nonblind_table(rows["nonblind"])
-    print(f"load average at the end: {peak.load_average():.2f}")
+    peak.print_end_load()
     if FLAGS.json:
         from fileio import atomic_write_json
 

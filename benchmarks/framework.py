@@ -35,7 +35,6 @@ it; the fractions of a peak measured at the same moment are the numbers to compa
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import time
 
@@ -186,7 +185,7 @@ def measure(height: int, width: int) -> dict:
         "warmup_seconds": warmup_seconds,
         "peak_gflops": best_peak["gflops"],
         "peak_gflops_before_after": [peak_before["gflops"], peak_after["gflops"]],
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak.rss_gib(),
         "load": [load_start, peak.load_average()],
     }
 
@@ -243,7 +242,7 @@ def print_table(result):
                 "-" if paper is None else f"{paper:g}",
             ]
         )
-    print_markdown(lines)
+    peak.print_markdown(lines)
     print(
         f"SEN {result['sen_gmac']:.2f} GMAC per pass (padded to 64), G "
         f"{result['g_gmac_per_pass']:.2f} GMAC per pass; peak {result['peak_gflops']:.1f} "
@@ -253,15 +252,6 @@ def print_table(result):
         f"four parts; peak RSS {result['peak_rss_gib']:.2f} GiB; load average "
         f"{result['load'][0]:.2f} at the start."
     )
-
-
-def print_markdown(lines):
-    """Prints rows of strings as a Markdown table (first row = header)."""
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for index, line in enumerate(lines):
-        print("| " + " | ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) + " |")
-        if index == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
 def main(argv):
@@ -279,7 +269,7 @@ def main(argv):
     print(peak.describe_machine(), flush=True)
     result = measure(height, width)
     print_table(result)
-    print(f"load average at the end: {peak.load_average():.2f}")
+    peak.print_end_load()
     if FLAGS.json:
         from fileio import atomic_write_json
 

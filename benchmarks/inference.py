@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -99,7 +98,7 @@ def measure(name: str, height: int, width: int, jit_compile: bool) -> dict:
         "peak_gflops": best_peak["gflops"],
         "peak_gflops_before_after": [peak_before["gflops"], peak_after["gflops"]],
         "fraction_of_peak": peak.fraction(gflops, best_peak),
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak.rss_gib(),
         "load": [load_start, peak.load_average()],
     }
 
@@ -138,13 +137,7 @@ def run_child(name: str, jit_compile: bool) -> dict:
         f"--peak_n={FLAGS.peak_n}",
         f"--peak_repeats={FLAGS.peak_repeats}",
     ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    rows = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode or not rows:
-        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"model": name, "xla": jit_compile, "error": error}
-    return json.loads(rows[-1])
+    return peak.run_json_child(command, {"model": name, "xla": jit_compile})
 
 
 def settings() -> list[bool]:
@@ -198,7 +191,7 @@ def print_table(rows, height, width):
                 "-".join(f"{v:.1f}" for v in row["load"]),
             ]
         )
-    print_markdown(lines)
+    peak.print_markdown(lines)
 
 
 def print_comparison(rows):
@@ -231,17 +224,8 @@ def print_comparison(rows):
             ]
         )
     print()
-    print_markdown(lines)
+    peak.print_markdown(lines)
     print(f"Faster without XLA for {faster_without} of {len(pairs)} models.")
-
-
-def print_markdown(lines):
-    """Prints rows of strings as a Markdown table (first row = header)."""
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for index, line in enumerate(lines):
-        print("| " + " | ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) + " |")
-        if index == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
 FRAMEWORK = "framework"  # SEN + K + CG + G of Wu et al.: benchmarks/framework.py
@@ -288,7 +272,7 @@ def main(argv):
         print_comparison(rows)
     if FRAMEWORK in names:
         run_framework_benchmark()
-    print(f"load average at the end: {peak.load_average():.2f}")
+    peak.print_end_load()
     if FLAGS.json:
         from fileio import atomic_write_json
 

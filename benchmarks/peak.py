@@ -11,13 +11,19 @@ datasheet's FMA peak.
     python benchmarks/peak.py [--n 4096] [--repeats 5]
 
 also prints the CPU model, its SIMD / matrix flags (``/proc/cpuinfo``) and the load average.
+
+The benchmarks' shared helpers live here too: the Markdown table printer, the peak resident
+memory, the closing load-average line and the JSON-printing child process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import resource
+import subprocess
 import time
 
 # The flags that decide fp32 / bf16 convolution speed, widest last.
@@ -56,6 +62,16 @@ def load_average() -> float:
         return os.getloadavg()[0]
     except OSError:
         return float("nan")
+
+
+def print_end_load():
+    """The benchmarks' last line: the load average now (the start's is in the header)."""
+    print(f"load average at the end: {load_average():.2f}")
+
+
+def rss_gib() -> float:
+    """Peak resident set size of this process so far, GiB (``ru_maxrss``, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def matmul_peak(n: int = 4096, repeats: int = 5) -> dict:
@@ -115,6 +131,31 @@ def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
     if height < minimum or width < minimum:
         raise ValueError(f"--size {text!r}: sides must be at least {minimum}")
     return height, width
+
+
+def print_markdown(lines, align: str = "right"):
+    """Prints rows of cells as a Markdown table (first row = header), each column padded to its
+    widest cell, right-aligned (numbers) or with ``align="left"``; cells go through ``str``."""
+    justify = {"right": str.rjust, "left": str.ljust}[align]
+    cells = [[str(cell) for cell in line] for line in lines]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    for index, line in enumerate(cells):
+        print("| " + " | ".join(justify(c, w) for c, w in zip(line, widths, strict=True)) + " |")
+        if index == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def run_json_child(command: list[str], error_row: dict) -> dict:
+    """Runs a benchmark's child process (TensorFlow's C++ log silenced) and returns the last line
+    of its stdout that is a JSON object; if it fails or prints none, ``error_row`` plus
+    ``"error"``: the last line of its stderr."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    rows = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode or not rows:
+        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**error_row, "error": error}
+    return json.loads(rows[-1])
 
 
 def main():

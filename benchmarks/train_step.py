@@ -406,7 +406,7 @@ def main():
                 print()
             _print_gan_table(group)
             printed = True
-    print(f"load average at the end: {peak.load_average():.2f}")
+    peak.print_end_load()
     if args.json:
         from fileio import atomic_write_json
 
@@ -473,7 +473,7 @@ def _print_table(rows):
                 f"{r['peak_rss_mb']:.0f}",
             )
         )
-    _print_markdown(lines)
+    peak.print_markdown(lines, align="left")
 
 
 def _print_gan_table(rows):
@@ -513,7 +513,7 @@ def _print_gan_table(rows):
                 f"{r['peak_rss_mb']:.0f}",
             )
         )
-    _print_markdown(lines)
+    peak.print_markdown(lines, align="left")
 
 
 def _gan_title(first):
@@ -548,14 +548,6 @@ def _timing_cells(r):
         f"{r['peak_gflops']:.1f}",
         f"{100 * r['fraction_of_peak']:.0f} %",
     )
-
-
-def _print_markdown(lines):
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
-    for n, line in enumerate(lines):
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
 if __name__ == "__main__":

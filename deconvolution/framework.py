@@ -127,7 +127,17 @@ class BlindDeblurFramework:
         """(N, H, W, 3) float in [0, 1] -> restored (N, H, W, 3) float32 in [0, 1]."""
         return self.intermediates(blurred, true_flow, timings=False)[-1]["z"][-1]
 
-    def intermediates(self, blurred, true_flow=None, timings=None):
+    def with_identity_prior(self, blurred, true_flow=None):
+        """``(Z_N, I*_N of the identity prior)``: the framework's output and, for the same input,
+        flow, K and β ladder, the identity-prior HQS (Z_n = I*_n), the baseline a learned prior
+        must beat; both (N, H, W, 3) float32 in [0, 1]. The two share SEN, K and the level-1
+        solve, and later levels solve both right-hand sides as extra columns of one CG (a column
+        costs little beside the sparse products' index traffic), so this costs about one
+        framework pass instead of two; each column's CG is its own (per-column stopping)."""
+        results = self.intermediates(blurred, true_flow, timings=False, identity_prior=True)
+        return results[-1]["z"][-1], results[0]["identity"][-1]
+
+    def intermediates(self, blurred, true_flow=None, timings=None, identity_prior=False):
         """Every intermediate, one dict per global iteration:
 
         ``"input"`` O of that iteration, ``"flow"`` U (N, H, W, 2), ``"istar"`` [I*_1..I*_N],
@@ -136,7 +146,8 @@ class BlindDeblurFramework:
         {"sen", "operator", "cg", "g"} (wall-clock seconds of SEN, K's construction, the CG
         solves and the generator; each part is waited for before its clock stops; never inside
         a ``tf.function``). SEN + operator + CG + G is the framework's time but for the
-        concatenations and clips.
+        concatenations and clips. With ``identity_prior``, the first global iteration also has
+        ``"identity"``: [I*_1..I*_N] of the identity prior (see :meth:`with_identity_prior`).
         """
         # Clocks mean nothing while a graph is traced: timings only eagerly.
         timings = tf.executing_eagerly() and (timings is None or bool(timings))
@@ -146,12 +157,20 @@ class BlindDeblurFramework:
         results = []
         for g in range(self.global_iterations):
             given = true_flow if (self.flow_source == "true" and g == 0) else None
-            results.append(self._global_iteration(blurred, given, timings))
+            baseline = identity_prior and g == 0
+            results.append(self._global_iteration(blurred, given, timings, baseline))
             blurred = results[-1]["z"][-1]  # register #24: O <- Z_N everywhere
         return results
 
-    def _global_iteration(self, blurred, true_flow, timings):
-        """One pass of SEN, K and the HQS ladder on O = ``blurred``."""
+    def global_iteration(self, blurred, true_flow=None):
+        """One global iteration on O = ``blurred`` (SEN's flow, or ``true_flow`` when given), as
+        one dict of :meth:`intermediates` without timings: a caller that stamps or traces each
+        global iteration itself (experiments_rpgan.py) chains them with O <- Z_N."""
+        return self._global_iteration(tf.convert_to_tensor(blurred, tf.float32), true_flow, False)
+
+    def _global_iteration(self, blurred, true_flow, timings, identity_prior=False):
+        """One pass of SEN, K and the HQS ladder on O = ``blurred`` (and, with
+        ``identity_prior``, the identity-prior ladder beside it)."""
         seconds = dict.fromkeys(("sen", "operator", "cg", "g"), 0.0)
 
         def timed(part, fn, *args):
@@ -167,16 +186,24 @@ class BlindDeblurFramework:
         else:
             flow = tf.convert_to_tensor(true_flow, tf.float32)
         op = timed("operator", BlurOperator, flow, self.method)
-        z, istars, zs, counts = blurred, [], [], []
-        for beta in self.betas:
-            istar, count = timed(
-                "cg", solve_data_term, blurred, z, op, beta, self.cg_tol, self.cg_max_iter
+        z, istars, zs, counts, identity = blurred, [], [], [], []
+        for n, beta in enumerate(self.betas):
+            # Level 1 starts both ladders from Z_0 = O: one solve serves both.
+            shared = identity_prior and n > 0
+            right = tf.concat([z, identity[-1]], -1) if shared else z
+            observed = tf.concat([blurred, blurred], -1) if shared else blurred
+            solved, count = timed(
+                "cg", solve_data_term, observed, right, op, beta, self.cg_tol, self.cg_max_iter
             )
+            istar, own = tf.split(solved, 2, axis=-1) if shared else (solved, solved)
             z = istar if self.generator is None else timed("g", self._prior, istar, blurred)
             istars.append(istar)
             zs.append(z)
             counts.append(count)
+            identity.append(own)
         out = {"input": blurred, "flow": flow, "istar": istars, "z": zs, "cg_iterations": counts}
+        if identity_prior:
+            out["identity"] = identity
         if timings:
             out["seconds"] = seconds
         return out

@@ -156,3 +156,23 @@ def test_an_eager_csr_operator_inside_a_tf_function_is_a_clear_error():
         tf.function(op.forward)(np.zeros((*SHAPE, 3), np.float32))
     with pytest.raises(ValueError, match="method must be"):
         BlurOperator(random_flows(10, True, 5.0), "dense")
+
+
+@pytest.mark.parametrize("shards", [1, 3, 8])
+def test_row_blocks_give_the_same_operator_in_a_graph(shards):
+    """The "sparse" operator split into row blocks (run in parallel inside a graph) is the same
+    K and Kᵀ, also when there are fewer pixels than blocks (empty blocks)."""
+    rng = np.random.default_rng(11)
+    for shape in [(2, 17, 23), (1, 1, 2)]:
+        flows = rng.uniform(-9, 9, (*shape, 2)).astype(np.float32)
+        x = rng.random((*shape, 3)).astype(np.float32)
+        reference = BlurOperator(flows, "gather")
+
+        @tf.function
+        def apply(flows, x):
+            op = BlurOperator(flows, "sparse", shards=shards)  # noqa: B023
+            return op.forward(x), op.adjoint(x)
+
+        forward, adjoint = apply(flows, x)
+        np.testing.assert_allclose(forward, reference.forward(x), atol=1e-6)
+        np.testing.assert_allclose(adjoint, reference.adjoint(x), atol=1e-5)

@@ -129,6 +129,17 @@ def test_identity_prior_with_true_flow_equals_hqs():
     np.testing.assert_allclose(fw(blurred, flows).numpy(), reference[-1].numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "graph"])
+def test_with_identity_prior_shares_the_solves_and_equals_both_separately(tiny_g, traced):
+    blurred, flows = _images(21, 27, n=2), _flows(21, 27, n=2)
+    fw = framework.BlindDeblurFramework(None, tiny_g, levels=3, flow_source="true")
+    joint = tf.function(fw.with_identity_prior) if traced else fw.with_identity_prior
+    restored, identity = joint(blurred, flows)
+    np.testing.assert_allclose(restored, fw(blurred, flows), atol=1e-5)
+    reference = hqs.hqs_identity_prior(blurred, flows)[-1]
+    np.testing.assert_allclose(identity, reference, atol=1e-5)
+
+
 def test_eager_equals_tf_function(tiny_sen, tiny_g):
     fw = framework.BlindDeblurFramework(tiny_sen, tiny_g, levels=1, global_iterations=2)
     blurred = _images(37, 53)

@@ -95,6 +95,28 @@ def test_one_step_updates_generator_and_both_critics(rpgan_run):
     assert values["penalty_weighted"] == pytest.approx(0.1 * values["artifact_penalty"], rel=1e-5)
 
 
+def test_validation_scores_the_framework_and_the_identity_prior_baseline(rpgan_run):
+    """predict gives the framework's output and the identity-prior HQS (same SEN, K, ladder)."""
+    from deconvolution.framework import BlindDeblurFramework
+
+    step = rpgan_run[0]
+
+    def sen(images, training=None):  # a constant 3-px flow: CG has work to do
+        return tf.fill(tf.concat([tf.shape(images)[:3], [2]], 0), 3.0)
+
+    step.sen, step.framework_kwargs = sen, {"levels": 2}
+    blur, sharp = (tf.constant(a[:1, :, :27]) for a in triples()[1:])
+    output = tf.function(step.predict)(blur)
+    np.testing.assert_allclose(output["restored"], step.framework()(blur), atol=1e-5)
+    identity = BlindDeblurFramework(sen, None, levels=2)(blur)
+    np.testing.assert_allclose(output["identity_prior_hqs"], identity, atol=1e-5)
+    scores = step.validation_scores(output, sharp)
+    assert set(scores) == {"psnr", "ssim", "identity_prior_hqs_psnr", "identity_prior_hqs_ssim"}
+    text = step.validation_text({k: float(v[0]) for k, v in scores.items()})
+    assert "identity-prior HQS" in text
+    assert step.validation_images(blur, output, sharp)[1]["output"].shape == blur.shape
+
+
 def test_dp_weights_are_clipped_after_the_step(rpgan_run):
     step = rpgan_run[0]
     variables = step.critics["d_p"].trainable_variables

@@ -62,7 +62,7 @@ def test_paper_recipe_and_schedule_numbers_through_the_script(monkeypatch, tmp_p
     over 80, batch 16 of 256x256, Adam (0.9, 0.99, 1e-8), gamma 0.01, lambda 0.1."""
     images = [deconv_cache.TrainingImage(f"i{i}", None) for i in range(3103)]
     monkeypatch.setattr(train_rpgan, "training_images", lambda: (images, {"train_images": 3103}))
-    monkeypatch.setattr(train_rpgan, "validation", lambda sen: None)
+    monkeypatch.setattr(train_rpgan, "validation", lambda: None)
     args = (f"--sen_checkpoint={sen_run}", f"--run_dir={tmp_path / 'run'}", "--vgg_weights=random")
     with parsed_flags("train_rpgan.py", *args) as flags:
         train_rpgan.apply_flag_defaults()

@@ -6,7 +6,9 @@ same way) can be imported in one process. Paper defaults and presets are applied
 ``main`` with :func:`apply_defaults`, which only changes flags not given on the command line, so
 importing one script never changes another's defaults.
 
-Paper-specific flags are defined the same way with :func:`define_once`.
+Paper-specific flags are defined the same way with :func:`define_once`; flags that several papers
+share with their own defaults or help texts have definers taking those (:func:`define_width_flags`,
+:func:`define_adam_beta_flags`, the GAN papers' :func:`define_content_loss_flags`).
 
 ``--model_kwargs`` (JSON) reaches every constructor argument of the paper's model, including the
 switches without a flag of their own (IDC ``texture_input``, ``stop_gradient``, ``pyramid_mode``;
@@ -84,6 +86,61 @@ def define_polynomial_decay_flags():
         "Power of the polynomial learning-rate decay (SRN: 0.3).",
         lower_bound=0.0,
     )
+
+
+def define_adam_beta_flags(beta_1: float, beta_2: float, help_1: str, help_2: str):
+    """``--adam_beta_1`` / ``--adam_beta_2`` (non-negative) with the paper's defaults and help
+    texts; :func:`check_adam_betas` refuses values of 1 and above."""
+    define_once(flags.DEFINE_float, "adam_beta_1", beta_1, help_1, lower_bound=0.0)
+    define_once(flags.DEFINE_float, "adam_beta_2", beta_2, help_2, lower_bound=0.0)
+
+
+def check_adam_betas():
+    """Raises ``app.UsageError`` unless both Adam betas are below 1."""
+    if FLAGS.adam_beta_1 >= 1 or FLAGS.adam_beta_2 >= 1:
+        raise app.UsageError("--adam_beta_1 and --adam_beta_2 must be below 1.")
+
+
+def define_content_loss_flags(vgg: str, generator_loss: str, scale_help: str):
+    """The adversarial papers' (GradientNet, RP-GAN) VGG content-loss flags: ``--vgg_weights`` of
+    the ``vgg`` ("VGG16" / "VGG19") features, ``--content_feature_scale`` (1/57.5, help
+    ``scale_help``) and ``--pixel_weight`` of an L1 term added to ``generator_loss`` (G's loss's
+    name in the script's help)."""
+    define_once(
+        flags.DEFINE_float, "content_feature_scale", 1.0 / 57.5, scale_help, lower_bound=0.0
+    )
+    define_once(
+        flags.DEFINE_float,
+        "pixel_weight",
+        0.0,
+        f"Weight of an L1 pixel term added to {generator_loss} (0: the paper; --preset quick uses "
+        "one).",
+        lower_bound=0.0,
+    )
+    define_once(
+        flags.DEFINE_string,
+        "vgg_weights",
+        "imagenet",
+        f"{vgg} weights of the content loss: imagenet (Keras' cached notop file, never "
+        "downloaded), a PATH to that file, or random (smoke runs and --preset quick only).",
+    )
+
+
+def vgg_weights_flag(architecture: str) -> tuple[str | None, str]:
+    """``(path or None, identity for run_config.json)`` of ``--vgg_weights`` for Keras'
+    ``architecture`` ("vgg16" / "vgg19") notop file; ``None`` = seeded random weights. Raises
+    ``app.UsageError`` (one line naming the file, its md5 and where to put it) when the file is
+    missing or wrong; never downloads."""
+    from models.vgg import VGGWeightsError, architecture_name
+    from training.vgg_weights import file_md5, resolve_vgg_weights
+
+    try:
+        path = resolve_vgg_weights(FLAGS.vgg_weights, architecture=architecture)
+    except VGGWeightsError as error:
+        raise app.UsageError(str(error)) from None
+    if path is None:
+        return None, "random (seeded He-uniform, models.vgg.RANDOM_VGG_SEED)"
+    return path, f"{architecture_name(architecture)} notop, md5 {file_md5(path)}"
 
 
 def _define_data_flags():

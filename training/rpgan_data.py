@@ -26,7 +26,6 @@ computed (the flows of the frozen SEN and I*_1, once per image; logged with a co
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -35,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 import fileio
-from training.loop import SegmentedData, ValidationSet
+from training.loop import SegmentedData
 
 SEN_WEIGHTS = "sen.weights.h5"
 
@@ -163,7 +162,9 @@ class RPGANData(SegmentedData):
         """Writes the SEN's weights into the run folder and fills the cache (first segment)."""
         if self._prepared:
             return
-        if self.run_dir and self.sen is not None:
+        # The chief writes the run's files; other workers of a multi-worker run only read.
+        chief = getattr(self.step_obj, "chief", True)
+        if self.run_dir and self.sen is not None and chief:
             path = os.path.join(self.run_dir, SEN_WEIGHTS)
             if not os.path.isfile(path):
                 fileio.atomic_save_weights(self.sen, path)
@@ -188,42 +189,3 @@ def steps_per_epoch(samples: int, batch_size: int) -> int:
     """⌈samples / batch⌉: RP-GAN draws random windows, so an epoch is ``samples`` windows rounded
     up to whole batches (§9: 3103 samples = 194 steps of 16)."""
     return math.ceil(samples / batch_size)
-
-
-@dataclasses.dataclass
-class FrameworkValidationSet(ValidationSet):
-    """Validation pairs of the framework, whose baselines are the blurred inputs and the
-    **identity-prior HQS** with the same frozen SEN and settings (the non-blind reference the
-    learned prior must beat; :class:`deconvolution.framework.BlindDeblurFramework` with
-    ``generator=None``)."""
-
-    sen: object = None
-    framework_kwargs: dict = dataclasses.field(default_factory=dict)
-
-    def identity_prior_metrics(self) -> dict:
-        import metrics
-        from deconvolution.framework import BlindDeblurFramework
-
-        framework = BlindDeblurFramework(self.sen, None, **self.framework_kwargs)
-        run = tf.function(framework.__call__, reduce_retracing=True)
-        mean = metrics.MeanMetrics()
-        for i in range(len(self.pairs)):
-            blur, _ = self.tensors(i)
-            restored = run(blur)
-            mean.update(**metrics.image_metrics(restored[0].numpy(), self.pairs[i][2]))
-        return mean.result()
-
-    def baselines(self) -> dict:
-        hqs = self.identity_prior_metrics()
-        return {
-            **super().baselines(),
-            "identity_prior_hqs_psnr": hqs["psnr"],
-            "identity_prior_hqs_ssim": hqs["ssim"],
-        }
-
-    def baseline_text(self, baselines) -> str:
-        return (
-            f"{super().baseline_text(baselines)}; identity-prior HQS: "
-            f"{baselines['identity_prior_hqs_psnr']:.3f} dB, "
-            f"{baselines['identity_prior_hqs_ssim']:.4f}"
-        )

@@ -42,6 +42,7 @@ import tensorflow as tf
 
 import losses
 from training import adversarial
+from training import strategy as strategy_lib
 from training.gan_step import AdversarialTrainStep
 
 # Section 9: Adam(0.9, 0.99, 1e-8) for G, D_cGAN and D_p; lr 1e-4 (then the schedule).
@@ -200,6 +201,7 @@ class RPGANTrainStep(AdversarialTrainStep):
 
     def build(self, strategy):
         super().build(strategy)
+        self.chief = strategy_lib.is_chief(strategy)  # who writes the run's files
         if self.replay_snapshot:
             from training.replay_buffer import make_snapshot
 
@@ -225,10 +227,33 @@ class RPGANTrainStep(AdversarialTrainStep):
         return BlindDeblurFramework(self.sen, self.model, **self.framework_kwargs)
 
     def predict(self, blur):
-        """The framework's restored image (``sen_rpgan.md`` §10) for (1, H, W, 3) ``blur``; the
-        loop traces it (K as a ``SparseTensor``: at 256², with CG's loop in the graph, several
-        times faster than eagerly)."""
-        return self.framework()(blur)
+        """``{"restored": Z_N, "identity_prior_hqs": I*_N}`` for (1, H, W, 3) ``blur``: the
+        framework's restored image (``sen_rpgan.md`` §10) and the identity-prior HQS baseline
+        with the same SEN, K and β ladder, computed together (they share SEN, K and the level-1
+        solve; later levels solve both as columns of one CG: about the cost of the framework
+        alone). The loop traces it (K as a ``SparseTensor``: at 256², with CG's loop in the
+        graph, several times faster than eagerly)."""
+        restored, identity = self.framework().with_identity_prior(blur)
+        return {"restored": restored, "identity_prior_hqs": identity}
+
+    def validation_scores(self, output, target) -> dict:
+        """PSNR/SSIM (uint8 convention) of the framework and of the identity-prior HQS."""
+        import metrics
+
+        scores = {}
+        for prefix, key in (("", "restored"), ("identity_prior_hqs_", "identity_prior_hqs")):
+            psnr, ssim = metrics.batch_psnr_ssim(output[key], target)
+            scores.update({f"{prefix}psnr": psnr, f"{prefix}ssim": ssim})
+        return scores
+
+    def validation_text(self, result) -> str:
+        return (
+            f"{super().validation_text(result)} (identity-prior HQS: "
+            f"{result['identity_prior_hqs_psnr']:.3f} dB, {result['identity_prior_hqs_ssim']:.4f})"
+        )
+
+    def validation_images(self, inputs, output, target):
+        return super().validation_images(inputs, output["restored"], target)
 
     # ---- the step --------------------------------------------------------------------------------
 
