@@ -168,8 +168,7 @@ def _define_flags():
     d(flags.DEFINE_float, "lr_end", 0.0, "Final learning rate of the decay.", lower_bound=0.0)
     d(flags.DEFINE_integer, "lr_hold_epochs", 50, "Epochs at --learning_rate.", lower_bound=0)
     d(flags.DEFINE_integer, "lr_decay_epochs", 40, "Epochs of linear decay.", lower_bound=0)
-    d(flags.DEFINE_float, "adam_beta_1", 0.9, "Adam beta1.", lower_bound=0.0)
-    d(flags.DEFINE_float, "adam_beta_2", 0.99, "Adam beta2.", lower_bound=0.0)
+    train_flags.define_adam_beta_flags(0.9, 0.99, "Adam beta1.", "Adam beta2.")
 
 
 train_flags.define_common_flags()
@@ -304,8 +303,7 @@ def check_flags():
     if FLAGS.sen_output == "quarter":
         script.check_crop_size(QUARTER_MULTIPLE, "sen_output=quarter, 4x4 label blocks")
     script.check_decay_flags()
-    if FLAGS.adam_beta_1 >= 1 or FLAGS.adam_beta_2 >= 1:
-        raise app.UsageError("--adam_beta_1 and --adam_beta_2 must be below 1.")
+    train_flags.check_adam_betas()
     if FLAGS.data_dir and os.path.isdir(FLAGS.data_dir) and not os.path.isdir(flow_root()):
         raise app.UsageError(
             f"--data_dir {FLAGS.data_dir} has no flow-{FLAGS.u_max} folder (the --u_max "

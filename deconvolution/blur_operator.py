@@ -47,11 +47,12 @@ fastest: at 720x1280, 0.04 s (flow-23) / 0.09 s (flow-46) per K or Kᵀ, 3-5x fa
 (``benchmarks/deconvolution.py``). Inside a ``tf.function`` the same CSR kernel ran 3-15x slower
 than eagerly (cause not found; with ``TF_ENABLE_ONEDNN_OPTS=0`` it is slow eagerly too) and no
 faster than ``sparse_dense_matmul``, so the default ``method="auto"`` picks CSR eagerly and the
-``SparseTensor`` inside a graph. A CSR matrix made eagerly cannot be used inside a
-``tf.function`` (its handle loses its shape information; a clear ``ValueError``), so build the
-operator where it is used. Memory at 720x1280, flow-46 (73 M taps): the table peaks at ~2 GB while
-it is concatenated; the CSR pair holds 1.2 GB (peak of the build 3.7 GB above the process's).
-"""
+``SparseTensor`` inside a graph, split into row blocks that the graph multiplies in parallel
+(``sparse_dense_matmul`` uses one thread: ``shards`` of :class:`BlurOperator`). A CSR matrix
+made eagerly cannot be used inside a ``tf.function`` (its handle loses its shape information; a
+clear ``ValueError``), so build the operator where it is used. Memory at 720x1280, flow-46 (73 M
+taps): the table peaks at ~2 GB while it is concatenated; the CSR pair holds 1.2 GB (peak of the
+build 3.7 GB above the process's)."""
 
 from __future__ import annotations
 

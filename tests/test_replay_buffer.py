@@ -100,7 +100,7 @@ def test_cache_equals_fresh_solve_and_is_reused(tmp_path, monkeypatch):
     expected_flow = np.asarray(sen(blurred[None], training=False))[0]
     assert np.abs(expected_flow).max() > 0.1
     np.testing.assert_allclose(flow, expected_flow, atol=1e-6)
-    np.testing.assert_allclose(istar, _fresh_solve(blurred, expected_flow), atol=1e-6)
+    np.testing.assert_allclose(istar, _fresh_solve(blurred, expected_flow), atol=1e-5)
     assert os.path.isfile(os.path.join(cache.folder, "manifest.json"))
     # a second cache object with the same settings reads the files: no solve
     again = deconv_cache.DeconvCache(str(tmp_path), images, sen=sen, dtype="float32")
@@ -160,7 +160,7 @@ def test_true_flow_source_and_identical_windows(tmp_path):
     blurred, sharp, label = images[1].load()
     flow, istar = cache.entry(1)
     np.testing.assert_array_equal(flow, label)
-    np.testing.assert_allclose(istar, _fresh_solve(blurred, label), atol=1e-6)
+    np.testing.assert_allclose(istar, _fresh_solve(blurred, label), atol=1e-5)
     win = cache.window(1, 5, 9, 32, 32)
     rows, cols = slice(5, 37), slice(9, 41)
     np.testing.assert_array_equal(win["blurred"], blurred[rows, cols])

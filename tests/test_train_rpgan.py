@@ -75,8 +75,12 @@ def test_paper_recipe_and_schedule_numbers_through_the_script(monkeypatch, tmp_p
     assert trainer.config.steps_per_epoch == 194 and trainer.config.total_steps == 190 * 194
     segments = trainer.make_epoch_dataset
     assert segments.pretrain_steps == 40 * 194 and segments.steps_per_cycle == 187
-    assert segments.segment_end(0) == 40 * 194
-    assert segments.segment_end(40 * 194 + 200) == 40 * 194 + 2 * 187
+    # Segments end with their phase (pre-training, a cycle) or after 7 batches held in memory.
+    pretrain = 40 * 194
+    assert segments.chunk_steps == 7 and segments.segment_end(0) == 7
+    assert segments.segment_end(pretrain - 1) == pretrain
+    assert segments.segment_end(pretrain + 200) == pretrain + 187 + 14
+    assert segments.segment_end(pretrain + 187 + 185) == pretrain + 2 * 187
     kwargs = segments.buffer_kwargs
     assert (kwargs["size"], kwargs["passes"], kwargs["margin"]) == (1000, 3, 32)
     assert kwargs["fractions"] == [0.5, 0.3, 0.2]
