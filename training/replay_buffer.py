@@ -290,19 +290,3 @@ class ReplayBuffer:
                 "sharp": self.items.sharp[pick],
                 "levels": self.items.levels[pick],
             }
-
-    def dataset(self, start: int = 0):
-        """:meth:`batches` as a ``tf.data.Dataset`` (same order)."""
-        import tensorflow as tf
-
-        c = self.crop_size
-        image = tf.TensorSpec((self.batch_size, c, c, 3), tf.float32)
-        signature = {
-            "istar": image,
-            "blurred": image,
-            "sharp": image,
-            "levels": tf.TensorSpec((self.batch_size,), tf.int32),
-        }
-        return tf.data.Dataset.from_generator(
-            lambda: self.batches(start), output_signature=signature
-        )
