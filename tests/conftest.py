@@ -1,5 +1,6 @@
 """Shared pytest configuration: quiet TensorFlow, deterministic seeds, the shared/ folder."""
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,6 +19,34 @@ def _seed():
     import keras
 
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _eager_marker(request):
+    """``@pytest.mark.eager``: every ``tf.function`` of the test runs its Python body eagerly.
+
+    Tracing a tiny network's training step costs about three times as much as running it a few
+    times eagerly on 32-64 px batches, so tests of a step's semantics (what changes, what stays
+    frozen, what a checkpoint holds) run eagerly; each paper keeps traced tests of its step and
+    its training script, which is what users run.
+    """
+    if request.node.get_closest_marker("eager") is None:
+        yield
+        return
+    with eager_functions():
+        yield
+
+
+@contextlib.contextmanager
+def eager_functions():
+    """Runs every ``tf.function`` eagerly inside the block (module fixtures use it directly)."""
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import eager_functions
 from tests.process_checks import result_json, run_python
 from training import optimizers
 from training.loop import LoopConfig, Trainer
@@ -71,7 +72,8 @@ def rpgan_run(tmp_path_factory):
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("rpgan")
     step = tiny_step()
-    before, trainer = loop_run(step, folder)
+    with eager_functions():  # traced steps: tests/test_train_rpgan.py and the two-replica test
+        before, trainer = loop_run(step, folder)
     return step, trainer, before, folder
 
 
@@ -179,6 +181,7 @@ def test_save_rebuild_restore_gives_equal_weights(rpgan_run, tmp_path):
         np.testing.assert_array_equal(np.array(a), np.array(b))
 
 
+@pytest.mark.eager
 def test_without_dp_builds_no_critic_and_still_trains(tmp_path):
     # Appendix B: use_dp=False, lambda = 0, no D_p anywhere.
     keras.utils.set_random_seed(1)
@@ -206,6 +209,7 @@ def test_schedule_and_bad_settings():
         tiny_step(dp_lipschitz="gp").build(tf.distribute.get_strategy())
 
 
+@pytest.mark.eager
 def test_gradient_penalty_variant_runs_without_clipping():
     keras.utils.set_random_seed(2)
     step = tiny_step(dp_lipschitz="gp", dp_kwargs={"d_style": "no_bn"})
@@ -230,41 +234,25 @@ sharp = rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32")
 blurred = (0.5 * sharp + 0.5 * np.roll(sharp, 2, axis=2)).astype("float32")
 deconvolved = np.clip(blurred + 0.1 * rng.standard_normal(sharp.shape), 0, 1).astype("float32")
 
-def one_step(strategy, weights):
-    step = RPGANTrainStep(**kwargs)
-    step.build(strategy)
-    for net, w in zip((step.model, step.critics["d_cgan"], step.critics["d_p"]), weights):
-        net.set_weights(w)
-    ds = tf.data.Dataset.from_tensors((deconvolved, blurred, sharp))
-    batch = next(iter(strategy.experimental_distribute_dataset(ds)))
-    fn = tf.function(lambda b: strategy.run(step.train_step, args=b), autograph=False)
-    out = fn(batch)
-    values = {k: float(strategy.reduce("MEAN", v, axis=None)) for k, v in out.items()}
-    return step, values
-
 keras.utils.set_random_seed(0)
-ref = RPGANTrainStep(**kwargs)
-ref.build(tf.distribute.get_strategy())
-init = [n.get_weights() for n in (ref.model, ref.critics["d_cgan"], ref.critics["d_p"])]
 mirrored = make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
-single, one = one_step(tf.distribute.get_strategy(), init)
-multi, two = one_step(mirrored, init)
-
-def diff(a, b):
-    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-
-dp = multi.critics["d_p"]
+step = RPGANTrainStep(**kwargs)
+step.build(mirrored)
+dp = step.critics["d_p"]
+before = [v.numpy() for v in dp.trainable_variables]
+ds = tf.data.Dataset.from_tensors((deconvolved, blurred, sharp))
+batch = next(iter(mirrored.experimental_distribute_dataset(ds)))
+fn = tf.function(lambda b: mirrored.run(step.train_step, args=b), autograph=False)
+out = fn(batch)
 print("RESULT " + json.dumps({
     "replicas": mirrored.num_replicas_in_sync,
-    "generator": diff(single.model.get_weights(), multi.model.get_weights()),
-    "d_cgan": diff(single.critics["d_cgan"].get_weights(), multi.critics["d_cgan"].get_weights()),
-    "d_p": diff(single.critics["d_p"].get_weights(), dp.get_weights()),
     "dp_max": max(float(np.abs(v.numpy()).max()) for v in dp.trainable_variables),
     "copies_equal": all(
         all(np.array_equal(c.numpy(), v.value.values[0].numpy()) for c in v.value.values)
         for v in dp.trainable_variables),
-    "moved": diff(init[2], dp.get_weights()),
-    "one": one, "two": two}))
+    "moved": max(float(np.abs(b - v.numpy()).max())
+                 for b, v in zip(before, dp.trainable_variables)),
+    "values": {k: float(mirrored.reduce("MEAN", v, axis=None)) for k, v in out.items()}}))
     """
 )
 
@@ -273,10 +261,10 @@ print("RESULT " + json.dumps({
 def test_two_replica_step_clips_every_copy_of_dp():
     # Under MirroredStrategy the clipping runs through merge_call (Keras variables refuse
     # assignments in a replica): every copy of every D_p variable holds the same clipped value.
-    # BN statistics are per replica (no SyncBN), so 2 x 2 images differ from one device's 4.
+    # (No comparison with one device: BN statistics are per replica, without SyncBN, so 2 x 2
+    # images differ from one device's 4; the one loop's mirrored step is compared in
+    # tests/test_training.py and GradientNet's GAN step in tests/test_train_gradientnet.py.)
     result = result_json(run_python(["-c", MIRRORED_RPGAN], timeout=600), which=0)
     assert result["replicas"] == 2 and result["copies_equal"] and result["moved"] > 1e-3
     assert result["dp_max"] <= 0.01 + 1e-7
-    assert all(np.isfinite(v) for v in result["two"].values())
-    for key in ("loss", "d_cgan_loss", "d_p_loss"):
-        assert result["two"][key] == pytest.approx(result["one"][key], rel=0.1, abs=0.02), key
+    assert all(np.isfinite(v) for v in result["values"].values())

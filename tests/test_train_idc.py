@@ -18,8 +18,8 @@ from tests.train_checks import (
     one_loop_step,
     parsed_flags,
     round_trip,
+    run_command,
     run_main,
-    run_script,
     write_split,
 )
 from training import flags as train_flags
@@ -141,9 +141,9 @@ def test_noise_reaches_the_blurred_training_input_only(tmp_path):
     ],
 )
 def test_bad_flags_exit_nonzero_with_a_clear_message(args, message, tmp_path):
-    proc = run_script("train_idc.py", [*args, f"--run_dir={tmp_path / 'run'}"])
-    assert proc.returncode != 0
-    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    error = run_command(train_idc, *args, f"--run_dir={tmp_path / 'run'}")  # in this process
+    assert isinstance(error, str) and "\n" not in error, error
+    assert error.startswith("train_idc.py: error: ") and message in error, error
     assert not (tmp_path / "run").exists()
 
 

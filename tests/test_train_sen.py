@@ -152,6 +152,7 @@ def test_quick_preset_and_joint_finetune_flags():
 # ---- steps through the one loop -----------------------------------------------------------------
 
 
+@pytest.mark.eager
 def test_stage1_step_changes_weights_and_stays_finite(tmp_path):
     step = SENTrainStep(stage=1, model_kwargs=TINY)
     before, trainer = _two_steps(step, tmp_path)
@@ -176,6 +177,7 @@ def test_stage1_step_changes_weights_and_stays_finite(tmp_path):
 
 
 @pytest.mark.parametrize(("joint", "sen_output"), [(False, "quarter"), (True, "full")])
+@pytest.mark.eager
 def test_stage2_starts_from_stage1_and_freezes_it(tmp_path, joint, sen_output):
     kwargs = {**TINY, "sen_output": sen_output}
     stage1 = SENTrainStep(stage=1, model_kwargs=kwargs)

@@ -15,8 +15,8 @@ from tests.train_checks import (
     one_loop_step,
     parsed_flags,
     round_trip,
+    run_command,
     run_main,
-    run_script,
     write_split,
 )
 from training.two_way_step import TwoWayTrainStep
@@ -105,9 +105,9 @@ def test_one_step_through_the_loop_changes_weights(tmp_path):
     ],
 )
 def test_bad_flags_exit_nonzero_with_a_clear_message(args, message, tmp_path):
-    proc = run_script("train_two_way.py", [*args, f"--run_dir={tmp_path / 'run'}"])
-    assert proc.returncode != 0
-    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    error = run_command(train_two_way, *args, f"--run_dir={tmp_path / 'run'}")  # in this process
+    assert isinstance(error, str) and "\n" not in error, error
+    assert error.startswith("train_two_way.py: error: ") and message in error, error
     assert not (tmp_path / "run").exists()
 
 

@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from models import build_model
+from tests.conftest import eager_functions
 from tests.process_checks import result_json, run_python
 from training import schedules, summaries
 from training.loop import (
@@ -130,7 +131,8 @@ def trained(tmp_path_factory):
     )
     trainer.setup()
     initial = [np.array(w) for w in trainer.step_obj.model.weights]
-    result = trainer.run()
+    with eager_functions():  # every training script's tests trace the loop's step
+        result = trainer.run()
     return {
         "trainer": trainer,
         "run_dir": run_dir,
@@ -481,6 +483,7 @@ def test_leftovers_of_killed_runs_are_removed_at_start(trained, tmp_path):
     assert tf.train.latest_checkpoint(str(ckpts)).endswith("ckpt-4")
 
 
+@pytest.mark.eager
 def test_epoch_numbers_agree_and_outputs_get_umask_modes(tmp_path):
     """One convention in all human text, "epoch E/N" (1-based, in progress or just completed);
     best.json says epochs_completed. Run under umask 022: every output is 0644 / 0755."""
@@ -539,6 +542,7 @@ def _failing_epoch_fn(blur, sharp, bad_index, message):
     return make
 
 
+@pytest.mark.eager
 def test_damaged_file_mid_run_saves_the_last_step_and_names_the_file(tmp_path):
     from data import DataError
 
