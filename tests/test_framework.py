@@ -1,6 +1,7 @@
 """The blind deblurring framework (``deconvolution/framework.py``, ``sen_rpgan.md`` §10): shapes and
 range on odd sizes, call counts of SEN / CG / G, the identity prior against the HQS reference,
-eager against ``tf.function``, and a SavedModel round trip. Tiny models (width_divisor 16)."""
+eager against ``tf.function``. Tiny models (width_divisor 16). The SavedModel of the whole
+framework: tests/test_framework_source.py (export.py, any batch and size)."""
 
 import numpy as np
 import pytest
@@ -156,23 +157,3 @@ def test_eager_equals_tf_function_true_flow(tiny_g):
     eager = fw.intermediates(blurred, flows)[0]
     assert all(int(count) > 1 for count in eager["cg_iterations"])
     np.testing.assert_allclose(traced(blurred, flows).numpy(), eager["z"][-1].numpy(), atol=1e-4)
-
-
-def test_saved_model_round_trip(tmp_path, tiny_sen, tiny_g):
-    """The whole framework, CG included, as one SavedModel for dynamic H, W (N = 1). As in
-    export.py, the serving function is a signature, not a module attribute, and the variables
-    are listed on the module (saving then traces no Keras layer again: 2x faster)."""
-    fw = framework.BlindDeblurFramework(tiny_sen, tiny_g, levels=2)
-    module = tf.Module()
-    module.model_variables = fw.variables
-    assert len(fw.variables) == len(tiny_sen.variables) + len(tiny_g.variables)
-    spec = tf.TensorSpec([1, None, None, 3], tf.float32, name="images")
-    serve = tf.function(lambda images: {"restored": fw(images)}, input_signature=[spec])
-    path = str(tmp_path / "framework")
-    tf.saved_model.save(module, path, signatures={"serving_default": serve.get_concrete_function()})
-    restore = tf.saved_model.load(path).signatures["serving_default"]
-    for size in ((37, 53), (40, 52)):
-        blurred = _images(*size, seed=size[0])
-        restored = restore(images=blurred)["restored"]
-        assert restored.shape == (1, *size, 3)
-        np.testing.assert_allclose(restored.numpy(), fw(blurred).numpy(), atol=1e-4)

@@ -268,7 +268,7 @@ def test_export_then_evaluate_saved_model_gives_the_same_psnr(
     assert by_export["psnr_mean"] == pytest.approx(expected, abs=1e-3)
     assert by_export["model_source"]["framework"]["levels"] == 2
     loaded = tf.saved_model.load(str(out))
-    for shape in ((1, 37, 53, 3), (2, 20, 9, 3), (1, 64, 64, 3)):
+    for shape in ((1, 37, 53, 3), (2, 20, 9, 3)):
         images = np.random.default_rng(shape[1]).random(shape, dtype=np.float32)
         got = loaded.signatures["serving_default"](images=tf.constant(images))["restored"]
         assert got.shape == shape
