@@ -32,8 +32,8 @@ def _eager_marker(request):
 
     Tracing a tiny network's training step costs about three times as much as running it a few
     times eagerly on 32-64 px batches, so tests of a step's semantics (what changes, what stays
-    frozen, what a checkpoint holds) run eagerly; each paper keeps traced tests of its step and
-    its training script, which is what users run.
+    frozen, what a checkpoint holds) run eagerly; every paper's step still runs traced, as
+    training runs it, in the tests of its training script or loop.
     """
     if request.node.get_closest_marker("eager") is None:
         yield

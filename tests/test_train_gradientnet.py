@@ -135,7 +135,7 @@ def gan_run(tmp_path_factory):
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("gan")
     step = tiny_step()
-    with eager_functions():  # the traced step: the two-replica test and the resume test
+    with eager_functions():  # traced: the resume test and the two-replica test
         before, trainer = one_loop_step(step, folder, size=32)
     return step, trainer, before, folder
 
@@ -250,7 +250,6 @@ def _keep_checkpoint(source, target, number):
     )
 
 
-@pytest.mark.eager
 def test_resumed_gan_run_equals_an_uninterrupted_one(tmp_path):
     rng = np.random.default_rng(0)
     sharp = rng.uniform(0, 1, (4, 32, 32, 3)).astype(np.float32)
