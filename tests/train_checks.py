@@ -49,11 +49,18 @@ def run_script(script, args, timeout=300):
 def parsed_flags(program, *args):
     """Parses ``args`` as the command line of ``program``; on exit unparses them and restores
     every flag default a script's ``apply_defaults`` changed (other tests share the process)."""
+    with _parsed(program, *args):
+        yield FLAGS
+
+
+@contextlib.contextmanager
+def _parsed(program, *args):
+    """:func:`parsed_flags` yielding what is not a flag (``[program, *positional]``)."""
     defaults = {name: FLAGS[name].default for name in FLAGS}
     FLAGS.unparse_flags()
-    FLAGS([program, *args])
+    remaining = FLAGS([program, *args])
     try:
-        yield FLAGS
+        yield remaining
     finally:
         FLAGS.unparse_flags()
         for name, default in defaults.items():
@@ -75,12 +82,12 @@ def run_main(module, *args):
 def run_command(module, *args):
     """``module``'s command line run in this process, without the seconds a subprocess spends
     importing TensorFlow: 0, or the one line the command would print (a flag that does not parse
-    included, worded as :func:`cli.parse_flags` words it). Arguments that are not flags reach
-    ``main`` as on the command line."""
+    included, worded as :func:`cli.parse_flags` words it). What is not a flag reaches ``main``
+    as on the command line."""
     program = module.__name__ + ".py"
     try:
-        with parsed_flags(program, *args):
-            module.main([program, *(a for a in args if not a.startswith("-"))])
+        with _parsed(program, *args) as argv:
+            module.main(argv)
     except flags.Error as error:
         return f"{program}: error: {error}"
     except SystemExit as stop:
