@@ -75,6 +75,23 @@ def test_gradient_loss_zero_for_identical_and_forward_differences_against_consta
     np.testing.assert_allclose(float(losses.gradient_loss(x, constant)), expected, rtol=1e-6)
 
 
+def test_gradient_loss_is_one_third_of_eq9_channel_sum():
+    """Eq. 9 takes the l1 norm of each pixel's colour vector (a sum over 3 channels) averaged over
+    the pixels; the code's means run over the channels too: a factor 1/3, nothing else."""
+    x, y = _images(), _images()
+
+    def literal(axis):
+        per_pixel = np.abs(np.diff(x, axis=axis) - np.diff(y, axis=axis)).sum(axis=-1)
+        return per_pixel.mean()
+
+    eq9 = literal(2) + literal(1)
+    np.testing.assert_allclose(float(losses.gradient_loss(x, y)), eq9 / 3, rtol=1e-6)
+    terms = losses.gradientnet_generator_loss(
+        x, y, np.zeros((2, 3, 3, 1), "float32"), vgg=None, content_weight=0.0, gradient_weight=3.0
+    )
+    np.testing.assert_allclose(float(terms["gradient_weighted"]), eq9, rtol=1e-6)
+
+
 def test_feature_distance_mse_and_literal_per_position():
     fx = RNG.normal(size=(2, 3, 4, 5)).astype("float32")
     fy = RNG.normal(size=(2, 3, 4, 5)).astype("float32")
