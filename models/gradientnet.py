@@ -651,8 +651,12 @@ class PatchGANCritic(keras.Model):
     convolutions: strides 2, 2, 2, 1, 1, widths c, 2c, 4c, 8c, 1 (c = ``base_channels`` = 64);
     LReLU(0.2) after the first four, IN after the 2nd-4th (``norm=False`` removes it); the last is
     linear (``sigmoid=True`` adds the paper wording's sigmoid, incompatible with WGAN-GP). Output
-    (N, h, w, 1), 35 x 35 on 256 x 256; 3.61 GMAC per 256 x 256 image;
-    2,764,737 parameters. The critic value of an image is :func:`losses.critic_value`.
+    (N, h, w, 1), 35 x 35 on 256 x 256 ((H/8 + 3) x (W/8 + 3) for multiples of 8); each value sees
+    a 70 x 70 px window (receptive field 1 + 3 (1 + 2 + 4 + 8 + 8), pix2pix's 70x70 PatchGAN;
+    windows 8 px apart; tested), though IN makes every value depend on the whole image through the
+    statistics. 3.61 GMAC per 256 x 256 image; 2,764,737 parameters. The critic value of an image
+    is :func:`losses.critic_value` (the mean of the map; the WGAN-GP penalty differentiates that
+    mean, see :mod:`training.adversarial`).
     """
 
     def __init__(

@@ -67,6 +67,26 @@ def test_critic_parameter_count_and_35x35_patch_map():
     assert critic.count_params() == 2_764_737
     spec = critic.compute_output_spec(keras.KerasTensor((1, 256, 256, 3)))
     assert tuple(spec.shape) == (1, 35, 35, 1)
+    for side in (32, 64, 128):  # (H/8 + 3) x (W/8 + 3) patches for multiples of 8
+        spec = critic.compute_output_spec(keras.KerasTensor((1, side, 2 * side, 3)))
+        assert tuple(spec.shape) == (1, side // 8 + 3, side // 4 + 3, 1)
+
+
+def test_critic_receptive_field_is_70_px():
+    """Four-pixel kernels at strides 2, 2, 2, 1, 1: 1 + 3 (1 + 2 + 4 + 8 + 8) = 70 px (pix2pix's
+    70x70 PatchGAN), patches 8 px apart. Without IN, whose statistics span the whole image."""
+    critic = gradientnet.critic(base_channels=2, norm=False)
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype("float32"))
+    extents = []
+    for row in (9, 10):  # two interior patches of the 19 x 19 map
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            patch = critic(x)[0, row, 9, 0]
+        touched = np.abs(tape.gradient(patch, x).numpy()[0]).sum(axis=-1) > 0
+        rows, cols = np.nonzero(touched.any(axis=1))[0], np.nonzero(touched.any(axis=0))[0]
+        assert rows[-1] - rows[0] + 1 == 70 and cols[-1] - cols[0] + 1 == 70
+        extents.append(rows[0])
+    assert extents[1] - extents[0] == 8
 
 
 # ---- the building blocks ----------------------------------------------------------------------

@@ -13,6 +13,33 @@ sharp and the **blurred** image instead (the paper's literal wording, "on the li
 b_k"); the default ``"generated"`` is the cited method's definition. DeblurGAN's variant (one eps
 per batch, per-pixel channel norm) is not implemented.
 
+Scale of the penalty against DeblurGAN's code (numbers unchanged here; this says what they mean).
+The critic's map has P patches, P = 35 x 35 = 1,225 on a 256 x 256 crop ((H/8 + 3)(W/8 + 3) for
+H, W multiples of 8), and D(x) = (1/P) sum_p D_p(x) is their **mean**: that is what this penalty
+differentiates, and ||grad_x D(x_i)||_2 over the whole H x W x C is driven to 1. DeblurGAN's
+``calc_gradient_penalty`` differentiates the **sum** (``autograd.grad(..., grad_outputs=ones)``),
+sum_p D_p = P * D, whose gradient is P = 1,225 times larger, while its Wasserstein terms and its
+generator loss use the mean (``.mean()``), as here. Hence:
+
+* mean vs sum alone (same whole-sample norm): our target ||grad D|| = 1 is
+  ||grad sum_p D_p|| = 1,225; the sum's target 1 would be ||grad D|| = 1/1,225;
+* DeblurGAN's penalty as written also takes the norm **per pixel** over the channels
+  (``gradients.norm(2, dim=1)``) and drives each of the H*W pixel norms of grad sum_p D_p to 1,
+  i.e. ||grad D|| = sqrt(H*W) / P = 256 / 1,225 = 0.209 over the whole 256 x 256 sample (each
+  pixel's colour gradient of D at 1/1,225); ours allows 1 (per pixel 1/256 in RMS). Our critic
+  may therefore be 1,225 / 256 = 4.79 times steeper (in D, per unit L2 distance between [-1, 1]
+  images) than DeblurGAN's.
+
+Effect on L_adv = -mean_i D(G(b_i)) (losses.gradientnet_generator_loss) and on the logged
+Wasserstein estimate, both in units of D: where the penalty holds (it is enforced on the
+interpolates, whose eps -> 0 end is G(b_i)), the adversarial gradient that reaches G(b_i) has
+norm 1 / N here against 0.209 / N with DeblurGAN's penalty, so at the paper's weight 1 the
+adversarial term pushes G about 4.8 times harder, relative to the content and gradient terms,
+than DeblurGAN's code would (DeblurGAN's scale is ``adv_weight`` ~ 0.21 here, crop-dependent:
+sqrt(HW) / P), and the Wasserstein estimate is about 4.8 times larger for the same
+distributions. The paper cites Gulrajani et al., whose critic outputs one scalar per image; the
+mean keeps that scalar's meaning for a patch critic.
+
 Call these inside the critic's outer ``tf.GradientTape`` (and inside the step's ``tf.function`` /
 ``strategy.run``): the inner tape's gradient is recorded by the outer one, so the penalty is
 differentiable with respect to the critic's weights. The per-sample split relies on the critic
@@ -67,6 +94,9 @@ def interpolate(real, other, epsilon):
 
 def critic_input_gradient_norms(critic, x_hat, training=True):
     """||grad_x D(x_i)||_2 over H x W x C for every sample of ``x_hat``; returns (N,) float32.
+
+    D is the **mean** of the patch map (:func:`losses.critic_value`), not DeblurGAN's sum: the
+    norm is 1/P of the sum's (P patches, 1,225 at 256 x 256; the module docstring gives the effect).
 
     Nested ``tf.GradientTape``: when called under an outer tape, the norms (and anything computed
     from them) are differentiable with respect to the critic's variables.
