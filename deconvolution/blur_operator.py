@@ -65,6 +65,11 @@ MIN_WEIGHT = 1e-8  # normalised taps below this are dropped (sen_rpgan.md §3)
 METHODS = ("auto", "csr", "sparse", "gather")
 CHUNK = 4096  # pixels per step of the table construction (bounds the candidates' memory)
 MAX_SHARDS = 8  # row blocks of the "sparse" operator (one thread each)
+# Version of the numbers K and Kᵀ produce: bump it with any change that alters a tap or a weight
+# (geometry, end caps, EPS, MIN_WEIGHT, normalisation, border clamping), not for speed-only changes
+# (CHUNK, shards, methods). Derived data is keyed on it: the RP-GAN deconvolution cache
+# (training/deconv_cache.py) then recomputes its I*_1 files instead of reusing stale ones.
+OPERATOR_VERSION = 1
 
 
 def kernel_geometry(u, v):

@@ -42,6 +42,11 @@ from deconvolution.blur_operator import BlurOperator
 
 BETAS = (0.02, 0.1, 0.5)
 SOLVERS = ("cg", "tf")
+# Version of the data step's numbers (the CG recurrence, its guards, stopping rule and freezing,
+# the warm start, the final clamp to [0, 1]): bump it with any change that alters what
+# solve_data_term returns for the same inputs and settings. The RP-GAN deconvolution cache
+# (training/deconv_cache.py) keys its I*_1 files on it, with every CG setting.
+DATA_STEP_VERSION = 1
 
 
 def beta_ladder(levels: int = 3, first: float = 0.02, factor: float = 5.0) -> tuple[float, ...]:

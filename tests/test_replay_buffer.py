@@ -140,6 +140,47 @@ def test_cache_key_changes_with_beta_sen_weights_and_image(tmp_path):
     assert cache.ensure(0)[0] != changed.ensure(0)[0]
 
 
+def test_cache_key_carries_code_versions_and_every_cg_setting(monkeypatch):
+    """A bumped operator or data-step version, or any CG setting, gives another folder; the same
+    inputs give the same key (sen_rpgan.md §9: no stale I*_1 after a code change)."""
+    from deconvolution import blur_operator, hqs
+
+    settings = {
+        "flow_id": "true",
+        "beta": 0.02,
+        "tol": 1e-5,
+        "max_iter": 100,
+        "solver": "cg",
+        "method": "auto",
+        "dtype": "float16",
+    }
+    base, manifest = deconv_cache.cache_key(**settings)
+    assert deconv_cache.cache_key(**settings) == (base, manifest)
+    assert manifest["operator_version"] == blur_operator.OPERATOR_VERSION
+    assert manifest["data_step_version"] == hqs.DATA_STEP_VERSION
+    changed = {
+        "beta": 0.1,
+        "tol": 1e-6,
+        "max_iter": 50,
+        "solver": "tf",
+        "method": "gather",
+        "dtype": "float32",
+        "flow_id": "sen:0",
+    }
+    for name, value in changed.items():
+        assert deconv_cache.cache_key(**{**settings, name: value})[0] != base, name
+    for module, name in (
+        (blur_operator, "OPERATOR_VERSION"),
+        (blur_operator, "MIN_WEIGHT"),
+        (blur_operator, "EPS"),
+        (hqs, "DATA_STEP_VERSION"),
+    ):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, name, getattr(module, name) * 2)
+            assert deconv_cache.cache_key(**settings)[0] != base, name
+    assert deconv_cache.cache_key(**settings)[0] == base  # restored constants: the old key
+
+
 def test_damaged_entry_is_recomputed(tmp_path):
     messages = []
     images = _images()

@@ -15,12 +15,16 @@ flows' accuracy). ``<entry>`` = ``<safe name>-<digest>``, the digest covering th
 pixels (O, and the label with ``flow_source="true"``).
 
 Keying (what invalidates what): the folder name ``<key>`` is a digest of the flow source (the SEN
-weights' and config's digest, :func:`model_digest`, or ``"true"``), β₁, the CG settings (tol,
-max_iter, solver), the operator method and the storage dtype, so a different SEN, β₁ or CG setting
-uses another folder (old folders are left for the user to delete; nothing is overwritten); a
-changed image has another entry digest. Entries are written atomically (:mod:`fileio`), so a
-killed run leaves complete entries or none. A resumed training run reuses the cache as it is
-(same key, same entries); only the replay buffer is regenerated (:mod:`training.replay_buffer`).
+weights' and config's digest, :func:`model_digest`, or ``"true"``), β₁, every CG setting the solve
+uses (tol, max_iter, solver, the operator method), the storage dtype and the code versions of the
+numbers: :data:`deconvolution.blur_operator.OPERATOR_VERSION` with the operator's constants (EPS,
+MIN_WEIGHT) and :data:`deconvolution.hqs.DATA_STEP_VERSION` (:func:`cache_key`). So a different
+SEN, β₁ or CG setting, or a change of K or of the solver that bumped its version, uses another
+folder and recomputes instead of reading stale I*_1 files (old folders are left for the user to
+delete; nothing is overwritten); a changed image has another entry digest. Entries are written
+atomically (:mod:`fileio`), so a killed run leaves complete entries or none. A resumed training
+run reuses the cache as it is (same key, same entries); only the replay buffer is regenerated
+(:mod:`training.replay_buffer`).
 
 A **damaged** cache file (unreadable header, truncated, wrong shape, non-finite values) is
 **recomputed** (and reported in one log line naming the file), not an error: the cache is derived
@@ -120,8 +124,18 @@ def model_digest(model) -> str:
 def cache_key(
     flow_id: str, beta: float, tol: float, max_iter: int, solver: str, method: str, dtype: str
 ) -> tuple[str, dict]:
-    """(folder key, manifest dict) of the settings every cached entry depends on."""
+    """(folder key, manifest dict) of everything a cached entry's numbers depend on: the flow
+    source, β₁, the CG settings (``tol``, ``max_iter``, ``solver``, operator ``method``), the
+    storage ``dtype`` and the versions of the code that computes them (read at call time, so a
+    bumped :data:`~deconvolution.blur_operator.OPERATOR_VERSION` or
+    :data:`~deconvolution.hqs.DATA_STEP_VERSION` gives another key)."""
+    from deconvolution import blur_operator, hqs
+
     manifest = {
+        "operator_version": int(blur_operator.OPERATOR_VERSION),
+        "operator_eps": float(blur_operator.EPS),
+        "operator_min_weight": float(blur_operator.MIN_WEIGHT),
+        "data_step_version": int(hqs.DATA_STEP_VERSION),
         "flow_source": flow_id,
         "beta": float(beta),
         "tol": float(tol),
