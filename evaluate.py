@@ -311,9 +311,9 @@ def summarize(rows, restorer, data_info, convention):
 
 
 def device_description():
-    from inference import model_io
+    from inference import sources
 
-    return model_io.device_description()
+    return sources.device_description()
 
 
 def _mean(values):

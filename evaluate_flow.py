@@ -58,6 +58,7 @@ from absl import flags, logging
 
 import cli
 import fileio
+import rundir
 from inference import flags as inference_flags
 from inference import outputs
 
@@ -287,9 +288,9 @@ DEFINITIONS = {
 
 
 def device_description():
-    from inference import model_io
+    from inference import sources
 
-    return model_io.device_description()
+    return sources.device_description()
 
 
 def _mean(values):
@@ -361,15 +362,12 @@ def run_u_max():
     path = FLAGS.checkpoint or FLAGS.weights
     if not path:
         return None
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    for _ in range(3):
-        try:
-            with open(os.path.join(folder, "run_config.json"), encoding="utf-8") as handle:
-                value = json.load(handle).get("u_max")
-            return value if isinstance(value, (int, float)) else None
-        except (OSError, ValueError, AttributeError):
-            folder = os.path.dirname(folder)
-    return None
+    try:
+        config = rundir.find_run_config(path)
+    except rundir.RunDirError:
+        return None  # the model loader reports an unreadable run_config.json
+    value = (config or {}).get("u_max")
+    return value if isinstance(value, (int, float)) else None
 
 
 def resolve_data_dir(data_dir, u_max):

@@ -203,17 +203,17 @@ def _renamed(error, flag):
 def read_run_config(path, flag):
     """``run_config.json`` of the RP-GAN run (or its checkpoint folder / prefix) ``--flag path``."""
     import models
-    from inference import framework_io, model_io
+    from inference import framework_io, sources
 
     try:
         config = framework_io.framework_run_config(path)
         if config is None:
-            model_io.resolve_checkpoint(path)  # the precise error of a path without checkpoints
+            sources.resolve_checkpoint(path)  # the precise error of a path without checkpoints
             raise ExperimentError(
                 f"--{flag} {path}: not an RP-GAN run (its run_config.json must name one of "
                 f"{', '.join(models.prior_names())})."
             )
-    except model_io.ModelSourceError as error:
+    except sources.ModelSourceError as error:
         raise _renamed(error, flag) from None
     return config
 
@@ -221,11 +221,11 @@ def read_run_config(path, flag):
 def load_rpgan_run(checkpoint, sen_checkpoint=None):
     """:class:`RPGANRun` of an RP-GAN run: G and SEN (the run's, or ``sen_checkpoint``) as
     ``inference.framework_io`` (evaluate.py's framework source) loads them."""
-    from inference import framework_io, model_io
+    from inference import framework_io, sources
 
     try:
         framework, source = framework_io.load_framework(checkpoint, sen_checkpoint=sen_checkpoint)
-    except model_io.ModelSourceError as error:
+    except sources.ModelSourceError as error:
         raise _renamed(error, "checkpoint") from None
     info = {k: source.get(k) for k in ("path", "model", "model_kwargs", "sen", "framework")}
     return RPGANRun(framework.generator, framework.sen, dict(source["framework"]), info)
@@ -234,7 +234,7 @@ def load_rpgan_run(checkpoint, sen_checkpoint=None):
 def load_generator_run(path, flag):
     """:class:`RPGANRun` of G alone (Appendix B's ``--no_dp_checkpoint``); refuses a run that
     records ``use_dp=true``."""
-    from inference import framework_io, model_io
+    from inference import framework_io, sources
 
     config = read_run_config(path, flag)
     if (config.get("loss") or {}).get("use_dp") is True:
@@ -243,7 +243,7 @@ def load_generator_run(path, flag):
         )
     try:
         generator, location = framework_io.load_generator(path, config)
-    except model_io.ModelSourceError as error:
+    except sources.ModelSourceError as error:
         raise _renamed(error, flag) from None
     info = {"path": location, "model_kwargs": config.get("model_kwargs") or {}, "use_dp": False}
     return RPGANRun(generator, None, dict(config.get("framework") or {}), info)

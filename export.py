@@ -53,7 +53,7 @@ from absl import app, flags, logging
 import cli
 import fileio
 from inference import flags as inference_flags
-from inference import outputs
+from inference import outputs, signatures
 
 FLAGS = flags.FLAGS
 cli.define_once(flags.DEFINE_string, "out", None, inference_flags.OUT_HELP)
@@ -85,33 +85,31 @@ def build_module(model, self_ensemble="none", metadata=None):
     """
     import tensorflow as tf
 
-    from inference import model_io
     from models import inference
 
     module = tf.Module(name="deblur_export")
     module.model_variables = list(model.variables)
     info = dict(metadata or {}, self_ensemble=self_ensemble)
     module.metadata_json = tf.Variable(json.dumps(info), trainable=False, name="metadata_json")
-    if info.get("task") == model_io.TASK_FLOW:
+    if info.get("task") == signatures.TASK_FLOW:
         return module, flow_signatures(model)
 
     def restore_float(images):
         """float32 NHWC [0, 1], any size -> {"restored": float32 NHWC full resolution}."""
-        return {model_io.SIGNATURE_OUTPUT: inference.restore(model, images, self_ensemble)}
+        return {signatures.SIGNATURE_OUTPUT: inference.restore(model, images, self_ensemble)}
 
     float_fn = _traced(restore_float, tf.float32)
 
     def restore_uint8(images):
         """uint8 NHWC, any size -> {"restored": uint8 NHWC}: clamp, x255, round (ties to even)."""
-        restored = float_fn(tf.cast(images, tf.float32) / 255.0)[model_io.SIGNATURE_OUTPUT]
+        restored = float_fn(tf.cast(images, tf.float32) / 255.0)[signatures.SIGNATURE_OUTPUT]
         scaled = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
-        return {model_io.SIGNATURE_OUTPUT: tf.cast(scaled, tf.uint8)}
+        return {signatures.SIGNATURE_OUTPUT: tf.cast(scaled, tf.uint8)}
 
-    signatures = {
-        model_io.SIGNATURE_FLOAT: float_fn,
-        model_io.SIGNATURE_UINT8: _traced(restore_uint8, tf.uint8),
+    return module, {
+        signatures.SIGNATURE_FLOAT: float_fn,
+        signatures.SIGNATURE_UINT8: _traced(restore_uint8, tf.uint8),
     }
-    return module, signatures
 
 
 def flow_signatures(model):
@@ -119,11 +117,11 @@ def flow_signatures(model):
     (N, H, W, 2)} (pixels, uv_half), padded to the model's multiple and cropped back inside."""
     import tensorflow as tf
 
-    from inference import flow_io, model_io
+    from inference import flow_io
 
     def flow_float(images):
         """float32 NHWC [0, 1], any size -> {"flow": float32 (N, H, W, 2)}."""
-        return {flow_io.SIGNATURE_FLOW_OUTPUT: flow_io.estimate_flow(model, images)}
+        return {signatures.SIGNATURE_FLOW_OUTPUT: flow_io.estimate_flow(model, images)}
 
     float_fn = _traced(flow_float, tf.float32)
 
@@ -132,8 +130,8 @@ def flow_signatures(model):
         return float_fn(tf.cast(images, tf.float32) / 255.0)
 
     return {
-        model_io.SIGNATURE_FLOAT: float_fn,
-        model_io.SIGNATURE_UINT8: _traced(flow_uint8, tf.uint8),
+        signatures.SIGNATURE_FLOAT: float_fn,
+        signatures.SIGNATURE_UINT8: _traced(flow_uint8, tf.uint8),
     }
 
 
@@ -141,9 +139,7 @@ def _traced(fn, dtype):
     """The concrete function of ``fn`` on (N, H, W, 3) ``dtype`` input named ``images``."""
     import tensorflow as tf
 
-    from inference import model_io
-
-    spec = tf.TensorSpec([None, None, None, 3], dtype, name=model_io.SIGNATURE_INPUT)
+    spec = tf.TensorSpec([None, None, None, 3], dtype, name=signatures.SIGNATURE_INPUT)
     # No autograph: the model code has no tensor-dependent Python control flow; traces 2x faster.
     return tf.function(fn, input_signature=[spec], autograph=False).get_concrete_function()
 
@@ -208,8 +204,6 @@ def framework_module(fw, metadata):
     CG's ``tf.while_loop``. The output is already in [0, 1]."""
     import tensorflow as tf
 
-    from inference import model_io
-
     module = tf.Module(name="deblur_export")
     module.model_variables = list(fw.variables)
     info = dict(metadata, self_ensemble="none")
@@ -217,19 +211,19 @@ def framework_module(fw, metadata):
 
     def restore_float(images):
         """float32 NHWC [0, 1], any size -> {"restored": float32 NHWC in [0, 1]}."""
-        return {model_io.SIGNATURE_OUTPUT: fw(images)}
+        return {signatures.SIGNATURE_OUTPUT: fw(images)}
 
     float_fn = _traced(restore_float, tf.float32)
 
     def restore_uint8(images):
         """uint8 NHWC, any size -> {"restored": uint8 NHWC}: x255, round (ties to even)."""
-        restored = float_fn(tf.cast(images, tf.float32) / 255.0)[model_io.SIGNATURE_OUTPUT]
+        restored = float_fn(tf.cast(images, tf.float32) / 255.0)[signatures.SIGNATURE_OUTPUT]
         scaled = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
-        return {model_io.SIGNATURE_OUTPUT: tf.cast(scaled, tf.uint8)}
+        return {signatures.SIGNATURE_OUTPUT: tf.cast(scaled, tf.uint8)}
 
     return module, {
-        model_io.SIGNATURE_FLOAT: float_fn,
-        model_io.SIGNATURE_UINT8: _traced(restore_uint8, tf.uint8),
+        signatures.SIGNATURE_FLOAT: float_fn,
+        signatures.SIGNATURE_UINT8: _traced(restore_uint8, tf.uint8),
     }
 
 
@@ -256,18 +250,16 @@ def verify_framework_export(fw, path, shape=VERIFY_SHAPE, atol=VERIFY_ATOL_FRAME
     odd size; returns the largest float difference, raises :class:`ExportError` on a mismatch."""
     import tensorflow as tf
 
-    from inference import model_io
-
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
     as_uint8 = np.rint(images * 255).astype(np.uint8)
     loaded = tf.saved_model.load(path)
-    got = loaded.signatures[model_io.SIGNATURE_FLOAT](images=tf.constant(images))
-    error = float(np.max(np.abs(got[model_io.SIGNATURE_OUTPUT].numpy() - fw(images).numpy())))
-    if got[model_io.SIGNATURE_OUTPUT].shape != shape or error > atol:
+    got = loaded.signatures[signatures.SIGNATURE_FLOAT](images=tf.constant(images))
+    error = float(np.max(np.abs(got[signatures.SIGNATURE_OUTPUT].numpy() - fw(images).numpy())))
+    if got[signatures.SIGNATURE_OUTPUT].shape != shape or error > atol:
         raise ExportError(f"Reloaded export differs from the framework by {error:.3g} > {atol}.")
-    got8 = loaded.signatures[model_io.SIGNATURE_UINT8](images=tf.constant(as_uint8))
+    got8 = loaded.signatures[signatures.SIGNATURE_UINT8](images=tf.constant(as_uint8))
     expected8 = _to_uint8(fw(as_uint8 / np.float32(255)).numpy())
-    diff8 = np.abs(got8[model_io.SIGNATURE_OUTPUT].numpy().astype(int) - expected8)
+    diff8 = np.abs(got8[signatures.SIGNATURE_OUTPUT].numpy().astype(int) - expected8)
     if diff8.max() > 1:
         raise ExportError(f"Reloaded uint8 signature differs by {diff8.max()} levels.")
     logging.info("Verified the framework export on %s: max float difference %.3g.", shape, error)
@@ -276,30 +268,28 @@ def verify_framework_export(fw, path, shape=VERIFY_SHAPE, atol=VERIFY_ATOL_FRAME
 
 def task_of(model, metadata=None) -> str:
     """``restorer`` or ``flow_estimator`` for ``model`` (see :func:`export`)."""
-    from inference import model_io
+    from inference import sources
 
     metadata = metadata or {}
     return (
         metadata.get("task")
-        or model_io.model_task(metadata.get("model"))
-        or model_io.keras_model_task(model)
-        or model_io.TASK_RESTORER
+        or sources.model_task(metadata.get("model"))
+        or sources.keras_model_task(model)
+        or signatures.TASK_RESTORER
     )
 
 
 def check_ensemble_for(task, self_ensemble):
     """A self-ensemble is for restorers only (rotating an image rotates its flow vectors)."""
-    from inference import model_io
 
-    if task == model_io.TASK_FLOW and self_ensemble != "none":
+    if task == signatures.TASK_FLOW and self_ensemble != "none":
         raise ExportError(f"--self_ensemble {self_ensemble}: not available for flow estimators.")
 
 
 def write_info(folder, info):
     """A human-readable copy of the metadata in ``assets.extra/`` (ignored by TensorFlow)."""
-    from inference import model_io
 
-    fileio.atomic_write_json(os.path.join(folder, "assets.extra", model_io.EXPORT_INFO), info)
+    fileio.atomic_write_json(os.path.join(folder, "assets.extra", signatures.EXPORT_INFO), info)
 
 
 def apply_umask_modes(folder):
@@ -322,22 +312,21 @@ def verify_export(
     """
     import tensorflow as tf
 
-    from inference import model_io
     from models import inference
 
-    if task == model_io.TASK_FLOW:
+    if task == signatures.TASK_FLOW:
         return verify_flow_export(model, path, shape, atol)
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
     expected = np.asarray(inference.restore(model, images, self_ensemble))
     loaded = tf.saved_model.load(path)
-    got = loaded.signatures[model_io.SIGNATURE_FLOAT](images=tf.constant(images))
-    error = float(np.max(np.abs(got[model_io.SIGNATURE_OUTPUT].numpy() - expected)))
-    if got[model_io.SIGNATURE_OUTPUT].shape != expected.shape or error > atol:
+    got = loaded.signatures[signatures.SIGNATURE_FLOAT](images=tf.constant(images))
+    error = float(np.max(np.abs(got[signatures.SIGNATURE_OUTPUT].numpy() - expected)))
+    if got[signatures.SIGNATURE_OUTPUT].shape != expected.shape or error > atol:
         raise ExportError(f"Reloaded export differs from the Keras model by {error:.3g} > {atol}.")
     as_uint8 = np.rint(images * 255).astype(np.uint8)
-    got8 = loaded.signatures[model_io.SIGNATURE_UINT8](images=tf.constant(as_uint8))
+    got8 = loaded.signatures[signatures.SIGNATURE_UINT8](images=tf.constant(as_uint8))
     expected8 = np.asarray(inference.restore(model, as_uint8 / np.float32(255), self_ensemble))
-    diff8 = np.abs(got8[model_io.SIGNATURE_OUTPUT].numpy().astype(int) - _to_uint8(expected8))
+    diff8 = np.abs(got8[signatures.SIGNATURE_OUTPUT].numpy().astype(int) - _to_uint8(expected8))
     if diff8.max() > 1:  # a rounding tie may fall either way after float32 noise
         raise ExportError(f"Reloaded uint8 signature differs by {diff8.max()} levels.")
     logging.info("Verified the reloaded export on %s: max float difference %.3g.", shape, error)
@@ -349,18 +338,18 @@ def verify_flow_export(model, path, shape=VERIFY_SHAPE, atol=VERIFY_ATOL):
     tolerance is ``atol`` x max(1, largest |flow|) (flows are pixels, not [0, 1] values)."""
     import tensorflow as tf
 
-    from inference import flow_io, model_io
+    from inference import flow_io
 
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
     as_uint8 = np.rint(images * 255).astype(np.uint8)
     loaded = tf.saved_model.load(path)
     worst = 0.0
     for name, given, reference in (
-        (model_io.SIGNATURE_FLOAT, images, images),
-        (model_io.SIGNATURE_UINT8, as_uint8, as_uint8 / np.float32(255)),
+        (signatures.SIGNATURE_FLOAT, images, images),
+        (signatures.SIGNATURE_UINT8, as_uint8, as_uint8 / np.float32(255)),
     ):
         expected = np.asarray(flow_io.estimate_flow(model, tf.constant(reference)))
-        got = loaded.signatures[name](images=tf.constant(given))[flow_io.SIGNATURE_FLOW_OUTPUT]
+        got = loaded.signatures[name](images=tf.constant(given))[signatures.SIGNATURE_FLOW_OUTPUT]
         error = float(np.max(np.abs(got.numpy() - expected)))
         limit = atol * max(1.0, float(np.max(np.abs(expected))))
         if got.shape != expected.shape or error > limit:
@@ -392,7 +381,7 @@ def main(argv):
                 "flow); export with --flow_source sen."
             )
         cli.import_tensorflow()
-        from inference import framework_io, model_io
+        from inference import framework_io, model_io, sources
 
         if (
             FLAGS.checkpoint
@@ -406,7 +395,7 @@ def main(argv):
                 "only for the blind deblurring framework (--checkpoint <an RP-GAN run>).",
             )
             model_io.refuse_prior(FLAGS.model, FLAGS.weights)
-            model, source = model_io.load_keras_model(
+            model, source = sources.load_keras_model(
                 FLAGS.checkpoint, FLAGS.weights, FLAGS.model, FLAGS.model_kwargs
             )
             out = export(
@@ -419,9 +408,9 @@ def main(argv):
 
 def _export_framework_from_flags():
     """(out, source) of export.py on an RP-GAN run (the framework flags apply)."""
-    from inference import framework_io, model_io
+    from inference import framework_io, model_io, sources
 
-    framework_io.check_restorer_options(
+    sources.check_framework_options(
         FLAGS.self_ensemble, False, f"--checkpoint {FLAGS.checkpoint}"
     )
     fw, source = framework_io.load_framework(FLAGS.checkpoint, **model_io.framework_flag_values())
@@ -431,7 +420,6 @@ def _export_framework_from_flags():
 def describe(source) -> str:
     """'mimo_unet (weights /path)', 'sen (flow estimator) (...)' or, for the framework,
     'the blind deblurring framework (SEN + K + CG + rpgan_generator, levels 3, ...) (...)'."""
-    from inference import model_io
 
     where = f"({source.get('kind')} {source.get('path')})"
     if source.get("kind") == "framework":
@@ -441,7 +429,7 @@ def describe(source) -> str:
             f"{settings['levels']}, global iterations {settings['global_iterations']}, betas "
             f"{settings['betas']}) {where}"
         )
-    what = " (flow estimator)" if source.get("task") == model_io.TASK_FLOW else ""
+    what = " (flow estimator)" if source.get("task") == signatures.TASK_FLOW else ""
     return f"{source.get('model')}{what} {where}"
 
 

@@ -345,18 +345,18 @@ def vgg_weights():
 
 def load_sen():
     """(frozen SEN, its run_config.json "sen" record) from ``--sen_checkpoint``."""
-    from inference import model_io
+    from inference import signatures, sources
     from training import deconv_cache
 
     path = FLAGS.sen_checkpoint
     as_file = os.path.isfile(path)
     try:
-        sen, info = model_io.load_keras_model(
+        sen, info = sources.load_keras_model(
             checkpoint=None if as_file else path,
             weights=path if as_file else None,
-            task=model_io.TASK_FLOW,
+            task=signatures.TASK_FLOW,
         )
-    except model_io.ModelSourceError as error:
+    except sources.ModelSourceError as error:
         raise app.UsageError(str(error)) from None
     sen.trainable = False
     record = {

@@ -35,6 +35,7 @@ import os
 from absl import app, flags
 
 import cli
+import rundir
 from training import flags as train_flags
 from training import script
 
@@ -210,22 +211,21 @@ def read_stage1_run(run):
     what = f"--init_from {run}"
     if not os.path.isdir(run):
         raise app.UsageError(f"{what}: no such run folder.")
+    if not os.path.isfile(rundir.run_config_path(run)):
+        raise app.UsageError(f"{what}: no {rundir.RUN_CONFIG} (not a train_sen.py run).")
     try:
-        with open(os.path.join(run, "run_config.json"), encoding="utf-8") as handle:
-            config = json.load(handle)
-    except FileNotFoundError:
-        raise app.UsageError(f"{what}: no run_config.json (not a train_sen.py run).") from None
-    except (OSError, ValueError) as error:
-        raise app.UsageError(f"{what}: cannot read run_config.json ({error}).") from None
+        config = rundir.read_json(rundir.run_config_path(run))
+    except rundir.RunDirError as error:
+        raise app.UsageError(f"{what}: cannot read {rundir.RUN_CONFIG} ({error}).") from None
     config = config if isinstance(config, dict) else {}
     kwargs = config.get("model_kwargs")
     if config.get("model") != "sen" or not isinstance(kwargs, dict):
         raise app.UsageError(f"{what}: not a SEN run (model {config.get('model')!r}).")
     if config.get("stage") != 1 or kwargs.get("num_stacks") != 1:
         raise app.UsageError(f"{what}: not a stage-1 SEN run (stage {config.get('stage')!r}).")
-    weights = os.path.join(run, "final.weights.h5")
+    weights = rundir.final_weights_path(run)
     if not os.path.isfile(weights):
-        raise app.UsageError(f"{what}: no final.weights.h5 (has the stage-1 run finished?).")
+        raise app.UsageError(f"{what}: no {rundir.FINAL_WEIGHTS} (has the stage-1 run finished?).")
     return config, weights
 
 
@@ -385,7 +385,7 @@ def make_step(steps_per_epoch, total_steps):
 
     del total_steps  # the schedule is in epochs
     schedule, text = make_schedule(steps_per_epoch)
-    init = os.path.join(FLAGS.init_from, "final.weights.h5") if FLAGS.stage == 2 else None
+    init = rundir.final_weights_path(FLAGS.init_from) if FLAGS.stage == 2 else None
     return SENTrainStep(
         stage=FLAGS.stage,
         schedule=schedule,

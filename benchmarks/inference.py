@@ -9,7 +9,7 @@ machine's load does not always favour the same one). Each subprocess:
 
 1. measures the machine's fp32 matmul peak in the same process (:mod:`benchmarks.peak`);
 2. builds the model (random weights), runs one forward of a single H x W image through the same
-   function ``evaluate.py`` and ``deblur.py`` use (``inference.model_io.image_function`` over
+   function ``evaluate.py`` and ``deblur.py`` use (``inference.sources.image_function`` over
    ``models.inference.restore``; a ``tf.function`` of a (1, H, W, 3) input, XLA-compiled or not),
    as a warm-up (tracing and compilation: "first s"), then the median of ``--repeats`` forwards;
 3. measures the peak again; the larger of the two is the row's peak.
@@ -106,7 +106,7 @@ def measure(name: str, height: int, width: int, jit_compile: bool) -> dict:
 def build_forward(name: str, height: int, width: int, jit_compile: bool):
     """(model, the forward the commands use, its analytic MACs) of a restorer or flow estimator."""
     import models
-    from inference import flow_io, model_io
+    from inference import flow_io, sources
     from models import flops, inference
 
     if name in flow_estimator_names():
@@ -117,7 +117,7 @@ def build_forward(name: str, height: int, width: int, jit_compile: bool):
         function = lambda x: inference.restore(model, x)  # noqa: E731
     model.build((None, None, None, 3))
     macs = flops.count_macs(model, height, width)  # padded to the model's multiple, as run
-    return model, model_io.image_function(function, jit_compile=jit_compile), macs
+    return model, sources.image_function(function, jit_compile=jit_compile), macs
 
 
 def flow_estimator_names() -> list[str]:

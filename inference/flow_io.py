@@ -10,7 +10,7 @@ Sources (exactly one), as for the restorers (:mod:`inference.model_io`):
 
 A restorer given where a flow estimator is needed (a MIMO-UNet run, ``--model mimo_unet``, a
 restorer export) is refused in one line naming the path and what it holds, and the restorer
-commands refuse a flow estimator the same way (:func:`inference.model_io.check_task`).
+commands refuse a flow estimator the same way (:func:`inference.sources.check_task`).
 
 Every source gives a :class:`FlowEstimator`: a callable from a (1, H, W, 3) float32 image in [0, 1],
 any H x W, to the (1, H, W, 2) float32 motion flow in pixels, ``uv_half`` (u right, v down, u >= 0;
@@ -29,16 +29,15 @@ import os
 import tensorflow as tf
 from absl import flags
 
-from inference import model_io
+from inference import signatures, sources
 from models import inference as model_inference
 
 FLAGS = flags.FLAGS
-SIGNATURE_FLOW_OUTPUT = "flow"  # output name of a flow export's signatures (export.py)
 FLOW_CHANNELS = 2
 
 
 @dataclasses.dataclass
-class FlowEstimator(model_io.Restorer):
+class FlowEstimator(sources.Restorer):
     """A loaded flow estimator as one function of NHWC float32 images (a :class:`Restorer` whose
     output is a flow).
 
@@ -68,20 +67,20 @@ def estimate_flow(model, images, training=False):
 
 def keras_flow_estimator(model, source=None, jit_compile=False) -> FlowEstimator:
     """Wraps a built Keras flow estimator: one trace for every H x W (batch 1)."""
-    function = model_io.image_function(lambda images: estimate_flow(model, images), jit_compile)
-    source = dict(source or {}, task=model_io.TASK_FLOW, jit_compile=jit_compile)
+    function = sources.image_function(lambda images: estimate_flow(model, images), jit_compile)
+    source = dict(source or {}, task=signatures.TASK_FLOW, jit_compile=jit_compile)
     return FlowEstimator(function, source, model)
 
 
 def saved_model_flow_estimator(path, jit_compile=False) -> FlowEstimator:
     """Loads a flow-estimator export of export.py (padding is inside its signature)."""
-    loaded, info = model_io.load_saved_model(path, model_io.TASK_FLOW)
-    signature = loaded.signatures[model_io.SIGNATURE_FLOAT]
+    loaded, info = sources.load_saved_model(path, signatures.TASK_FLOW)
+    signature = loaded.signatures[signatures.SIGNATURE_FLOAT]
 
     def forward(images):
-        return signature(**{model_io.SIGNATURE_INPUT: images})[SIGNATURE_FLOW_OUTPUT]
+        return signature(**{signatures.SIGNATURE_INPUT: images})[signatures.SIGNATURE_FLOW_OUTPUT]
 
-    function = model_io.image_function(forward, jit_compile)
+    function = sources.image_function(forward, jit_compile)
     function.loaded = loaded  # keeps the SavedModel's variables alive with the function
     source = dict(info, kind="saved_model", path=os.path.abspath(path), jit_compile=jit_compile)
     return FlowEstimator(function, source, None)
@@ -96,13 +95,13 @@ def load_flow_estimator(
     jit_compile=False,
 ) -> FlowEstimator:
     """The :class:`FlowEstimator` of exactly one model source (see the module docstring)."""
-    model_io.check_one_source(
+    sources.check_one_source(
         checkpoint, weights, saved_model, what="flow-estimator source", model_flag="--model sen"
     )
     if saved_model:
         return saved_model_flow_estimator(saved_model, jit_compile)
-    keras_model, source = model_io.load_keras_model(
-        checkpoint, weights, model, model_kwargs, model_io.TASK_FLOW
+    keras_model, source = sources.load_keras_model(
+        checkpoint, weights, model, model_kwargs, signatures.TASK_FLOW
     )
     return keras_flow_estimator(keras_model, source, jit_compile)
 
@@ -114,7 +113,7 @@ def flow_estimator_from_flags() -> FlowEstimator:
     ``uv_half`` sign convention) and is refused when set.
     """
     if FLAGS.self_ensemble != "none":
-        raise model_io.ModelSourceError(
+        raise sources.ModelSourceError(
             f"--self_ensemble {FLAGS.self_ensemble}: not available for flow estimators."
         )
     return load_flow_estimator(

@@ -6,7 +6,7 @@ prior, ``models.PRIOR_BUILDERS``: ``"rpgan_generator"``), one of its checkpoint 
 (``checkpoints/``, ``best/``) or a checkpoint prefix. The run-directory contract (notes/COMMON.md):
 
 * G: the ``model`` entry of the ``tf.train.Checkpoint`` (restored strictly, as
-  :func:`inference.model_io.load_checkpoint` does), or ``<run>/final.weights.h5`` when the run has
+  :func:`inference.sources.load_checkpoint` does), or ``<run>/final.weights.h5`` when the run has
   no checkpoint; built by ``models.build_prior(run_config["model"], **run_config["model_kwargs"])``.
 * SEN: ``<run>/sen.weights.h5`` built from ``run_config["sen"]`` (model and kwargs), or
   ``--sen_checkpoint`` (a SEN run, checkpoint folder or prefix, or a ``.weights.h5`` file; loaded
@@ -17,7 +17,7 @@ prior, ``models.PRIOR_BUILDERS``: ``"rpgan_generator"``), one of its checkpoint 
   length matches the levels, else 0.02·5^(n−1)), ``--flow_source sen|true`` (``sen``), CG
   tolerance and iteration cap from the run (1e-5, 100).
 
-The restorer (:class:`inference.model_io.Restorer` with ``needs_true_flow`` for
+The restorer (:class:`inference.sources.Restorer` with ``needs_true_flow`` for
 ``--flow_source true``) maps a (1, H, W, 3) float32 image in [0, 1], any H x W, to the (1, H, W, 3)
 restored Z_N in [0, 1]; SEN pads to 64 and G to 4 inside, so no outer padding is applied (its
 ``size_multiple`` is 1; ``tile_multiple`` 4 aligns deblur.py's tiles to G's grid).
@@ -30,7 +30,7 @@ true flow of 2-14 px (CG 37 / 18 / 9 iterations) 1.77 s against 8.0 s, of which 
 took 7.3 s: eagerly every CG iteration is a round of small Python-dispatched ops, which the graph
 removes; Keras layers called eagerly cost 2-3x their graph time too.
 
-Every problem is a :class:`inference.model_io.ModelSourceError` of one line naming the path or flag.
+Every problem is a :class:`inference.sources.ModelSourceError` of one line naming the path or flag.
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ import os
 import tensorflow as tf
 
 import models
+import rundir
 from deconvolution import framework as framework_lib
 from deconvolution import hqs
-from inference import flags as inference_flags
-from inference import model_io
+from inference import signatures, sources
 
-SEN_WEIGHTS = "sen.weights.h5"  # the run's frozen SEN, beside run_config.json
 DEFAULT_LEVELS = 3
 DEFAULT_CG_TOL = 1e-5
 DEFAULT_CG_MAX_ITER = 100
 FLOW_SOURCES = framework_lib.FLOW_SOURCES
 TILE_MULTIPLE = 4  # G's size multiple: deblur.py's tile starts keep G's pixel grid
-FRAMEWORK_FLAGS = inference_flags.FRAMEWORK_FLAGS  # levels, global_iterations, betas, ...
+# The framework settings a command may give (flags of the same names; None = not given).
+FRAMEWORK_FLAGS = ("levels", "global_iterations", "betas", "flow_source", "sen_checkpoint")
 
 
 def is_prior(name) -> bool:
@@ -63,9 +63,9 @@ def framework_run_config(checkpoint):
     """The run config of ``checkpoint`` when it is a framework (prior) run, else ``None``; no
     error for sources that are not checkpoints (the restorer loader reports those)."""
     try:
-        prefix, fallback = model_io.resolve_checkpoint(checkpoint)
-        config = model_io.find_run_config(prefix or fallback)
-    except model_io.ModelSourceError:
+        prefix, fallback = sources.resolve_checkpoint(checkpoint)
+        config = sources.find_run_config(prefix or fallback)
+    except sources.ModelSourceError:
         return None
     return config if config is not None and is_prior(config.get("model")) else None
 
@@ -83,11 +83,11 @@ def parse_betas(text):
     try:
         betas = tuple(float(part) for part in parts)
     except (TypeError, ValueError) as error:
-        raise model_io.ModelSourceError(
+        raise sources.ModelSourceError(
             f"--betas {text!r}: expected a comma-separated list of numbers, e.g. 0.02,0.1,0.5."
         ) from error
     if not betas or any(not beta > 0 for beta in betas):
-        raise model_io.ModelSourceError(f"--betas {text!r}: every beta must be positive.")
+        raise sources.ModelSourceError(f"--betas {text!r}: every beta must be positive.")
     return betas
 
 
@@ -98,12 +98,12 @@ def settings(config, levels=None, global_iterations=None, betas=None, flow_sourc
     levels = int(levels if levels is not None else run.get("levels", DEFAULT_LEVELS))
     iterations = int(global_iterations if global_iterations is not None else 1)
     if levels < 1:
-        raise model_io.ModelSourceError(f"--levels {levels}: must be at least 1.")
+        raise sources.ModelSourceError(f"--levels {levels}: must be at least 1.")
     if iterations < 1:
-        raise model_io.ModelSourceError(f"--global_iterations {iterations}: must be at least 1.")
+        raise sources.ModelSourceError(f"--global_iterations {iterations}: must be at least 1.")
     given = parse_betas(betas)
     if given is not None and len(given) != levels:
-        raise model_io.ModelSourceError(
+        raise sources.ModelSourceError(
             f"--betas {betas}: {len(given)} value(s) for --levels {levels}; give one per level."
         )
     run_betas = run.get("betas")
@@ -111,7 +111,7 @@ def settings(config, levels=None, global_iterations=None, betas=None, flow_sourc
         given = tuple(float(b) for b in run_betas)
     flow_source = flow_source or "sen"
     if flow_source not in FLOW_SOURCES:
-        raise model_io.ModelSourceError(
+        raise sources.ModelSourceError(
             f"--flow_source {flow_source}: expected one of {', '.join(FLOW_SOURCES)}."
         )
     return {
@@ -136,32 +136,27 @@ def needs_sen(chosen) -> bool:
 
 def load_generator(checkpoint, config):
     """(G restored from the run's checkpoint or final.weights.h5, its location)."""
-    prefix, fallback = model_io.resolve_checkpoint(checkpoint)
+    prefix, fallback = sources.resolve_checkpoint(checkpoint)
     name, kwargs = config["model"], config.get("model_kwargs") or {}
     try:
         generator = models.build_prior(name, **kwargs)
     except (ValueError, TypeError) as error:
-        raise model_io.ModelSourceError(
+        raise sources.ModelSourceError(
             f"--checkpoint {checkpoint}: cannot build prior {name!r} with {kwargs}: "
-            f"{model_io.first_lines(error)}"
+            f"{sources.first_lines(error)}"
         ) from error
     generator.build((None, None, None, 6))  # concat(I*, O)
     if prefix is None:
-        model_io._load_h5(generator, fallback)
+        sources.load_h5_weights(generator, fallback)
     else:
-        model_io.restore_checkpoint(generator, prefix)
+        sources.restore_checkpoint(generator, prefix)
     return generator, os.path.abspath(prefix or fallback)
 
 
 def run_dir_of(checkpoint):
-    """The folder holding the run's run_config.json (where sen.weights.h5 lies)."""
-    prefix, fallback = model_io.resolve_checkpoint(checkpoint)
-    folder = os.path.dirname(os.path.abspath(prefix or fallback))
-    for _ in range(3):
-        if os.path.isfile(os.path.join(folder, model_io.RUN_CONFIG)):
-            return folder
-        folder = os.path.dirname(folder)
-    return None
+    """The run folder of ``checkpoint`` (where sen.weights.h5 lies), or None."""
+    prefix, fallback = sources.resolve_checkpoint(checkpoint)
+    return rundir.find_run(prefix or fallback)
 
 
 def load_sen(checkpoint, config, sen_checkpoint=None, why=""):
@@ -172,16 +167,16 @@ def load_sen(checkpoint, config, sen_checkpoint=None, why=""):
     if sen_checkpoint:
         return _load_given_sen(sen_checkpoint, entry)
     run_dir = run_dir_of(checkpoint)
-    path = os.path.join(run_dir or "", entry.get("weights") or SEN_WEIGHTS)
+    path = os.path.join(run_dir or "", entry.get("weights") or rundir.SEN_WEIGHTS)
     if run_dir is None or not os.path.isfile(path):
-        raise model_io.ModelSourceError(
-            f"--checkpoint {checkpoint}: the run has no {SEN_WEIGHTS} (its frozen SEN, {path})"
-            f"{why}; pass --sen_checkpoint <SEN run | checkpoint | weights file>."
+        raise sources.ModelSourceError(
+            f"--checkpoint {checkpoint}: the run has no {rundir.SEN_WEIGHTS} (its frozen SEN, "
+            f"{path}){why}; pass --sen_checkpoint <SEN run | checkpoint | weights file>."
         )
     name, kwargs = entry.get("model", "sen"), entry.get("model_kwargs") or {}
-    model_io.check_task(model_io.model_task(name), model_io.TASK_FLOW, path, name)
-    sen = model_io.build(name, kwargs)
-    model_io._load_h5(sen, path)
+    sources.check_task(sources.model_task(name), signatures.TASK_FLOW, path, name)
+    sen = sources.build(name, kwargs)
+    sources.load_h5_weights(sen, path)
     info = {"model": name, "model_kwargs": kwargs, "path": path, "from": "run"}
     return sen, dict(info, **{k: entry[k] for k in ("source", "digest", "u_max") if k in entry})
 
@@ -191,20 +186,20 @@ def _load_given_sen(path, entry):
     (architecture from a run_config.json beside it, else from the RP-GAN run's SEN entry)."""
     try:
         if os.path.isfile(path):
-            beside = os.path.join(os.path.dirname(os.path.abspath(path)), model_io.RUN_CONFIG)
+            beside = rundir.run_config_path(os.path.dirname(os.path.abspath(path)))
             name, kwargs = (None, None) if os.path.isfile(beside) else _entry_model(entry)
-            model, info = model_io.load_keras_model(
-                weights=path, model=name, model_kwargs=kwargs, task=model_io.TASK_FLOW
+            model, info = sources.load_keras_model(
+                weights=path, model=name, model_kwargs=kwargs, task=signatures.TASK_FLOW
             )
         else:
-            model, info = model_io.load_keras_model(checkpoint=path, task=model_io.TASK_FLOW)
-    except model_io.ModelSourceError as error:
+            model, info = sources.load_keras_model(checkpoint=path, task=signatures.TASK_FLOW)
+    except sources.ModelSourceError as error:
         message = str(error)
         for flag in ("--checkpoint ", "--weights "):  # the loader names its own flag
             message = message.removeprefix(flag)
         if not message.startswith(path):
             message = f"{path}: {message}"
-        raise model_io.ModelSourceError(f"--sen_checkpoint {message}") from error
+        raise sources.ModelSourceError(f"--sen_checkpoint {message}") from error
     return model, dict(info, path=info.get("path", os.path.abspath(path)), **{"from": "flag"})
 
 
@@ -229,8 +224,8 @@ def load_framework(
     RP-GAN run (module docstring). Settings are checked before anything is loaded."""
     config = framework_run_config(checkpoint)
     if config is None:
-        model_io.resolve_checkpoint(checkpoint)  # the precise error of a bad path
-        raise model_io.ModelSourceError(
+        sources.resolve_checkpoint(checkpoint)  # the precise error of a bad path
+        raise sources.ModelSourceError(
             f"--checkpoint {checkpoint}: not a run of a framework prior "
             f"({', '.join(models.prior_names())})."
         )
@@ -243,8 +238,8 @@ def load_framework(
     try:
         fw = framework_lib.BlindDeblurFramework(sen, generator, **chosen)
     except ValueError as error:  # the framework's own checks, should the ones above miss one
-        raise model_io.ModelSourceError(
-            f"--checkpoint {checkpoint}: {model_io.first_lines(error)}"
+        raise sources.ModelSourceError(
+            f"--checkpoint {checkpoint}: {sources.first_lines(error)}"
         ) from error
     source = {
         "kind": "framework",
@@ -255,27 +250,12 @@ def load_framework(
         "framework": chosen,
         "size_multiple": 1,
         "tile_multiple": TILE_MULTIPLE,
-        "task": model_io.TASK_RESTORER,
+        "task": signatures.TASK_RESTORER,
     }
     return fw, source
 
 
-def check_restorer_options(self_ensemble="none", jit_compile=False, where="--checkpoint"):
-    """The framework refuses a self-ensemble (a rotated image has a rotated flow, and a given true
-    flow would need rotating too) and XLA (K's sparse matrix is not XLA-compilable)."""
-    if self_ensemble not in (None, "none"):
-        raise model_io.ModelSourceError(
-            f"--self_ensemble {self_ensemble}: not available for the blind deblurring framework "
-            f"({where})."
-        )
-    if jit_compile:
-        raise model_io.ModelSourceError(
-            f"--jit_compile: not available for the blind deblurring framework ({where}: its blur "
-            "operator is a sparse matrix, which XLA cannot compile)."
-        )
-
-
-def framework_restorer(fw, source, traced=True) -> model_io.Restorer:
+def framework_restorer(fw, source, traced=True) -> sources.Restorer:
     """The framework as a :class:`Restorer` (``needs_true_flow`` with ``flow_source="true"``).
 
     ``traced`` (default, the faster path, module docstring): one ``tf.function`` of a
@@ -294,12 +274,12 @@ def framework_restorer(fw, source, traced=True) -> model_io.Restorer:
         specs += [tf.TensorSpec([1, None, None, 2], tf.float32)] if needs_flow else []
         fn = tf.function(forward, input_signature=specs, autograph=False, reduce_retracing=True)
     source = dict(source, self_ensemble="none", jit_compile=False, traced=bool(traced))
-    return model_io.Restorer(fn, source, None, needs_true_flow=needs_flow)
+    return sources.Restorer(fn, source, None, needs_true_flow=needs_flow)
 
 
 def load_framework_restorer(checkpoint, self_ensemble="none", jit_compile=False, **framework_args):
     """:func:`load_framework` + :func:`framework_restorer` after the option checks."""
-    check_restorer_options(self_ensemble, jit_compile, f"--checkpoint {checkpoint}")
+    sources.check_framework_options(self_ensemble, jit_compile, f"--checkpoint {checkpoint}")
     fw, source = load_framework(checkpoint, **framework_args)
     return framework_restorer(fw, source)
 
@@ -308,4 +288,4 @@ def refuse_framework_flags(given, why):
     """Framework flags given with a source that is not a framework checkpoint: one line."""
     named = [f"--{name}" for name in FRAMEWORK_FLAGS if given.get(name) is not None]
     if named:
-        raise model_io.ModelSourceError(f"{', '.join(named)}: {why}")
+        raise sources.ModelSourceError(f"{', '.join(named)}: {why}")

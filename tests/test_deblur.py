@@ -14,7 +14,7 @@ from absl import flags
 import deblur
 import metrics
 import models
-from inference import model_io, outputs, tiling
+from inference import outputs, sources, tiling
 from tests.bad_files import write_damaged_png
 from tests.train_checks import run_main
 
@@ -30,11 +30,11 @@ def tiny(tmp_path_factory):
     model.build((None, None, None, 3))
     path = str(tmp_path_factory.mktemp("weights") / "tiny.weights.h5")
     model.save_weights(path)
-    return model_io.keras_restorer(model), path
+    return sources.keras_restorer(model), path
 
 
 def identity():
-    return model_io.Restorer(lambda x: x, {"kind": "identity"}, None)
+    return sources.Restorer(lambda x: x, {"kind": "identity"}, None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def test_alpha_is_kept_and_colour_order_is_rgb(tmp_path):
     bgra[..., 0], bgra[..., 3] = 255, np.arange(12, dtype=np.uint8)[:, None] * 20  # blue; alpha
     source, target = str(tmp_path / "a.png"), str(tmp_path / "b.png")
     cv2.imwrite(source, bgra)
-    deblur.deblur_file(model_io.Restorer(record, {}, None), source, target)
+    deblur.deblur_file(sources.Restorer(record, {}, None), source, target)
     assert seen[0][0, 0, 0].tolist() == [0.0, 0.0, 1.0]  # the model sees RGB
     out = cv2.imread(target, cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(out[..., 3], bgra[..., 3])
@@ -160,7 +160,7 @@ def test_unsupported_and_damaged_images_are_refused_clearly(tmp_path):
 def test_auto_tiling_for_a_small_budget_matches_the_whole_image(tiny):
     """--tile auto: a budget below the whole-image estimate tiles; the result equals the whole."""
     model = tiny[0].model
-    restorer = model_io.keras_restorer(model, source={"model": "mimo_unet", "model_kwargs": TINY})
+    restorer = sources.keras_restorer(model, source={"model": "mimo_unet", "model_kwargs": TINY})
     per_pixel = tiling.forward_bytes_per_pixel(restorer.source)
     assert per_pixel == pytest.approx(3600 * (0.25 + 0.75 * 8 / 32))  # scaled by the width
     rgb = np.random.default_rng(4).integers(0, 256, (64, 80, 3), dtype=np.uint8)

@@ -16,7 +16,7 @@ from absl import flags
 import evaluate
 import metrics
 import models
-from inference import model_io
+from inference import model_io, sources
 from models import inference
 from tests.bad_files import write_damaged_png
 from tests.process_checks import run_python
@@ -57,7 +57,7 @@ def tiny(tmp_path_factory):
 
 
 def identity_restorer():
-    return model_io.Restorer(lambda x: x, {"kind": "identity"}, None)
+    return sources.Restorer(lambda x: x, {"kind": "identity"}, None)
 
 
 def test_metrics_outputs_and_identical_images(dataset, tmp_path):
@@ -119,7 +119,7 @@ def test_main_with_weights_saves_images_and_traces_once(dataset, tiny, tmp_path)
 
 
 def test_one_trace_for_all_sizes(tiny):
-    restorer = model_io.keras_restorer(tiny[0])
+    restorer = sources.keras_restorer(tiny[0])
     for h, w in SIZES + [(40, 12)]:
         assert restorer(np.zeros((1, h, w, 3), np.float32)).shape == (1, h, w, 3)
     assert restorer.fn.experimental_get_tracing_count() == 1
@@ -163,7 +163,7 @@ def test_checkpoint_run_dir_restores_the_model(tiny, tmp_path):
     model = tiny[0]
     run = _write_run(tmp_path, model, TINY)
     prefix = tf.train.latest_checkpoint(run / "checkpoints")
-    assert len(model_io.checkpoint_model_variables(prefix)) == len(model.weights)
+    assert len(sources.checkpoint_model_variables(prefix)) == len(model.weights)
     image = np.random.default_rng(3).random((1, 19, 26, 3), dtype=np.float32)
     for path in (run, run / "checkpoints", prefix):
         restorer = model_io.load_restorer(checkpoint=str(path))
@@ -175,7 +175,7 @@ def test_checkpoint_run_dir_restores_the_model(tiny, tmp_path):
 
 def test_checkpoint_that_does_not_fit_is_refused(tiny, tmp_path):
     run = _write_run(tmp_path, tiny[0], {"num_res": 2, "base_channels": 8})
-    with pytest.raises(model_io.ModelSourceError, match="missing from the checkpoint"):
+    with pytest.raises(sources.ModelSourceError, match="missing from the checkpoint"):
         model_io.load_restorer(checkpoint=str(run))
 
 
@@ -209,7 +209,7 @@ def test_memory_stays_flat_over_many_images_of_varying_sizes(tiny):
     """300 images of 60 different sizes: one trace, and no growth of the process's memory."""
     import psutil
 
-    restorer = model_io.keras_restorer(tiny[0])
+    restorer = sources.keras_restorer(tiny[0])
     rng = np.random.default_rng(4)
 
     def pairs(count):
@@ -275,10 +275,10 @@ def test_weights_beside_a_run_config_load_with_its_model(tiny, tmp_path):
             restorer(image).numpy(), inference.restore(model, image).numpy(), atol=1e-6
         )
         assert restorer.source["model_kwargs"] == TINY and restorer.source["run_config"]
-    with pytest.raises(model_io.ModelSourceError, match="disagrees with .*run_config.json"):
+    with pytest.raises(sources.ModelSourceError, match="disagrees with .*run_config.json"):
         model_io.load_restorer(weights=str(final), model="idc")
     # --model_kwargs given: the file is ignored; a mismatch is one short line, no Keras objects.
-    with pytest.raises(model_io.ModelSourceError) as caught:
+    with pytest.raises(sources.ModelSourceError) as caught:
         model_io.load_restorer(weights=str(final), model="mimo_unet", model_kwargs="{}")
     message = str(caught.value)
     assert "do not fit" in message and "\n" not in message and len(message) < 600

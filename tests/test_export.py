@@ -14,7 +14,7 @@ from absl import flags
 
 import export
 import models
-from inference import model_io
+from inference import model_io, signatures, sources
 from models import inference
 from tests.train_checks import run_main
 
@@ -61,7 +61,7 @@ def test_metadata_and_no_temporary_folders_left(tiny, loaded):
     info = json.loads(loaded.metadata_json.numpy().decode())
     assert info["model"] == "mimo_unet" and info["size_multiple"] == 4
     assert info["self_ensemble"] == "none"
-    with open(os.path.join(path, "assets.extra", model_io.EXPORT_INFO)) as handle:
+    with open(os.path.join(path, "assets.extra", signatures.EXPORT_INFO)) as handle:
         assert json.load(handle) == info
     assert [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".")] == []
 
@@ -199,7 +199,7 @@ def test_sen_export_round_trip_through_main(tmp_path, capsys):
     assert "Exported sen (flow estimator) (weights " in capsys.readouterr().out
 
     estimator = flow_io.load_flow_estimator(saved_model=str(out))
-    info = json.loads((out / "assets.extra" / model_io.EXPORT_INFO).read_text())
+    info = json.loads((out / "assets.extra" / signatures.EXPORT_INFO).read_text())
     assert info["task"] == "flow_estimator" and info["size_multiple"] == 64
     assert estimator.source["model"] == "sen" and estimator.source["model_kwargs"] == TINY_SEN
     images = np.random.default_rng(4).random((1, 37, 53, 3), dtype=np.float32)
@@ -224,9 +224,9 @@ def test_restorer_and_flow_sources_are_not_mixed(tiny, tmp_path):
     standin = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs))
     flow_path = export.export(standin, str(tmp_path / "flow"))  # task from its 2 channels
     assert export.verify_flow_export(standin, flow_path, atol=1e-6) < 1e-5
-    with pytest.raises(model_io.ModelSourceError, match="holds a flow estimator, not a deblurring"):
+    with pytest.raises(sources.ModelSourceError, match="holds a flow estimator, not a deblurring"):
         model_io.load_restorer(saved_model=flow_path)
-    with pytest.raises(model_io.ModelSourceError, match="holds a deblurring model \\(model 'mimo"):
+    with pytest.raises(sources.ModelSourceError, match="holds a deblurring model \\(model 'mimo"):
         flow_io.load_flow_estimator(saved_model=tiny[2])
     with pytest.raises(export.ExportError, match="not available for flow estimators"):
         export.export(standin, str(tmp_path / "f2"), self_ensemble="rot4", verify=False)

@@ -14,8 +14,9 @@ import tensorflow as tf
 import deblur
 import evaluate
 import export
+import rundir
 from deconvolution.framework import BlindDeblurFramework
-from inference import framework_io, model_io
+from inference import framework_io, model_io, signatures, sources
 from tests.framework_checks import TINY_SEN, write_flow_set, write_rpgan_run
 from tests.train_checks import run_main
 
@@ -128,11 +129,11 @@ def test_true_flow_needs_no_sen_for_one_global_iteration(run, tmp_path):
     expected = BlindDeblurFramework(None, generator, 2, 1, (0.02, 0.1), "true", cg_max_iter=20)
     got = restorer(image, true_flow=flow).numpy()
     np.testing.assert_allclose(got, expected(image, flow[None]).numpy(), atol=1e-4)
-    with pytest.raises(model_io.ModelSourceError, match="needs each image's true flow"):
+    with pytest.raises(sources.ModelSourceError, match="needs each image's true flow"):
         restorer(image)
-    with pytest.raises(model_io.ModelSourceError, match="no sen.weights.h5.*--global_iterations"):
+    with pytest.raises(sources.ModelSourceError, match="no sen.weights.h5.*--global_iterations"):
         model_io.load_restorer(checkpoint=str(no_sen), flow_source="true", global_iterations=2)
-    with pytest.raises(model_io.ModelSourceError, match="no sen.weights.h5.*--sen_checkpoint"):
+    with pytest.raises(sources.ModelSourceError, match="no sen.weights.h5.*--sen_checkpoint"):
         model_io.load_restorer(checkpoint=str(no_sen))
 
 
@@ -157,14 +158,14 @@ def test_bad_sources_and_flags_are_one_line(run, tmp_path):
         "holds a deblurring model": {"sen_checkpoint": str(mimo)},
     }
     for message, kwargs in cases.items():
-        with pytest.raises(model_io.ModelSourceError, match=message) as caught:
+        with pytest.raises(sources.ModelSourceError, match=message) as caught:
             model_io.load_restorer(checkpoint=str(run_dir), **kwargs)
         assert "\n" not in str(caught.value)
-    with pytest.raises(model_io.ModelSourceError, match="--levels: only for the blind"):
+    with pytest.raises(sources.ModelSourceError, match="--levels: only for the blind"):
         model_io.load_restorer(weights=str(weights), model="mimo_unet", levels=2)
-    with pytest.raises(model_io.ModelSourceError, match="the prior of the blind deblurring"):
+    with pytest.raises(sources.ModelSourceError, match="the prior of the blind deblurring"):
         model_io.load_restorer(weights=str(weights), model="rpgan_generator")
-    with pytest.raises(model_io.ModelSourceError, match="--flow_source: the settings of a Saved"):
+    with pytest.raises(sources.ModelSourceError, match="--flow_source: the settings of a Saved"):
         model_io.load_restorer(saved_model=str(tmp_path), flow_source="sen")
 
 
@@ -254,7 +255,7 @@ def test_export_then_evaluate_saved_model_gives_the_same_psnr(
     assert "Exported the blind deblurring framework (SEN + K + CG + rpgan_generator, levels 2" in (
         capsys.readouterr().out
     )
-    info = json.loads((out / "assets.extra" / model_io.EXPORT_INFO).read_text())
+    info = json.loads((out / "assets.extra" / signatures.EXPORT_INFO).read_text())
     assert info["task"] == "restorer" and info["kind"] == "framework"
     assert info["framework"]["levels"] == 2 and info["framework"]["flow_source"] == "sen"
     assert info["size_multiple"] == 1 and info["tile_multiple"] == 4
@@ -282,7 +283,7 @@ def test_export_then_evaluate_saved_model_gives_the_same_psnr(
     code = run_main(evaluate, "--saved_model", str(out), "--data_dir", str(flow_set), "--levels",
                     "3")  # fmt: skip
     assert "evaluate.py: error: --levels: the settings of a SavedModel are fixed" in code
-    with pytest.raises(model_io.ModelSourceError, match="--jit_compile: not available"):
+    with pytest.raises(sources.ModelSourceError, match="--jit_compile: not available"):
         model_io.load_restorer(saved_model=str(out), jit_compile=True)
     # deblur.py --saved_model with tiling.
     image = tmp_path / "odd.png"
@@ -301,4 +302,4 @@ def test_framework_io_settings_defaults():
     run_config = {"framework": {"levels": 3, "betas": [0.01, 0.1, 1.0]}}
     assert framework_io.settings(run_config)["betas"] == [0.01, 0.1, 1.0]
     assert framework_io.settings(run_config, levels=2)["betas"] == pytest.approx([0.02, 0.1])
-    assert os.path.basename(framework_io.SEN_WEIGHTS) == "sen.weights.h5"
+    assert os.path.basename(rundir.SEN_WEIGHTS) == "sen.weights.h5"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import rundir
 from models import build_model
 from tests.conftest import eager_functions
 from tests.process_checks import result_json, run_python
@@ -27,7 +28,6 @@ from training.loop import (
     NonFiniteLossError,
     Trainer,
     ValidationSet,
-    write_json_atomic,
 )
 from training.mimo_unet_step import MimoUnetTrainStep
 from training.tracking import checkpointed_variable_count, track_layer_lists
@@ -111,8 +111,8 @@ def test_polynomial_decay_helper():
 
 def test_write_json_atomic_replaces(tmp_path):
     path = tmp_path / "a" / "x.json"
-    write_json_atomic(path, {"a": 1})
-    write_json_atomic(path, {"a": 2})
+    rundir.write_json(path, {"a": 1})
+    rundir.write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 2}
     assert os.listdir(path.parent) == ["x.json"]
 
@@ -407,11 +407,11 @@ def test_resume_refuses_another_structure_before_restoring(trained, tmp_path):
 
     config_path = tmp_path / "run_config.json"
     recorded = json.loads(config_path.read_text())
-    write_json_atomic(config_path, {**recorded, "structure": {"optimizer_class": "Adam"}})
+    rundir.write_json(config_path, {**recorded, "structure": {"optimizer_class": "Adam"}})
     step = MimoUnetTrainStep(steps_per_epoch=4, model_kwargs=TINY)
     step.structure = lambda: {"optimizer_class": "PyTorchAdam"}
     assert "structure.optimizer_class is 'Adam' there, 'PyTorchAdam'" in refusal(step)
-    write_json_atomic(config_path, {**recorded, "paper": "two_way"})
+    rundir.write_json(config_path, {**recorded, "paper": "two_way"})
     step = MimoUnetTrainStep(steps_per_epoch=4, model_kwargs=TINY)
     assert "paper is 'two_way' there, 'mimo_unet' in this command" in refusal(step)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
@@ -437,7 +437,7 @@ def test_unusable_run_dir_is_refused(tmp_path, kind):
 
 
 def test_a_second_trainer_on_the_same_run_dir_is_refused(tmp_path):
-    from training.rundir import RunDirLock
+    from rundir import RunDirLock
 
     tmp_path.joinpath("run").mkdir()
     lock = RunDirLock(str(tmp_path / "run"))

@@ -21,7 +21,7 @@ Modules (import them directly; this package imports nothing at load time):
   weight clipping and the RP-GAN D_p critic loss (``clip_weights``, ``artifact_critic_loss``).
 * :mod:`training.vgg_weights`: ``--vgg_weights`` -> a local VGG19 or VGG16 weight file, never
   downloading.
-* :mod:`training.rundir`: run-folder checks, lock, leftovers of killed runs, resume comparison.
+* :mod:`rundir` (top level): the run directory's layout, readers, checks, lock, leftovers.
 * :mod:`training.gan_step`: :class:`~training.gan_step.AdversarialTrainStep`, the step of every
   GAN (n critic updates, then one generator update, on the same batch; every network and
   optimizer checkpointed; seeded draws equal across replicas and resumes).

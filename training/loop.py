@@ -2,16 +2,8 @@
 the NaN/Inf guard. A paper plugs in a :class:`training.step.TrainStep`; nothing here is paper
 specific.
 
-Run directory (the contract ``evaluate.py`` / ``export.py`` / ``deblur.py`` read)::
-
-    run_dir/
-      run_config.json      {"model", "model_kwargs", "paper", "flags", ...}  (atomic write)
-      checkpoints/         tf.train.CheckpointManager: model, optimizer(s), step, epoch, epoch_step
-      best/                the same format, best validation score (the step object's
-                           validation_metric: PSNR, or SEN's flow MSE, lower is better);
-                           best/best.json {"step", "epochs_completed", "psnr", ...}
-      tensorboard/         scalars (losses, learning rates, steps/s, val scores) and images
-      final.weights.h5     Keras weights of the inference model, written at the end
+The run directory's layout (``run_config.json``, ``checkpoints/``, ``best/``, ``tensorboard/``,
+``final.weights.h5``) belongs to :mod:`rundir`, which every reader goes through.
 
 Every file the loop writes itself goes through :mod:`fileio` (atomic, the umask's modes).
 
@@ -35,7 +27,7 @@ arguments or checkpoint structure (compared before any restore, naming the first
 checkpoint that cannot be restored. A damaged training file stops the run with the
 ``data.DataError`` naming it, after saving the last completed step. A run that fails before its
 first step leaves no run folder behind (nor anything it added to an existing one). At start the
-chief removes the leftovers of killed runs (:mod:`training.rundir`).
+chief removes the leftovers of killed runs (:mod:`rundir`).
 """
 
 from __future__ import annotations
@@ -59,13 +51,12 @@ from absl import logging as absl_logging
 
 import fileio
 import metrics
+import rundir
 from data.errors import DataError, iterate
-from training import rundir, summaries
+from rundir import BEST, BEST_JSON, CHECKPOINTS, FINAL_WEIGHTS, RUN_CONFIG, TENSORBOARD
 from training import strategy as strategy_lib
+from training import summaries
 from training.tracking import track_layer_lists, untrack_model_variables
-
-CHECKPOINTS, BEST, TENSORBOARD = "checkpoints", "best", "tensorboard"
-RUN_CONFIG, BEST_JSON, FINAL_WEIGHTS = "run_config.json", "best.json", "final.weights.h5"
 
 
 class _DropCheckpointTimings(logging.Filter):
@@ -160,21 +151,6 @@ class TrainResult:
     last_validation: dict | None
     best: dict | None
     seconds: float
-
-
-def write_json_atomic(path, payload) -> None:
-    """Indented JSON with sorted keys (values JSON cannot hold as their ``str``) written through
-    :func:`fileio.atomic_write_bytes` (temporary file, rename; the umask's mode)."""
-    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
-    fileio.atomic_write_bytes(os.fspath(path), text.encode("utf-8"))
-
-
-def read_json(path):
-    """The parsed JSON file at ``path``, or None if it does not exist."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 class Progress:
@@ -367,7 +343,7 @@ class Trainer:
     def _resumable_checkpoint(self):
         """The latest checkpoint to resume from (None: a new run), after checking that the run
         folder holds a run of the same structure (before anything is built or restored)."""
-        latest = tf.train.latest_checkpoint(self.path(CHECKPOINTS))
+        latest = rundir.latest_checkpoint(self.path(CHECKPOINTS))
         if latest is None:
             return None
         if not self.config.resume:
@@ -375,7 +351,7 @@ class Trainer:
                 f"{self.path(CHECKPOINTS)} already holds checkpoints; pass --resume to "
                 "continue that run or choose another --run_dir."
             )
-        old = read_json(self.path(RUN_CONFIG))
+        old = rundir.read_json(self.path(RUN_CONFIG))
         if old is not None:
             new = self._structure_config()
             found = rundir.first_difference({k: old.get(k, rundir.MISSING) for k in new}, new)
@@ -454,7 +430,7 @@ class Trainer:
             int(self._counters[k].numpy()) for k in ("step", "epoch", "epoch_step")
         )
         self.saved_step = self.step
-        self.best = read_json(self.path(BEST, BEST_JSON))
+        self.best = rundir.read_json(self.path(BEST, BEST_JSON))
         done = f"{self.epoch} of {self.total_epochs} epochs completed"
         if self.epoch_step:
             done += f", {self.epoch_step} of its {self.config.steps_per_epoch} steps done"
@@ -467,10 +443,10 @@ class Trainer:
         structure = self._step_structure()
         if structure is not None:
             payload["structure"] = structure
-        old = read_json(self.path(RUN_CONFIG))
+        old = rundir.read_json(self.path(RUN_CONFIG))
         payload.update(self._loop_summary(old))
         if self.chief:
-            write_json_atomic(self.path(RUN_CONFIG), payload)
+            rundir.write_run_config(self.config.run_dir, payload)
         self._print_summary(payload)
 
     def _discard_if_unstarted(self):
@@ -771,7 +747,7 @@ class Trainer:
             "validation": self.validation.label,
         }
         if self.chief:
-            write_json_atomic(self.path(BEST, BEST_JSON), self.best)
+            rundir.write_json(self.path(BEST, BEST_JSON), self.best)
 
     def _assign_counters(self):
         self._counters["step"].assign(self.step)

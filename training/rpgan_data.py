@@ -38,9 +38,9 @@ import numpy as np
 import tensorflow as tf
 
 import fileio
+import rundir
 from training.loop import SegmentedData
 
-SEN_WEIGHTS = "sen.weights.h5"
 CHUNK_BYTES = 256 * 2**20  # batches of one segment in memory (quick preset: 227 steps; paper: 7)
 
 
@@ -178,7 +178,7 @@ class RPGANData(SegmentedData):
         # The chief writes the run's files; other workers of a multi-worker run only read.
         chief = getattr(self.step_obj, "chief", True)
         if self.run_dir and self.sen is not None and chief:
-            path = os.path.join(self.run_dir, SEN_WEIGHTS)
+            path = rundir.sen_weights_path(self.run_dir)
             if not os.path.isfile(path):
                 fileio.atomic_save_weights(self.sen, path)
         started, total = time.monotonic(), len(self.cache)

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from absl import app, flags
 
 import cli
+import rundir
 from training import flags as train_flags
-from training import rundir
 
 FLAGS = flags.FLAGS
 

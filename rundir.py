@@ -1,6 +1,24 @@
-"""The run directory's housekeeping, without TensorFlow: usability checks of ``--run_dir``, the
-one-trainer-per-folder lock, leftovers of killed runs, the resume-compatibility check, and the
-removal of a run folder that never reached its first step.
+"""The run directory: its layout, who reads and writes it, and its housekeeping. Nothing else in
+the project spells a file or folder name of a run; no TensorFlow here.
+
+Layout (written by the training loop, read by evaluate.py, export.py, deblur.py, evaluate_flow.py,
+train_sen.py's stage 2 and the framework loader)::
+
+    run_dir/
+      run_config.json      the run's typed configuration ("config"), model, model_kwargs, paper,
+                           data description, loop summary (atomic write)
+      checkpoints/         tf.train.CheckpointManager: model, optimizer(s), step, epoch, epoch_step
+      best/                the same format, best validation score; best/best.json
+      tensorboard/         scalars and images
+      final.weights.h5     Keras weights of the inference model, written at the end
+      sen.weights.h5       an RP-GAN run's frozen SEN (the blind deblurring framework)
+
+A path *inside* a run (a checkpoint folder, a prefix, ``final.weights.h5``) finds its run through
+:func:`find_run` (the folder holding ``run_config.json``, at most two folders up).
+
+Housekeeping: usability checks of ``--run_dir``, the one-trainer-per-folder lock, leftovers of
+killed runs, the resume-compatibility comparison, and the removal of a run folder that never
+reached its first step.
 
 Leftovers (:func:`remove_leftovers`): a run killed with ``kill -9`` (or a power loss) in the middle
 of a checkpoint save leaves ``checkpoints/ckpt-<N>_temp/`` (TensorFlow's sharded save writes
@@ -16,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -23,8 +42,13 @@ import tempfile
 
 import fileio
 
-CKPT_FOLDERS = ("checkpoints", "best")
-FILEIO_TARGETS = (("", "run_config.json"), ("", "final.weights.h5"), ("best", "best.json"))
+RUN_CONFIG = "run_config.json"
+CHECKPOINTS, BEST, TENSORBOARD = "checkpoints", "best", "tensorboard"
+BEST_JSON, FINAL_WEIGHTS = "best.json", "final.weights.h5"
+SEN_WEIGHTS = "sen.weights.h5"  # an RP-GAN run's frozen SEN
+CHECKPOINT_STATE = "checkpoint"  # tf.train.CheckpointManager's state file in a checkpoint folder
+CKPT_FOLDERS = (CHECKPOINTS, BEST)
+FILEIO_TARGETS = (("", RUN_CONFIG), ("", FINAL_WEIGHTS), (BEST, BEST_JSON))
 OLD_TEMPORARIES = ("final.partial.weights.h5",)  # the names of earlier versions
 _CKPT_TEMP = re.compile(r"^ckpt-\d+_temp")
 _CKPT_FILE = re.compile(r"^(?P<prefix>ckpt-\d+)\.(?:index|data-\d+-of-\d+)$")
@@ -32,6 +56,131 @@ _STATE_TEMP = re.compile(r"^checkpoint\.tmp[0-9a-f]+$")
 _OLD_JSON_TEMP = re.compile(r"^\.tmp_.*\.json$")  # loop.write_json_atomic of earlier versions
 _STATE_PATHS = re.compile(r'^(?:all_)?model_checkpoint_path(?:s)?: "(?P<path>[^"]*)"$')
 MISSING = object()
+
+
+class RunDirError(ValueError):
+    """A run folder, checkpoint or ``run_config.json`` that cannot be used; the message starts
+    with the path (callers prefix the flag that named it)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout: reading and writing a run
+# --------------------------------------------------------------------------------------------------
+
+
+def run_config_path(run_dir: str) -> str:
+    return os.path.join(run_dir, RUN_CONFIG)
+
+
+def final_weights_path(run_dir: str) -> str:
+    return os.path.join(run_dir, FINAL_WEIGHTS)
+
+
+def sen_weights_path(run_dir: str) -> str:
+    return os.path.join(run_dir, SEN_WEIGHTS)
+
+
+def write_json(path: str, payload) -> None:
+    """Indented JSON with sorted keys (values JSON cannot hold as their ``str``), written through
+    :func:`fileio.atomic_write_bytes` (temporary file, rename; the umask's mode)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    fileio.atomic_write_bytes(os.fspath(path), text.encode("utf-8"))
+
+
+def read_json(path: str):
+    """The parsed JSON file at ``path``, or None if it does not exist; :class:`RunDirError` if it
+    cannot be read or parsed."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path}: not readable JSON ({error}).") from None
+
+
+def write_run_config(run_dir: str, payload: dict) -> None:
+    write_json(run_config_path(run_dir), payload)
+
+
+def read_run_config(path: str) -> dict:
+    """The ``run_config.json`` of the run folder ``path`` (or that file itself): an object naming
+    its ``model``; :class:`RunDirError` if it is absent, unreadable or not such an object."""
+    file = run_config_path(path) if os.path.isdir(path) else path
+    config = read_json(file)
+    if config is None:
+        raise RunDirError(f"{file}: no such file.")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        raise RunDirError(f"{file}: expected an object with a 'model' name.")
+    return config
+
+
+def find_run(path: str) -> str | None:
+    """The run folder ``path`` belongs to: the folder holding ``run_config.json`` at ``path`` (a
+    folder, or a file's folder) or at most two folders above it; None if there is none."""
+    path = os.path.abspath(path)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    for _ in range(3):
+        if os.path.isfile(run_config_path(folder)):
+            return folder
+        folder = os.path.dirname(folder)
+    return None
+
+
+def find_run_config(path: str) -> dict | None:
+    """:func:`read_run_config` of the run ``path`` belongs to (:func:`find_run`); None if none."""
+    run = find_run(path)
+    return None if run is None else read_run_config(run)
+
+
+def config_beside(path: str) -> dict | None:
+    """The ``run_config.json`` in the folder of the file ``path`` (a run's ``final.weights.h5``),
+    or None."""
+    beside = run_config_path(os.path.dirname(os.path.abspath(path)))
+    return read_run_config(beside) if os.path.isfile(beside) else None
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The newest checkpoint prefix recorded in ``folder``'s ``checkpoint`` state file whose
+    ``.index`` exists (``tf.train.latest_checkpoint`` without TensorFlow); None if none."""
+    try:
+        with open(os.path.join(folder, CHECKPOINT_STATE), encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        match = _STATE_PATHS.match(line.strip())
+        if match and line.strip().startswith("model_checkpoint_path"):
+            prefix = match["path"]
+            prefix = prefix if os.path.isabs(prefix) else os.path.join(folder, prefix)
+            return prefix if os.path.isfile(prefix + ".index") else None
+    return None
+
+
+def resolve_checkpoint(path: str) -> tuple[str | None, str | None]:
+    """``(prefix, None)`` for a checkpoint prefix, a checkpoint folder or a run (its latest in
+    ``checkpoints/``), or ``(None, final.weights.h5)`` for a run without checkpoints;
+    :class:`RunDirError` naming what was looked for otherwise."""
+    if os.path.isfile(path + ".index"):
+        return path, None
+    if not os.path.isdir(path):
+        raise RunDirError(f"{path}: neither a directory nor a checkpoint prefix.")
+    for folder in (os.path.join(path, CHECKPOINTS), path):
+        latest = latest_checkpoint(folder) if os.path.isdir(folder) else None
+        if latest:
+            return latest, None
+    final = final_weights_path(path)
+    if os.path.isfile(final):
+        return None, final
+    raise RunDirError(
+        f"{path}: no checkpoint found (looked for {path}/{CHECKPOINTS}/, a checkpoint folder, and "
+        f"{final})."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Housekeeping
+# --------------------------------------------------------------------------------------------------
 
 
 def run_dir_problem(path: str) -> str | None:
@@ -100,7 +249,7 @@ def remove_leftovers(run_dir: str) -> list[str]:
 
 def _checkpoint_leftovers(folder: str) -> list[str]:
     names = _listdir(folder)
-    listed = _listed_prefixes(os.path.join(folder, "checkpoint"))
+    listed = _listed_prefixes(os.path.join(folder, CHECKPOINT_STATE))
     removed = []
     for name in names:
         path = os.path.join(folder, name)
