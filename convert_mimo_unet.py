@@ -23,8 +23,7 @@ from absl import app, flags
 
 import cli
 import fileio
-from cli import define_once
-from inference import flags as inference_flags
+from cli import define_once, inference_flags
 from inference import outputs
 
 FLAGS = flags.FLAGS

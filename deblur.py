@@ -46,7 +46,7 @@ from absl import app, flags, logging
 
 import cli
 import fileio
-from inference import flags as inference_flags
+from cli import inference_flags
 from inference import outputs, tiling
 
 FLAGS = flags.FLAGS

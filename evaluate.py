@@ -53,7 +53,7 @@ from absl import app, flags, logging
 
 import cli
 import fileio
-from inference import flags as inference_flags
+from cli import inference_flags
 from inference import outputs
 
 FLAGS = flags.FLAGS
@@ -61,7 +61,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
     """Defines evaluate.py's flags; ``--data_dir``/``--blur_variant`` are shared with training
-    (training/flags.py), so every definition is skipped when the name already exists."""
+    (cli/train_flags.py), so every definition is skipped when the name already exists."""
     define = cli.define_once
     define(
         flags.DEFINE_string,

@@ -59,7 +59,7 @@ from absl import flags, logging
 import cli
 import fileio
 import rundir
-from inference import flags as inference_flags
+from cli import inference_flags
 from inference import outputs
 
 FLAGS = flags.FLAGS

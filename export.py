@@ -52,7 +52,7 @@ from absl import app, flags, logging
 
 import cli
 import fileio
-from inference import flags as inference_flags
+from cli import inference_flags
 from inference import outputs, signatures
 
 FLAGS = flags.FLAGS
@@ -410,9 +410,7 @@ def _export_framework_from_flags():
     """(out, source) of export.py on an RP-GAN run (the framework flags apply)."""
     from inference import framework_io, model_io, sources
 
-    sources.check_framework_options(
-        FLAGS.self_ensemble, False, f"--checkpoint {FLAGS.checkpoint}"
-    )
+    sources.check_framework_options(FLAGS.self_ensemble, False, f"--checkpoint {FLAGS.checkpoint}")
     fw, source = framework_io.load_framework(FLAGS.checkpoint, **model_io.framework_flag_values())
     return export_framework(fw, FLAGS.out, source, FLAGS.overwrite, FLAGS.verify), source
 

@@ -41,7 +41,7 @@ from absl import flags
 
 import cli
 import fileio
-from inference import flags as inference_flags
+from cli import inference_flags
 from inference import outputs
 
 FLAGS = flags.FLAGS

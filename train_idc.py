@@ -19,7 +19,7 @@ from __future__ import annotations
 from absl import app, flags
 
 import cli
-from training import flags as train_flags
+from cli import train_flags
 from training import script
 
 FLAGS = flags.FLAGS
@@ -109,7 +109,7 @@ train_flags.define_once(
 )
 train_flags.define_width_flags()
 train_flags.define_polynomial_decay_flags()
-# The shared flags are defined in training/flags.py: make them this script's key flags for --help.
+# The shared flags are defined in cli/train_flags.py: make them this script's key flags for --help.
 flags.adopt_module_key_flags(train_flags)
 
 

@@ -9,62 +9,72 @@ over the three outputs, PyTorch initialisation. Examples:
     python train_mimo_unet.py --variant mimo_unet_plus --data_dir tfds:gopro --run_dir runs/plus
 
 Rerunning a command with the same --run_dir resumes from its latest checkpoint. Outputs: see
-``training/__init__.py`` (run_config.json, checkpoints/, best/, tensorboard/, final.weights.h5).
+``rundir.py`` (run_config.json, checkpoints/, best/, tensorboard/, final.weights.h5).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from absl import app, flags
+from absl import flags
 
 import cli
-from training import flags as train_flags
-from training import script
+from cli import train_flags
+from training import runner
+from training.config import DataConfig, ScheduleConfig, TrainConfig, replace
 
 FLAGS = flags.FLAGS
-PAPER_FLAGS = [
-    "variant",
-    "num_res",
-    "base_channels",
-    "init",
-    "lr_decay_epochs",
-    "lr_decay_rate",
-    "fft_weight",
-]
-# Constructor arguments of MIMOUNet that have a flag here (--model_kwargs sets them through it).
-MODEL_FLAG_KEYS = ("num_res", "base_channels", "init")
-
-# The paper recipe (the shared flags' own defaults already match it; restated so that another
-# paper's script imported in the same process cannot change what this script runs).
 VARIANTS = ("mimo_unet", "mimo_unet_plus")
-PAPER_DEFAULTS = {
-    # convert_mimo_unet.py shares the flag name --variant (default None) when both are imported.
-    "variant": "mimo_unet",
-    "batch_size": 4,
-    "crop_size": 256,
-    "hflip": True,
-    "vflip": False,
-    "rot90": False,
-    "epochs": 3000,
-    "learning_rate": 1e-4,
-    "adam_epsilon": 1e-8,
-    "noise": "off",
-    "val_every_epochs": 100,
-}
-# --preset quick: full-width (32-channel) MIMO-UNet with 2 residual blocks per EB/DB instead of 8,
-# 64 px crops, 300 steps on the embedded synthetic set, validation on 4 full-size test images.
-QUICK_PRESET = {
-    "num_res": 2,
-    "crop_size": 64,
-    "max_steps": 300,
-    "learning_rate": 2e-4,
-    "val_images": 4,
-    "val_every_steps": 100,
-    "checkpoint_every": 100,
-    "log_every": 25,
-    "summary_images": 2,
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class MimoUnetRecipe:
+    """MIMO-UNet's own settings (mimo_unet.md section 7). ``num_res`` / ``base_channels`` None:
+    the variant's (8 or 20 ResBlocks, 32 channels); ``init`` torch is PyTorch's default
+    initialisation (the official code), glorot Keras'."""
+
+    variant: str = "mimo_unet"
+    num_res: int | None = None
+    base_channels: int | None = None
+    init: str = "torch"
+    lr_decay_epochs: int = 500  # x lr_decay_rate every 500 epochs (official MultiStepLR)
+    lr_decay_rate: float = 0.5
+    fft_weight: float = 0.1  # L = L_cont + 0.1 L_MSFR (paper eq. 4)
+
+
+def paper_config() -> TrainConfig:
+    """The official recipe: batch 4, 256x256 crops with horizontal flips, 3000 epochs, Adam lr
+    1e-4 (epsilon 1e-8), validation every 100 epochs (mimo_unet.md section 7)."""
+    return TrainConfig(
+        paper=MimoUnetRecipe(),
+        data=DataConfig(batch_size=4, crop_size=256, hflip=True, vflip=False, rot90=False),
+        schedule=ScheduleConfig(
+            epochs=3000, learning_rate=1e-4, adam_epsilon=1e-8, val_every_epochs=100
+        ),
+    )
+
+
+def quick(config: TrainConfig) -> TrainConfig:
+    """--preset quick: full-width (32-channel) MIMO-UNet with 2 residual blocks per EB/DB instead
+    of 8, 64 px crops, 300 steps on the embedded synthetic set, validation on 4 full-size test
+    images."""
+    return replace(
+        config,
+        preset="quick",
+        num_res=2,
+        crop_size=64,
+        max_steps=300,
+        learning_rate=2e-4,
+        val_images=4,
+        val_every_steps=100,
+        checkpoint_every=100,
+        log_every=25,
+        summary_images=2,
+    )
+
+
+PRESETS = {"quick": quick}
 
 train_flags.define_common_flags()
 train_flags.define_once(
@@ -93,69 +103,78 @@ train_flags.define_once(flags.DEFINE_float, "lr_decay_rate", 0.5, "Learning-rate
 train_flags.define_once(
     flags.DEFINE_float, "fft_weight", 0.1, "Weight of the frequency (MSFR) loss.", lower_bound=0.0
 )
-# The flags are defined in training/flags.py: make them this script's key flags for --help.
+# The flags are defined in cli/train_flags.py: make them this script's key flags for --help.
 flags.adopt_module_key_flags(train_flags)
 
 
-def apply_flag_defaults():
-    """Paper defaults, then the preset; flags given on the command line always win."""
-    script.apply_defaults(PAPER_DEFAULTS, QUICK_PRESET)
+def config_from_flags() -> TrainConfig:
+    """The run's configuration: the recipe, ``--preset``, the given flags, ``--model_kwargs``."""
+    return train_flags.train_config(paper_config(), PRESETS, model_name=_model_name)
 
 
-def apply_model_kwargs():
-    """``--model_kwargs`` checked against MIMOUNet; its num_res / base_channels / init set the
-    flags."""
-    if FLAGS.variant not in VARIANTS:  # the enum is convert_mimo_unet.py's string flag there
-        raise app.UsageError(f"--variant {FLAGS.variant}: expected one of {', '.join(VARIANTS)}.")
-    script.apply_model_kwargs(FLAGS.variant, MODEL_FLAG_KEYS)
+def _model_name(config: TrainConfig) -> str:
+    if config.paper.variant not in VARIANTS:  # the enum is convert_mimo_unet.py's string flag there
+        raise runner.ConfigError(
+            f"--variant {config.paper.variant}: expected one of {', '.join(VARIANTS)}."
+        )
+    return config.paper.variant
 
 
-def model_kwargs():
+def model_kwargs(config: TrainConfig) -> dict:
     """``models.build_model(variant, ...)`` overrides: the initialisation when not PyTorch's, the
-    widths when given, and the other ``--model_kwargs`` entries (e.g. ``dropout_rate``)."""
-    kwargs = {"init": FLAGS.init} if FLAGS.init != "torch" else {}
-    return {**kwargs, **script.width_kwargs(), **script.extra_model_kwargs(MODEL_FLAG_KEYS)}
+    widths when given, and the other ``model_kwargs`` entries (e.g. ``dropout_rate``)."""
+    init = config.paper.init
+    kwargs = {"init": init} if init != "torch" else {}
+    return {**kwargs, **runner.width_kwargs(config), **runner.extra_model_kwargs(config)}
 
 
-def check_flags():
-    """Cross-flag checks the flag parser cannot do; raises app.UsageError."""
-    script.check_crop_size(4, "MIMO-UNet")
-    if FLAGS.base_channels is not None and FLAGS.base_channels % 2:
-        raise app.UsageError(f"--base_channels must be even, got {FLAGS.base_channels}.")
+def check_config(config: TrainConfig) -> None:
+    """Checks across settings that the flag parser cannot do; raises ConfigError."""
+    runner.check_crop_size(config, 4, "MIMO-UNet")
+    channels = config.paper.base_channels
+    if channels is not None and channels % 2:
+        raise runner.ConfigError(f"--base_channels must be even, got {channels}.")
 
 
-def make_step(steps_per_epoch, total_steps):
-    """The MIMO-UNet step object from the flags (mimo_unet.md section 7)."""
+def make_step(config: TrainConfig, steps_per_epoch, total_steps):
+    """The MIMO-UNet step object of ``config`` (mimo_unet.md section 7)."""
     from training.mimo_unet_step import MimoUnetTrainStep
 
     del total_steps  # the MultiStep schedule counts epochs
+    recipe, schedule = config.paper, config.schedule
     return MimoUnetTrainStep(
-        FLAGS.variant,
+        recipe.variant,
         steps_per_epoch=steps_per_epoch,
-        model_kwargs=model_kwargs(),
-        learning_rate=FLAGS.learning_rate,
-        decay_every_epochs=FLAGS.lr_decay_epochs,
-        total_epochs=FLAGS.epochs,
-        decay_rate=FLAGS.lr_decay_rate,
-        epsilon=FLAGS.adam_epsilon,
-        fft_weight=FLAGS.fft_weight,
+        model_kwargs=model_kwargs(config),
+        learning_rate=schedule.learning_rate,
+        decay_every_epochs=recipe.lr_decay_epochs,
+        total_epochs=schedule.epochs,
+        decay_rate=recipe.lr_decay_rate,
+        epsilon=schedule.adam_epsilon,
+        fft_weight=recipe.fft_weight,
     )
 
 
-def build_trainer(out=None):
-    """Flags -> Trainer (the shared flow of :func:`training.script.build_trainer`)."""
-    run_dir = os.path.join("runs", FLAGS.variant)
-    return script.build_trainer(
-        make_step, paper_flags=PAPER_FLAGS, default_run_dir=run_dir, out=out
+def build_trainer(config: TrainConfig, out=None):
+    """``config`` -> Trainer (the shared assembly of :func:`training.runner.build_trainer`)."""
+    return runner.build_trainer(
+        config,
+        lambda **sizes: make_step(config, **sizes),
+        default_run_dir=os.path.join("runs", config.paper.variant),
+        out=out,
     )
 
 
 def main(argv):
-    # Before TensorFlow loads: bad flags fail fast.
-    prepare = (apply_flag_defaults, apply_model_kwargs, check_flags)
-    script.run_main("train_mimo_unet.py", argv, prepare=prepare, build=build_trainer)
+    train_flags.run_training(
+        "train_mimo_unet.py",
+        argv,
+        make_config=config_from_flags,
+        checks=(check_config,),
+        build=build_trainer,
+    )
 
 
 if __name__ == "__main__":
-    train_flags.apply_defaults(PAPER_DEFAULTS)  # so that --help shows this paper's defaults
+    train_flags.set_flag_defaults(paper_config())  # so that --help shows this paper's defaults
     cli.run(main)

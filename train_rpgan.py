@@ -44,7 +44,7 @@ import os
 from absl import app, flags
 
 import cli
-from training import flags as train_flags
+from cli import train_flags
 from training import script
 
 FLAGS = flags.FLAGS
@@ -278,7 +278,7 @@ def check_flags():
 
 
 def _floats(name):
-    # --betas is a comma list here and a string in inference/flags.py (evaluate.py, export.py):
+    # --betas is a comma list here and a string in cli/inference_flags.py (evaluate.py, export.py):
     # in a process that imports both, the first definition wins, so take either form.
     raw = FLAGS[name].value
     items = raw.split(",") if isinstance(raw, str) else raw

@@ -36,7 +36,7 @@ from absl import app, flags
 
 import cli
 import rundir
-from training import flags as train_flags
+from cli import train_flags
 from training import script
 
 FLAGS = flags.FLAGS
@@ -174,7 +174,7 @@ def _define_flags():
 
 train_flags.define_common_flags()
 _define_flags()
-# The shared flags are defined in training/flags.py: make them this script's key flags for --help.
+# The shared flags are defined in cli/train_flags.py: make them this script's key flags for --help.
 flags.adopt_module_key_flags(train_flags)
 
 

@@ -1,12 +1,13 @@
 """Inference-only code of the user commands (evaluate.py, export.py, deblur.py, evaluate_flow.py,
-show_flow.py).
+show_flow.py). Their flags are defined in :mod:`cli.inference_flags` (the command layer).
 
 Modules (import them directly; this package imports nothing at load time):
 
-* :mod:`inference.flags`: the model-source flags, defined without importing TensorFlow, so that a
-  command's ``--help`` and flag errors answer in about a second.
-* :mod:`inference.model_io`: every model source (training run, checkpoint, Keras weights,
-  ``.keras``, SavedModel) -> :class:`~inference.sources.Restorer`, one image function of any size.
+* :mod:`inference.sources`: Keras models from runs, checkpoints and weight files, export.py's
+  SavedModels -> :class:`~inference.sources.Restorer`, one image function of any size.
+* :mod:`inference.signatures`: the SavedModel contract and the two kinds of model (no TensorFlow).
+* :mod:`inference.framework_io`: the blind deblurring framework (SEN + K + CG + G) of an RP-GAN run.
+* :mod:`inference.model_io`: which of them a command runs (exactly one source -> a Restorer).
 * :mod:`inference.tiling`: overlapping tiles blended with a raised-cosine window, for images too
   large to restore whole.
 * :mod:`inference.flow_io`: every source of a motion-flow estimator (SEN) ->

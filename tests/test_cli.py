@@ -104,7 +104,7 @@ def test_help_of_a_real_process_exits_0():
 def test_tensorflow_free_names_match_the_registry():
     import metrics
     import models
-    from inference import flags as inference_flags
+    from cli import inference_flags
     from models import inference
 
     assert list(inference_flags.MODEL_NAMES) == models.model_names()

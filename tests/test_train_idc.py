@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import losses
 import train_idc
+from cli import train_flags
 from tests.train_checks import (
     adam_settings,
     assert_glorot_init,
@@ -22,7 +23,6 @@ from tests.train_checks import (
     run_main,
     write_split,
 )
-from training import flags as train_flags
 from training import inputs
 from training.idc_step import IdcTrainStep
 

@@ -62,47 +62,56 @@ def test_paper_defaults():
     """mimo_unet.md section 7 / the official train.py: batch 4, 256 crops, horizontal flips only,
     3000 epochs, Adam lr 1e-4 with epsilon 1e-8, x0.5 every 500 epochs, FFT weight 0.1, PyTorch
     initialisation; the quick preset's learning rate is 2e-4."""
-    with parsed_flags("train_mimo_unet.py") as flags:
-        train_mimo_unet.apply_flag_defaults()
-        train_mimo_unet.apply_model_kwargs()
-        train_mimo_unet.check_flags()
-        assert flags.variant == "mimo_unet" and flags.batch_size == 4 and flags.crop_size == 256
-        assert (flags.hflip, flags.vflip, flags.rot90) == (True, False, False)
-        assert flags.noise == "off" and flags.epochs == 3000 and flags.max_steps == 0
-        assert flags.learning_rate == 1e-4 and flags.adam_epsilon == 1e-8
-        assert flags.lr_decay_epochs == 500 and flags.lr_decay_rate == 0.5
-        assert flags.fft_weight == 0.1 and flags.init == "torch"
-        assert train_mimo_unet.model_kwargs() == {}  # the registry's MIMO-UNet: 8 blocks, 32 ch
-        # GoPro: 2103 training pairs // 4 = 525 steps per epoch.
-        step = train_mimo_unet.make_step(steps_per_epoch=525, total_steps=3000 * 525)
+    config = train_mimo_unet.paper_config()
+    train_mimo_unet.check_config(config)
+    data, schedule, recipe = config.data, config.schedule, config.paper
+    assert recipe.variant == "mimo_unet" and data.batch_size == 4 and data.crop_size == 256
+    assert (data.hflip, data.vflip, data.rot90) == (True, False, False)
+    assert data.noise == "off" and schedule.epochs == 3000 and schedule.max_steps == 0
+    assert schedule.learning_rate == 1e-4 and schedule.adam_epsilon == 1e-8
+    assert recipe.lr_decay_epochs == 500 and recipe.lr_decay_rate == 0.5
+    assert recipe.fft_weight == 0.1 and recipe.init == "torch"
+    assert train_mimo_unet.model_kwargs(config) == {}  # the registry's MIMO-UNet: 8 blocks, 32 ch
+    # GoPro: 2103 training pairs // 4 = 525 steps per epoch.
+    step = train_mimo_unet.make_step(config, steps_per_epoch=525, total_steps=3000 * 525)
     assert step.model_name == "mimo_unet" and step.fft_weight == 0.1
     assert (step.beta_1, step.beta_2, step.epsilon) == (0.9, 0.999, 1e-8)
     schedule = step.schedule.get_config()
     assert schedule["milestones"] == [500, 1000, 1500, 2000, 2500, 3000]
     for epoch, rate in ((0, 1e-4), (499, 1e-4), (500, 5e-5), (1000, 2.5e-5), (2999, 3.125e-6)):
         assert float(step.schedule(epoch * 525)) == pytest.approx(rate)
-    with parsed_flags("train_mimo_unet.py", "--preset=quick") as flags:
-        train_mimo_unet.apply_flag_defaults()
-        assert flags.learning_rate == 2e-4 and flags.num_res == 2 and flags.crop_size == 64
-        assert flags.max_steps == 300 and flags.val_images == 4 and flags.batch_size == 4
+    quick = train_mimo_unet.quick(config)
+    assert quick.schedule.learning_rate == 2e-4 and quick.paper.num_res == 2
+    assert quick.data.crop_size == 64 and quick.schedule.max_steps == 300
+    assert quick.data.val_images == 4 and quick.data.batch_size == 4
+    assert train_mimo_unet.paper_config() == config  # a preset returns a new config
+
+
+def test_flags_become_the_config_once():
+    """The command line over the preset over the recipe; a preset parsed before the paper defaults
+    in one process leaves nothing behind."""
+    with parsed_flags("train_mimo_unet.py", "--preset=quick", "--crop_size=32"):
+        config = train_mimo_unet.config_from_flags()
+    assert config.preset == "quick" and config.data.crop_size == 32
+    assert config.schedule.max_steps == 300 and config.paper.num_res == 2
+    with parsed_flags("train_mimo_unet.py"):
+        assert train_mimo_unet.config_from_flags() == train_mimo_unet.paper_config()
 
 
 def test_model_kwargs_merge_with_the_flags():
     args = ["--model_kwargs", '{"num_res": 3, "dropout_rate": 0.1}', "--base_channels=8"]
-    with parsed_flags("train_mimo_unet.py", *args) as flags:
-        train_mimo_unet.apply_flag_defaults()
-        train_mimo_unet.apply_model_kwargs()
-        assert flags.num_res == 3  # the key with a flag sets the flag (checks and logs agree)
-        assert train_mimo_unet.model_kwargs() == {
-            "num_res": 3,
-            "base_channels": 8,
-            "dropout_rate": 0.1,
-        }
+    with parsed_flags("train_mimo_unet.py", *args):
+        config = train_mimo_unet.config_from_flags()
+    assert config.paper.num_res == 3  # the key with a flag sets the field (checks and logs agree)
+    assert train_mimo_unet.model_kwargs(config) == {
+        "num_res": 3,
+        "base_channels": 8,
+        "dropout_rate": 0.1,
+    }
     args = ["--preset=quick", "--model_kwargs", '{"num_res": 1, "init": "glorot"}']
-    with parsed_flags("train_mimo_unet.py", *args) as flags:
-        train_mimo_unet.apply_flag_defaults()
-        train_mimo_unet.apply_model_kwargs()  # wins over the preset's num_res 2
-        assert train_mimo_unet.model_kwargs() == {"num_res": 1, "init": "glorot"}
+    with parsed_flags("train_mimo_unet.py", *args):
+        config = train_mimo_unet.config_from_flags()  # wins over the preset's num_res 2
+    assert train_mimo_unet.model_kwargs(config) == {"num_res": 1, "init": "glorot"}
 
 
 # ---- bad inputs: one clear line, non-zero exit, no traceback ------------------------------------
@@ -318,7 +327,7 @@ def test_train_kill_and_resume(tmp_path, gopro_like):
     config = json.loads((run / "run_config.json").read_text())
     assert config["model"] == "mimo_unet" and config["paper"] == "mimo_unet"
     assert config["model_kwargs"] == {"num_res": 1, "base_channels": 8}
-    assert config["flags"]["crop_size"] == 32 and config["steps_per_epoch"] == 4
+    assert config["config"]["data"]["crop_size"] == 32 and config["steps_per_epoch"] == 4
     assert config["resumed_from_step"] == killed_at
     assert "test split" in config["validation"]
     best = json.loads((run / "best" / "best.json").read_text())

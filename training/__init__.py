@@ -9,7 +9,7 @@ Modules (import them directly; this package imports nothing at load time):
   Two-Way) and :func:`~training.step.minimize` (gradients scaled for the number of replicas).
 * :mod:`training.script`: the flow every ``train_<paper>.py`` shares (defaults and preset, flags ->
   ``Trainer``, one-line errors).
-* :mod:`training.flags`: the shared absl flags, defined once per process.
+* :mod:`cli.train_flags`: the shared absl flags, defined once per process.
 * :mod:`training.inputs`: flags -> data sources, per-epoch datasets and the validation set.
 * :mod:`training.schedules`: learning-rate schedules keyed on the optimizer's iteration counter.
 * :mod:`training.strategy`: ``default|mirrored|multi_worker`` -> ``tf.distribute`` strategy.

@@ -52,6 +52,7 @@ from absl import logging as absl_logging
 import fileio
 import metrics
 import rundir
+from config import ConfigError  # noqa: F401  (a run that cannot start as configured)
 from data.errors import DataError, iterate
 from rundir import BEST, BEST_JSON, CHECKPOINTS, FINAL_WEIGHTS, RUN_CONFIG, TENSORBOARD
 from training import strategy as strategy_lib
@@ -67,10 +68,6 @@ class _DropCheckpointTimings(logging.Filter):
 
 
 absl_logging.get_absl_logger().addFilter(_DropCheckpointTimings())
-
-
-class ConfigError(ValueError):
-    """A run that cannot start as configured (e.g. ``run_dir`` holds another model's run)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -151,6 +148,14 @@ class TrainResult:
     last_validation: dict | None
     best: dict | None
     seconds: float
+
+
+def _flat(tree: dict) -> dict:
+    """``{leaf name: value}`` of a nested dict (a config's JSON form)."""
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value) if isinstance(value, dict) else {key: value})
+    return flat
 
 
 class Progress:
@@ -492,12 +497,15 @@ class Trainer:
 
     def _print_summary(self, payload):
         lines = [f"Run directory: {os.path.abspath(self.config.run_dir)}"]
+        settings = {}
         for key in sorted(payload):
-            if key != "flags":
+            if key in ("flags", "config"):
+                settings.update(_flat(payload[key]))
+            else:
                 lines.append(f"  {key}: {payload[key]}")
-        if payload.get("flags"):
-            flags = ", ".join(f"{k}={v}" for k, v in sorted(payload["flags"].items()))
-            lines.append(f"  flags: {flags}")
+        if settings:
+            flat = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+            lines.append(f"  settings: {flat}")
         self.progress.message("\n".join(lines))
 
     # ---------------------------------------------------------------------------------------------

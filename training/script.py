@@ -23,7 +23,7 @@ from absl import app, flags
 
 import cli
 import rundir
-from training import flags as train_flags
+from cli import train_flags
 
 FLAGS = flags.FLAGS
 

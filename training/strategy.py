@@ -20,7 +20,7 @@ import os
 
 import tensorflow as tf
 
-from training.flags import STRATEGIES  # noqa: F401  (defined without importing TensorFlow)
+from cli.train_flags import STRATEGIES  # noqa: F401  (defined without importing TensorFlow)
 
 
 def make_strategy(name: str = "default", devices=None) -> tf.distribute.Strategy:

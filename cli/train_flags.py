@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import sys
 
 from absl import app, flags
 
@@ -396,3 +397,116 @@ def _give_to_flag(name: str, value) -> None:
             f"--model_kwargs sets {name}={parsed!r} but --{name} is {flag.value!r}; give it once."
         )
     flag.value = parsed
+
+
+# --------------------------------------------------------------------------------------------------
+# Flags -> TrainConfig, read once at a script's entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def given_values(names) -> dict:
+    """``{name: value}`` of the flags among ``names`` given on the command line."""
+    return {name: FLAGS[name].value for name in names if name in FLAGS and FLAGS[name].present}
+
+
+def train_config(paper_config, presets: dict, model_name) -> object:
+    """The run's :class:`training.config.TrainConfig`: ``paper_config`` (the paper's recipe), the
+    preset named by ``--preset`` (``presets[name]``: config -> config), the flags given on the
+    command line, then ``--model_kwargs`` (checked against ``model_name(config)``'s constructor;
+    keys that are recipe fields set them, and must agree with the same flag if it was given).
+    Raises ``app.UsageError`` (one line)."""
+    import config as config_lib
+
+    given = given_values(config_lib.leaf_names(paper_config))
+    preset = given.get("preset", paper_config.preset)
+    config = presets[preset](paper_config) if preset in presets else paper_config
+    config = config_lib.override(config, given)
+    return _merge_model_kwargs(config, model_name(config), given)
+
+
+def _merge_model_kwargs(config, model_name: str, given: dict):
+    """``config`` with the recipe fields named in ``--model_kwargs`` set (module docstring)."""
+    import dataclasses
+
+    import config as config_lib
+
+    kwargs = parse_model_kwargs(config.model_kwargs)
+    accepted = model_arguments(model_name)
+    recipe = {field.name for field in dataclasses.fields(config.paper)}
+    values = {}
+    for key, value in kwargs.items():
+        if key not in accepted:
+            raise app.UsageError(
+                f"--model_kwargs: {model_name} has no argument {key!r} "
+                f"(its arguments: {', '.join(accepted)})."
+            )
+        if key in recipe:
+            values[key] = _parsed_for_flag(key, value, given)
+    return config_lib.override(config, values) if values else config
+
+
+def _parsed_for_flag(name: str, value, given: dict):
+    try:
+        parsed = FLAGS[name].parser.parse(value)
+    except (TypeError, ValueError) as error:
+        raise app.UsageError(f"--model_kwargs: {name}={value!r} is not valid ({error}).") from None
+    if name in given and given[name] != parsed:
+        raise app.UsageError(
+            f"--model_kwargs sets {name}={parsed!r} but --{name} is {given[name]!r}; give it once."
+        )
+    return parsed
+
+
+def set_flag_defaults(config) -> None:
+    """Shows ``config``'s values as the flags' defaults in ``--help`` (a script's ``__main__``
+    only: defaults are never read, a run's values come from its config)."""
+    import config as config_lib
+
+    for name, value in config_lib.leaves(config):
+        if name in FLAGS:
+            FLAGS.set_default(name, value)
+
+
+def run_training(script: str, argv, *, make_config, checks=(), build):
+    """The body of every training script's ``main``.
+
+    Args:
+        script: the script's file name, the prefix of every message (``train_idc.py``).
+        argv: ``main``'s argument list (anything after the program name is an error).
+        make_config: ``() -> TrainConfig`` from the parsed flags (:func:`train_config`).
+        checks: ``config -> None`` functions raising ``config.ConfigError`` or
+            ``app.UsageError``; they run before TensorFlow is imported, so a bad setting fails in
+            about a second (the data and run folders are checked after them).
+        build: ``config -> Trainer``.
+
+    Exits non-zero with one ``<script>: error: ...`` line (no traceback) on bad arguments or flags
+    (``--model_kwargs`` included), data errors (a damaged file named, in the training or
+    validation data), an unusable ``--run_dir`` or one holding another run, and a non-finite
+    loss; 130 on Ctrl-C.
+    """
+    import cli
+    import rundir
+    from config import ConfigError
+    from training import runner
+
+    fail = f"{script}: error: {{}}".format
+    if len(argv) > 1:
+        sys.exit(fail(f"unexpected arguments: {' '.join(argv[1:])}"))
+    try:
+        config = make_config()
+        for check in (*checks, runner.check_data_dir, runner.check_run_dir):
+            check(config)
+    except (app.UsageError, ConfigError) as error:
+        sys.exit(fail(error))
+    cli.import_tensorflow()  # after the checks: TensorFlow's start-up lines hidden
+    import data
+    from training.loop import NonFiniteLossError
+
+    try:
+        return build(config).run()
+    except (data.DataError, ConfigError, rundir.RunDirError, app.UsageError) as error:
+        sys.exit(fail(error))
+    except NonFiniteLossError as error:
+        sys.exit(f"{script}: {error}")
+    except KeyboardInterrupt:
+        sys.exit(130)
