@@ -1,7 +1,8 @@
-"""train_gradientnet.py, training/gan_step.py and training/gradientnet_step.py: the paper recipe as
-defaults (gradientnet.md section 5), ablation flags, VGG weights offline, one full GAN step through
-the one loop (5 critic + 1 generator update), checkpoint contents, resume refusals, and a resumed
-GAN run equal to an uninterrupted one."""
+"""train_gradientnet.py, training/gan_step.py and training/gradientnet_step.py: the paper recipe
+as a config (gradientnet.md section 5) and the quick preset, the flags read once into it, ablation
+flags, VGG weights offline, one full GAN step through the one loop (5 critic + 1 generator update),
+a tiny command recording its config, checkpoint contents, resume refusals, and a resumed GAN run
+equal to an uninterrupted one."""
 
 import io
 import json
@@ -22,10 +23,12 @@ from tests.train_checks import (
     one_loop_step,
     parsed_flags,
     round_trip,
+    run_command,
     run_main,
     write_split,
 )
-from training import optimizers, script
+from training import optimizers, runner
+from training.config import replace
 from training.gradientnet_step import GradientNetTrainStep
 from training.loop import ConfigError, LoopConfig, Trainer
 
@@ -38,68 +41,112 @@ def tiny_step(**overrides):
     return GradientNetTrainStep(**kwargs)
 
 
-def test_paper_defaults(monkeypatch, tmp_path):
-    with parsed_flags("train_gradientnet.py") as flags:
-        train_gradientnet.apply_flag_defaults()
-        train_gradientnet.check_flags()
-        assert flags.batch_size == 4 and flags.crop_size == 256
-        assert (flags.hflip, flags.vflip, flags.rot90, flags.noise) == (False, False, False, "off")
-        assert flags.epochs == 150 and flags.max_steps == 0
-        assert flags.learning_rate == 1e-4 and flags.adam_epsilon == 1e-8
-        assert (flags.adam_beta_1, flags.adam_beta_2) == (0.5, 0.999)
-        assert flags.critic_steps == 5 and flags.gp_weight == 10.0
-        assert (flags.content_weight, flags.gradient_weight, flags.adv_weight) == (10.0, 1.0, 1.0)
-        assert flags.content_feature_scale == pytest.approx(1 / 57.5)
-        assert flags.gp_endpoint == "generated" and flags.content_distance == "mse"
-        assert flags.vgg_weights == "imagenet" and flags.pixel_weight == 0.0
-        assert flags.critic_learning_rate is None
-        assert train_gradientnet.model_kwargs() == {
-            "rgcl_mode": "cross",
-            "mbrb_branches": 3,
-            "use_gradientnet": True,
-        }
-        flags.vgg_weights = "random"  # the imagenet file is not on the test machines
-        # GoPro: 2103 pairs // 4 = 525 generator steps per epoch, 78,750 in 150 epochs.
-        assert script.total_steps(525) == 78_750  # 150 epochs of 2103 // 4 generator steps
-        step = train_gradientnet.make_step(steps_per_epoch=525, total_steps=78_750)
+def test_paper_defaults():
+    """gradientnet.md section 5: batch 4, 256 crops without flips or noise, 150 epochs, Adam lr
+    1e-4 (betas 0.5 / 0.999, epsilon 1e-8, PyTorch's formula) for G and D, 5 critic updates,
+    L_G = 10 content + 1 gradient + 1 adversarial, lambda_GP 10, no pixel term, ImageNet VGG19."""
+    config = train_gradientnet.paper_config()
+    train_gradientnet.check_config(config)
+    data, schedule, recipe = config.data, config.schedule, config.paper
+    assert data.batch_size == 4 and data.crop_size == 256
+    assert (data.hflip, data.vflip, data.rot90, data.noise) == (False, False, False, "off")
+    assert schedule.epochs == 150 and schedule.max_steps == 0 and schedule.val_every_epochs == 10
+    assert schedule.learning_rate == 1e-4 and schedule.adam_epsilon == 1e-8
+    assert (recipe.adam_beta_1, recipe.adam_beta_2) == (0.5, 0.999)
+    assert recipe.critic_steps == 5 and recipe.gp_weight == 10.0
+    assert (recipe.content_weight, recipe.gradient_weight, recipe.adv_weight) == (10.0, 1.0, 1.0)
+    assert recipe.content_feature_scale == pytest.approx(1 / 57.5)
+    assert recipe.gp_endpoint == "generated" and recipe.content_distance == "mse"
+    assert recipe.vgg_weights == "imagenet" and recipe.pixel_weight == 0.0
+    assert recipe.critic_learning_rate is None and recipe.critic_kwargs is None
+    assert config.model_kwargs is None and config.preset == "none"
+    assert train_gradientnet.model_kwargs(config) == {
+        "rgcl_mode": "cross",
+        "mbrb_branches": 3,
+        "use_gradientnet": True,
+    }
+    # GoPro: 2103 pairs // 4 = 525 generator steps per epoch, 78,750 in 150 epochs.
+    assert runner.total_steps(config, 525) == 78_750
+    config = replace(config, vgg_weights="random")  # the imagenet file is not on the test machines
+    step = train_gradientnet.make_step(config, steps_per_epoch=525, total_steps=78_750)
     assert step.critic_steps == 5 and step.adam_formula == "pytorch"
     assert (step.learning_rate, step.critic_learning_rate) == (1e-4, 1e-4)
     assert step.weights["content_weight"] == losses.GRADIENTNET_CONTENT_WEIGHT == 10.0
     assert step.gp_weight == 10.0 and step.gp_endpoint == "generated"
+    assert train_gradientnet.paper_config() == replace(config, vgg_weights="imagenet")
 
 
 def test_quick_preset_uses_random_vgg_and_small_widths():
-    with parsed_flags("train_gradientnet.py", "--preset=quick") as flags:
-        train_gradientnet.apply_flag_defaults()
-        train_gradientnet.check_flags()
-        train_gradientnet.apply_model_kwargs()
-        assert flags.vgg_weights == "random" and flags.critic_steps == 5
-        assert (flags.adam_beta_1, flags.content_weight, flags.learning_rate) == (0.5, 10.0, 1e-4)
-        assert flags.pixel_weight == 1000.0  # the preset's documented anchor (not the paper's)
-        kwargs = train_gradientnet.model_kwargs()
-        assert kwargs["base_channels"] == 16 and kwargs["global_residual"] is True
-        assert kwargs["output_init"] == "zeros"
+    config = train_gradientnet.quick(train_gradientnet.paper_config())
+    train_gradientnet.check_config(config)
+    recipe = config.paper
+    assert config.preset == "quick" and recipe.vgg_weights == "random"
+    assert recipe.critic_steps == 5 and recipe.adam_beta_1 == 0.5 and recipe.content_weight == 10.0
+    assert config.schedule.learning_rate == 1e-4 and config.schedule.max_steps == 2000
+    assert recipe.pixel_weight == 1000.0  # the preset's documented anchor (not the paper's)
+    assert config.data.crop_size == 64 and config.data.val_images == 16
+    assert train_gradientnet.critic_kwargs(config) == {"base_channels": 16}
+    kwargs = train_gradientnet.model_kwargs(config)
+    assert kwargs["base_channels"] == 16 and kwargs["global_residual"] is True
+    assert kwargs["output_init"] == "zeros" and kwargs["num_mbrb"] == 2
+
+
+def test_flags_become_the_config_once():
+    """The command line over the preset over the recipe. Before configs, a ``--preset quick``
+    parse followed by the paper defaults in one process kept the preset's model_kwargs and
+    max_steps (flag defaults the preset had set); a plain parse now gives exactly the recipe."""
+    args = ["--preset=quick", "--crop_size=32", '--model_kwargs={"num_mbrb": 1, "skip": "concat"}']
+    with parsed_flags("train_gradientnet.py", *args) as flags:
+        config = train_gradientnet.config_from_flags()
+        assert config.preset == "quick" and config.data.crop_size == 32
+        assert config.schedule.max_steps == 2000 and config.paper.vgg_weights == "random"
+        assert config.paper.num_mbrb == 1  # --model_kwargs over the preset's 2
+        assert train_gradientnet.model_kwargs(config)["skip"] == "concat"
+        flags.unparse_flags()  # a second command in the same process, without the preset
+        flags(["train_gradientnet.py"])
+        assert train_gradientnet.config_from_flags() == train_gradientnet.paper_config()
 
 
 @pytest.mark.parametrize(
-    "args, model, loss",
+    "args, fields, model, loss",
     [
-        (["--content_weight=0"], {}, {"content_weight": 0.0, "vgg_weights": None}),
-        (["--gradient_weight=0"], {}, {"gradient_weight": 0.0}),
-        (["--rgcl_mode=plain"], {"rgcl_mode": "plain"}, {}),
-        (["--mbrb_branches=1"], {"mbrb_branches": 1}, {}),
-        (["--nouse_gradientnet"], {"use_gradientnet": False}, {}),
-        (["--gp_endpoint=blurred"], {}, {"gp_endpoint": "blurred"}),
+        (["--content_weight=0"], {"content_weight": 0.0}, {}, {"vgg_weights": None}),
+        (["--gradient_weight=0"], {"gradient_weight": 0.0}, {}, {}),
+        (["--rgcl_mode=plain"], {"rgcl_mode": "plain"}, {"rgcl_mode": "plain"}, {}),
+        (["--mbrb_branches=1"], {"mbrb_branches": 1}, {"mbrb_branches": 1}, {}),
+        (["--nouse_gradientnet"], {"use_gradientnet": False}, {"use_gradientnet": False}, {}),
+        (["--gp_endpoint=blurred"], {"gp_endpoint": "blurred"}, {}, {}),
     ],
 )
-def test_every_ablation_of_tables_4_and_5_is_a_flag(args, model, loss):
+def test_every_ablation_of_tables_4_and_5_is_a_flag(args, fields, model, loss):
     with parsed_flags("train_gradientnet.py", "--vgg_weights=random", *args):
-        train_gradientnet.apply_flag_defaults()
-        train_gradientnet.check_flags()
-        step = train_gradientnet.make_step(steps_per_epoch=1, total_steps=1)
-    config = step.run_config()
-    assert model.items() <= config["model_kwargs"].items()
-    assert loss.items() <= config["loss"].items()
+        config = train_gradientnet.config_from_flags()
+    paper = train_gradientnet.paper_config()
+    assert config == replace(paper, vgg_weights="random", **fields)
+    train_gradientnet.check_config(config)
+    step = train_gradientnet.make_step(config, steps_per_epoch=1, total_steps=1)
+    recorded = step.run_config()
+    assert model.items() <= recorded["model_kwargs"].items()
+    losses_given = {k: v for k, v in fields.items() if k not in model}
+    assert {**losses_given, **loss}.items() <= recorded["loss"].items()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"crop_size": 30}, "--crop_size must be a multiple of 4 (GradientNet's two down-sa"),
+        ({"crop_size": 28}, "--crop_size must be at least 32"),
+        ({"critic_kwargs": '{"width": 3}'}, "--critic_kwargs: gradientnet_critic has no argu"),
+        ({"critic_kwargs": "[16]"}, "--critic_kwargs must be a JSON object, got [16]"),
+        ({"critic_kwargs": "{base: 1}"}, "--critic_kwargs is not valid JSON ("),
+        ({"adam_beta_2": 1.0}, "--adam_beta_1 and --adam_beta_2 must be below 1."),
+    ],
+)
+def test_bad_configs_are_one_line_config_errors(change, message):
+    config = replace(train_gradientnet.paper_config(), **change)
+    with pytest.raises(ConfigError) as error:
+        train_gradientnet.check_config(config)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 def test_bad_flags_are_one_line_errors(tmp_path):
@@ -126,6 +173,42 @@ def test_missing_imagenet_vgg_stops_before_the_first_step(monkeypatch, tmp_path)
     assert "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert "253f8cb515780f3b799900260a226db6" in message and str(tmp_path / "keras") in message
     assert not run.exists()
+
+
+@pytest.mark.eager
+def test_a_tiny_command_trains_and_records_its_config(tmp_path):
+    data = write_split(tmp_path / "data", "train", 4, size=(32, 32))
+    write_split(data, "test", 1, size=(32, 32), seed=1)
+    run = tmp_path / "run"
+    tiny = ["--base_channels=4", "--gradient_channels=16", "--num_mbrb=1", "--critic_steps=1"]
+    critic = '{"base_channels": 4}'
+    code = run_command(
+        train_gradientnet,
+        f"--data_dir={data}",
+        f"--run_dir={run}",
+        "--crop_size=32",
+        "--batch_size=2",
+        "--max_steps=1",
+        "--content_weight=0",
+        f"--critic_kwargs={critic}",
+        "--summary_images=0",
+        *tiny,
+    )
+    assert code == 0, code
+    recorded = json.loads((run / "run_config.json").read_text())
+    assert "flags" not in recorded and recorded["config"]["paper"]["critic_kwargs"] == critic
+    assert recorded["config"]["paper"]["num_mbrb"] == 1 and recorded["config"]["preset"] == "none"
+    assert recorded["config"]["schedule"]["max_steps"] == 1
+    assert recorded["critics"]["critic"]["kwargs"] == {"base_channels": 4}
+    assert recorded["model_kwargs"] == {
+        "rgcl_mode": "cross",
+        "mbrb_branches": 3,
+        "use_gradientnet": True,
+        "base_channels": 4,
+        "gradient_channels": 16,
+        "num_mbrb": 1,
+    }
+    assert (run / "final.weights.h5").is_file()
 
 
 @pytest.fixture(scope="module")
