@@ -11,77 +11,95 @@ three scales, Glorot-uniform ("Xavier") initialisation. Examples:
     python train_idc.py --data_dir /data/GOPRO --n_scales 1 --run_dir runs/idc_1scale  # Fig. 6
 
 Rerunning a command with the same --run_dir resumes from its latest checkpoint. Outputs: see
-``training/__init__.py`` (run_config.json, checkpoints/, best/, tensorboard/, final.weights.h5).
+``rundir.py`` (run_config.json, checkpoints/, best/, tensorboard/, final.weights.h5).
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+import dataclasses
+
+from absl import flags
 
 import cli
 from cli import train_flags
-from training import script
+from training import runner
+from training.config import DataConfig, ScheduleConfig, TrainConfig, replace
 
 FLAGS = flags.FLAGS
-PAPER_FLAGS = [
-    "decoder_reading",
-    "use_texture",
-    "n_scales",
-    "grad_loss_norm",
-    "base_channels",
-    "num_res",
-    "lr_end",
-    "lr_power",
-]
-# Constructor arguments of IDC that have a flag here (--model_kwargs sets them through it); the
-# others (texture_input, stop_gradient, pyramid_mode, kernel_size) come from --model_kwargs only.
-MODEL_FLAG_KEYS = ("decoder_reading", "use_texture", "n_scales", "base_channels", "num_res")
 SSIM_WINDOW = 11  # losses.SSIM_WINDOW: the coarsest training scale must hold one SSIM window
 
-# The paper recipe (idc.md sections 7-8), restated in full so that another paper's script imported
-# in the same process cannot change what this script runs.
-PAPER_DEFAULTS = {
-    "batch_size": 16,  # "the batch size was 16"
-    "crop_size": 256,  # paper silent; SRN's 256 (A-IDC-14)
-    "hflip": False,  # no flips or rotations (paper mentions none; SRN uses none)
-    "vflip": False,
-    "rot90": False,
-    "noise": "random_sigma",  # "Gaussian random noise ... N(0, (2/255)^2)" (A-IDC-6)
-    "noise_sigma": 2.0,
-    "epochs": 1000,  # "maximum number of iterative training was 1000", read as epochs (A-IDC-13)
-    "learning_rate": 1e-4,  # "1e-4 ~ 1e-6"
-    "lr_end": 1e-6,
-    "lr_power": 0.3,  # SRN's power (the paper gives only the range)
-    "adam_epsilon": 1e-8,  # TF1 Adam "default settings" (Keras 3's default is 1e-7)
-    "val_every_epochs": 100,
-    "decoder_reading": "literal",
-    "use_texture": True,
-    "n_scales": 3,
-    "grad_loss_norm": "l1",
-    "base_channels": None,  # the model's own: 32 (Table 1)
-    "num_res": None,  # 2 ResBlocks per block (A-IDC-3)
-}
-# --preset quick: IDC at a quarter of the width (base_channels 8 instead of 32) and 1 ResBlock per
-# block instead of 2, because the full model costs ~205 GMAC per 256x256 crop; 48 px crops (the
-# smallest 3-scale crop whose 1/4 level holds the 11 px SSIM window), batch 4, learning rate 1e-3
-# decayed to 1e-6 over 3000 steps, noise and loss as the paper, validation on 16 full-size test
-# images. IDC predicts the image directly (no global residual), so it must first learn to
-# reproduce its input; measured on the embedded set, the validation PSNR is below the blurred
-# input's for the first ~2500 steps and above it at the end (README, IDC). 1500 steps at 5e-4
-# ended at parity.
-QUICK_PRESET = {
-    "base_channels": 8,
-    "num_res": 1,
-    "batch_size": 4,
-    "crop_size": 48,
-    "max_steps": 3000,
-    "learning_rate": 1e-3,
-    "val_images": 16,
-    "val_every_steps": 500,
-    "checkpoint_every": 500,
-    "log_every": 50,
-    "summary_images": 2,
-}
+
+@dataclasses.dataclass(frozen=True)
+class IdcRecipe:
+    """IDC's own settings (idc.md sections 3, 5 and 8). ``decoder_reading``, ``use_texture``,
+    ``n_scales``, ``base_channels`` and ``num_res`` are constructor arguments of the model (None
+    widths: the model's own, 32 channels (Table 1) and 2 ResBlocks per block (A-IDC-3)); the
+    other constructor switches (texture_input, stop_gradient, pyramid_mode, kernel_size) come from
+    ``model_kwargs`` only."""
+
+    decoder_reading: str = "literal"  # Table 1 read literally; "srn": the SRN-like alternative
+    use_texture: bool = True  # False: the Fig. 7 ablation
+    n_scales: int = 3  # 1: the Fig. 6 single-scale ablation
+    grad_loss_norm: str = "l1"  # A-IDC-5
+    base_channels: int | None = None
+    num_res: int | None = None
+    lr_end: float = 1e-6  # "1e-4 ~ 1e-6"
+    lr_power: float = 0.3  # SRN's power (the paper gives only the range)
+
+
+def paper_config() -> TrainConfig:
+    """The paper recipe (idc.md sections 7-8): batch 16 ("the batch size was 16"), 256x256 crops
+    (paper silent; SRN's, A-IDC-14) without flips or rotations (the paper mentions none; SRN uses
+    none), Gaussian noise N(0, (2/255)^2) on the blurred input (A-IDC-6), 1000 epochs ("maximum
+    number of iterative training was 1000", read as epochs, A-IDC-13), Adam lr 1e-4 decayed to
+    1e-6 with epsilon 1e-8 (TF1 Adam "default settings"; Keras 3's is 1e-7), validation every 100
+    epochs."""
+    return TrainConfig(
+        paper=IdcRecipe(),
+        data=DataConfig(
+            batch_size=16,
+            crop_size=256,
+            hflip=False,
+            vflip=False,
+            rot90=False,
+            noise="random_sigma",
+            noise_sigma=2.0,
+        ),
+        schedule=ScheduleConfig(
+            epochs=1000, learning_rate=1e-4, adam_epsilon=1e-8, val_every_epochs=100
+        ),
+    )
+
+
+def quick(config: TrainConfig) -> TrainConfig:
+    """--preset quick: IDC at a quarter of the width (base_channels 8 instead of 32) and 1
+    ResBlock per block instead of 2, because the full model costs ~205 GMAC per 256x256 crop; 48
+    px crops (the smallest 3-scale crop whose 1/4 level holds the 11 px SSIM window), batch 4,
+    learning rate 1e-3 decayed to 1e-6 over 3000 steps, noise and loss as the paper, validation on
+    16 full-size test images.
+
+    IDC predicts the image directly (no global residual), so it must first learn to reproduce its
+    input; measured on the embedded set, the validation PSNR is below the blurred input's for the
+    first ~2500 steps and above it at the end (docs/idc.md). 1500 steps at 5e-4 ended at parity.
+    """
+    return replace(
+        config,
+        preset="quick",
+        base_channels=8,
+        num_res=1,
+        batch_size=4,
+        crop_size=48,
+        max_steps=3000,
+        learning_rate=1e-3,
+        val_images=16,
+        val_every_steps=500,
+        checkpoint_every=500,
+        log_every=50,
+        summary_images=2,
+    )
+
+
+PRESETS = {"quick": quick}
 
 train_flags.define_common_flags()
 train_flags.define_once(
@@ -113,75 +131,78 @@ train_flags.define_polynomial_decay_flags()
 flags.adopt_module_key_flags(train_flags)
 
 
-def apply_flag_defaults():
-    """Paper defaults, then the preset; flags given on the command line always win."""
-    script.apply_defaults(PAPER_DEFAULTS, QUICK_PRESET)
+def config_from_flags() -> TrainConfig:
+    """The run's configuration: the recipe, ``--preset``, the given flags, ``--model_kwargs``."""
+    return train_flags.train_config(paper_config(), PRESETS, model_name=lambda config: "idc")
 
 
-def size_multiple():
+def size_multiple(config: TrainConfig) -> int:
     """Side multiple of the model (idc.md section 3): 16 for three scales, 4 for one."""
-    return 4 * 2 ** (FLAGS.n_scales - 1)
+    return 4 * 2 ** (config.paper.n_scales - 1)
 
 
-def check_flags():
-    """Cross-flag checks the flag parser cannot do; raises app.UsageError."""
-    if FLAGS.n_scales not in (1, 3):
-        raise app.UsageError(
-            f"--n_scales must be 3 (the paper) or 1 (its single-scale ablation), "
-            f"got {FLAGS.n_scales}."
+def check_config(config: TrainConfig) -> None:
+    """Checks across settings that the flag parser cannot do; raises ConfigError."""
+    n_scales = config.paper.n_scales
+    if n_scales not in (1, 3):
+        raise runner.ConfigError(
+            f"--n_scales must be 3 (the paper) or 1 (its single-scale ablation), got {n_scales}."
         )
     # The SSIM term needs an 11x11 window at the coarsest scale (crop / 4 for three scales).
-    coarsest = 2 ** (FLAGS.n_scales - 1)
-    script.check_crop_size(
-        size_multiple(),
-        f"IDC with --n_scales {FLAGS.n_scales}: SSIM needs {SSIM_WINDOW} px at the coarsest scale",
-        minimum=SSIM_WINDOW * coarsest,
+    runner.check_crop_size(
+        config,
+        size_multiple(config),
+        f"IDC with --n_scales {n_scales}: SSIM needs {SSIM_WINDOW} px at the coarsest scale",
+        minimum=SSIM_WINDOW * 2 ** (n_scales - 1),
     )
-    script.check_decay_flags()
+    runner.check_decay(config)
 
 
-def apply_model_kwargs():
-    """``--model_kwargs`` checked against IDC; keys with a flag set that flag."""
-    script.apply_model_kwargs("idc", MODEL_FLAG_KEYS)
-
-
-def model_kwargs():
+def model_kwargs(config: TrainConfig) -> dict:
     """``models.build_model("idc", ...)`` overrides: the paper switches always (run_config.json
-    states them), the widths when given, and the other ``--model_kwargs`` entries."""
+    states them), the widths when given, and the other ``model_kwargs`` entries."""
+    recipe = config.paper
     return {
-        "decoder_reading": FLAGS.decoder_reading,
-        "use_texture": FLAGS.use_texture,
-        "n_scales": FLAGS.n_scales,
-        **script.width_kwargs(),
-        **script.extra_model_kwargs(MODEL_FLAG_KEYS),
+        "decoder_reading": recipe.decoder_reading,
+        "use_texture": recipe.use_texture,
+        "n_scales": recipe.n_scales,
+        **runner.width_kwargs(config),
+        **runner.extra_model_kwargs(config),
     }
 
 
-def make_step(steps_per_epoch, total_steps):
-    """The IDC step object from the flags (idc.md sections 5 and 8)."""
+def make_step(config: TrainConfig, steps_per_epoch, total_steps):
+    """The IDC step object of ``config`` (idc.md sections 5 and 8)."""
     from training.idc_step import IdcTrainStep
 
     del steps_per_epoch  # the decay runs over the whole run, in steps
     return IdcTrainStep(
-        model_kwargs=model_kwargs(),
-        grad_loss_norm=FLAGS.grad_loss_norm,
-        **script.polynomial_decay_kwargs(total_steps),
+        model_kwargs=model_kwargs(config),
+        grad_loss_norm=config.paper.grad_loss_norm,
+        **runner.polynomial_decay_kwargs(config, total_steps),
     )
 
 
-def build_trainer(out=None):
-    """Flags -> Trainer (the shared flow of :func:`training.script.build_trainer`)."""
-    return script.build_trainer(
-        make_step, paper_flags=PAPER_FLAGS, default_run_dir="runs/idc", out=out
+def build_trainer(config: TrainConfig, out=None):
+    """``config`` -> Trainer (the shared assembly of :func:`training.runner.build_trainer`)."""
+    return runner.build_trainer(
+        config,
+        lambda **sizes: make_step(config, **sizes),
+        default_run_dir="runs/idc",
+        out=out,
     )
 
 
 def main(argv):
-    # Before TensorFlow loads: bad flags fail fast.
-    prepare = (apply_flag_defaults, apply_model_kwargs, check_flags)
-    script.run_main("train_idc.py", argv, prepare=prepare, build=build_trainer)
+    train_flags.run_training(
+        "train_idc.py",
+        argv,
+        make_config=config_from_flags,
+        checks=(check_config,),
+        build=build_trainer,
+    )
 
 
 if __name__ == "__main__":
-    train_flags.apply_defaults(PAPER_DEFAULTS)  # so that --help shows this paper's defaults
+    train_flags.set_flag_defaults(paper_config())  # so that --help shows this paper's defaults
     cli.run(main)

@@ -11,7 +11,6 @@ import tensorflow as tf
 
 import losses
 import train_idc
-from cli import train_flags
 from tests.train_checks import (
     adam_settings,
     assert_glorot_init,
@@ -24,6 +23,7 @@ from tests.train_checks import (
     write_split,
 )
 from training import inputs
+from training.config import replace
 from training.idc_step import IdcTrainStep
 
 TINY = {"base_channels": 4, "num_res": 1}
@@ -31,24 +31,26 @@ TINY_ARGS = ["--base_channels=4", "--num_res=1", "--crop_size=48", "--batch_size
 
 
 def test_paper_defaults():
-    with parsed_flags("train_idc.py") as flags:
-        train_idc.apply_flag_defaults()
-        train_idc.check_flags()
-        assert flags.batch_size == 16 and flags.crop_size == 256
-        assert (flags.hflip, flags.vflip, flags.rot90) == (False, False, False)
-        assert flags.noise == "random_sigma" and flags.noise_sigma == 2.0
-        assert flags.epochs == 1000 and flags.max_steps == 0
-        assert flags.learning_rate == 1e-4 and flags.lr_end == 1e-6 and flags.lr_power == 0.3
-        assert flags.adam_epsilon == 1e-8
-        assert (flags.decoder_reading, flags.use_texture, flags.n_scales) == ("literal", True, 3)
-        assert flags.grad_loss_norm == "l1"
-        assert train_idc.model_kwargs() == {
-            "decoder_reading": "literal",
-            "use_texture": True,
-            "n_scales": 3,
-        }
-        # 1000 epochs of the GoPro training split (2103 pairs // 16 = 131 steps): 131,000 steps.
-        step = train_idc.make_step(steps_per_epoch=131, total_steps=1000 * 131)
+    """idc.md sections 7-8: batch 16, 256 crops without flips, noise |N(0, (2/255)^2)|, 1000
+    epochs, Adam lr 1e-4 -> 1e-6 (power 0.3) with epsilon 1e-8, the paper's model switches."""
+    config = train_idc.paper_config()
+    train_idc.check_config(config)
+    data, schedule, recipe = config.data, config.schedule, config.paper
+    assert data.batch_size == 16 and data.crop_size == 256
+    assert (data.hflip, data.vflip, data.rot90) == (False, False, False)
+    assert data.noise == "random_sigma" and data.noise_sigma == 2.0
+    assert schedule.epochs == 1000 and schedule.max_steps == 0
+    assert schedule.learning_rate == 1e-4 and recipe.lr_end == 1e-6 and recipe.lr_power == 0.3
+    assert schedule.adam_epsilon == 1e-8 and config.preset == "none"
+    assert (recipe.decoder_reading, recipe.use_texture, recipe.n_scales) == ("literal", True, 3)
+    assert recipe.grad_loss_norm == "l1" and (recipe.base_channels, recipe.num_res) == (None, None)
+    assert train_idc.model_kwargs(config) == {
+        "decoder_reading": "literal",
+        "use_texture": True,
+        "n_scales": 3,
+    }
+    # 1000 epochs of the GoPro training split (2103 pairs // 16 = 131 steps): 131,000 steps.
+    step = train_idc.make_step(config, steps_per_epoch=131, total_steps=1000 * 131)
     assert step.loss_kwargs == {
         "ssim_weight": losses.IDC_SSIM_WEIGHT,
         "grad_weight": losses.IDC_GRAD_WEIGHT,
@@ -60,13 +62,29 @@ def test_paper_defaults():
     assert not schedule["cycle"]
 
 
+def test_quick_preset_changes_only_its_settings():
+    config = train_idc.paper_config()
+    quick = train_idc.quick(config)
+    assert quick.preset == "quick"
+    assert quick.paper == replace(config, base_channels=8, num_res=1).paper
+    assert quick.data.crop_size == 48 and quick.data.batch_size == 4 and quick.data.val_images == 16
+    assert quick.schedule.max_steps == 3000 and quick.schedule.learning_rate == 1e-3
+    assert quick.data.noise == "random_sigma" and quick.data.hflip is False  # the recipe otherwise
+    train_idc.check_config(quick)
+    assert train_idc.paper_config() == config  # a preset returns a new config
+
+
 def test_command_line_and_quick_preset_win_over_paper_defaults():
-    with parsed_flags("train_idc.py", "--batch_size=8", "--noise=off", "--preset=quick") as flags:
-        train_idc.apply_flag_defaults()
-        assert flags.batch_size == 8 and flags.noise == "off"  # given: kept
-        assert flags.crop_size == 48 and flags.max_steps == 3000 and flags.base_channels == 8
-        assert flags.learning_rate == 1e-3 and flags.num_res == 1 and flags.val_images == 16
-        assert flags.lr_end == 1e-6 and flags.hflip is False  # the recipe otherwise
+    """The command line over the preset over the recipe; no flag given is the recipe itself."""
+    with parsed_flags("train_idc.py", "--batch_size=8", "--noise=off", "--preset=quick"):
+        config = train_idc.config_from_flags()
+    data, schedule, recipe = config.data, config.schedule, config.paper
+    assert data.batch_size == 8 and data.noise == "off"  # given: kept
+    assert data.crop_size == 48 and schedule.max_steps == 3000 and recipe.base_channels == 8
+    assert schedule.learning_rate == 1e-3 and recipe.num_res == 1 and data.val_images == 16
+    assert recipe.lr_end == 1e-6 and data.hflip is False  # the recipe otherwise
+    with parsed_flags("train_idc.py"):
+        assert train_idc.config_from_flags() == train_idc.paper_config()
 
 
 def test_step_builds_the_paper_model_and_optimizer():
@@ -149,16 +167,15 @@ def test_bad_flags_exit_nonzero_with_a_clear_message(args, message, tmp_path):
 
 def test_model_kwargs_reach_the_switches_without_a_flag():
     """--model_kwargs reaches texture_input, stop_gradient, pyramid_mode; a key with a flag
-    (n_scales) sets the flag, so the crop check uses it too."""
+    (n_scales) sets the recipe's field, so the crop check uses it too."""
     extra = {"texture_input": "blur", "stop_gradient": False, "pyramid_mode": "direct"}
     text = json.dumps({**extra, "n_scales": 1})
-    with parsed_flags("train_idc.py", f"--model_kwargs={text}", "--crop_size=44") as flags:
-        train_idc.apply_flag_defaults()
-        train_idc.apply_model_kwargs()
-        train_idc.check_flags()  # 44 is a multiple of 4 (one scale), not of 16 (three)
-        assert flags.n_scales == 1
-        kwargs = train_idc.model_kwargs()
-        assert train_flags.snapshot()["model_kwargs"] == text  # recorded in run_config.json
+    with parsed_flags("train_idc.py", f"--model_kwargs={text}", "--crop_size=44"):
+        config = train_idc.config_from_flags()
+    train_idc.check_config(config)  # 44 is a multiple of 4 (one scale), not of 16 (three)
+    assert config.paper.n_scales == 1
+    assert config.model_kwargs == text  # recorded in run_config.json
+    kwargs = train_idc.model_kwargs(config)
     assert kwargs == {"decoder_reading": "literal", "use_texture": True, "n_scales": 1, **extra}
 
 
@@ -198,3 +215,6 @@ def test_tiny_run_dir_evaluates_exports_and_deblurs(tmp_path):
     assert run_main(train_idc, *args, *TINY_ARGS) == 0
     kwargs = {"decoder_reading": "literal", "use_texture": True, "n_scales": 3, **TINY}
     round_trip(run, data, tmp_path, "idc", kwargs)
+    recorded = json.loads((run / "run_config.json").read_text())["config"]
+    assert recorded["paper"]["n_scales"] == 3 and recorded["data"]["noise"] == "random_sigma"
+    assert recorded["schedule"]["max_steps"] == 2 and recorded["paper"]["lr_end"] == 1e-6

@@ -2,6 +2,8 @@
 (two_way.md 6), one step through the generic loop, bad flags, and a tiny trained run directory
 read back by evaluate.py / export.py / deblur.py."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,44 +28,53 @@ TINY_ARGS = ["--base_channels=4", "--num_res=1", "--crop_size=32", "--batch_size
 
 
 def test_paper_defaults():
-    with parsed_flags("train_two_way.py") as flags:
-        train_two_way.apply_flag_defaults()
-        train_two_way.check_flags()
-        assert flags.batch_size == 16 and flags.crop_size == 256
-        assert (flags.hflip, flags.vflip, flags.rot90) == (False, False, False)
-        assert flags.noise == "off"
-        assert flags.epochs == 4000 and flags.max_steps == 0
-        assert flags.learning_rate == 1e-4 and flags.lr_end == 0.0 and flags.lr_power == 0.3
-        assert flags.adam_epsilon == 1e-8
-        assert train_two_way.model_kwargs() == {"two_way": True, "deconv_kernel": 4}
-        # 4000 epochs of the GoPro training split (131 steps each): 524,000 steps.
-        step = train_two_way.make_step(steps_per_epoch=131, total_steps=4000 * 131)
+    """two_way.md section 6: batch 16, 256 crops, no flips, no noise, 4000 epochs, Adam lr 1e-4
+    -> 0 (power 0.3) with epsilon 1e-8, both branches, 4x4 deconvolutions."""
+    config = train_two_way.paper_config()
+    train_two_way.check_config(config)
+    data, schedule, recipe = config.data, config.schedule, config.paper
+    assert data.batch_size == 16 and data.crop_size == 256
+    assert (data.hflip, data.vflip, data.rot90) == (False, False, False)
+    assert data.noise == "off" and config.preset == "none"
+    assert schedule.epochs == 4000 and schedule.max_steps == 0
+    assert schedule.learning_rate == 1e-4 and recipe.lr_end == 0.0 and recipe.lr_power == 0.3
+    assert schedule.adam_epsilon == 1e-8 and (recipe.base_channels, recipe.num_res) == (None, None)
+    assert train_two_way.model_kwargs(config) == {"two_way": True, "deconv_kernel": 4}
+    # 4000 epochs of the GoPro training split (131 steps each): 524,000 steps.
+    step = train_two_way.make_step(config, steps_per_epoch=131, total_steps=4000 * 131)
     assert step.loss_kwargs == {"scale_weights": losses.TWO_WAY_SCALE_WEIGHTS}
     schedule = step.schedule.get_config()
     assert schedule["initial_learning_rate"] == 1e-4 and schedule["end_learning_rate"] == 0.0
     assert schedule["power"] == 0.3 and schedule["decay_steps"] == 524_000
     assert not schedule["cycle"]
+    quick = train_two_way.quick(config)
+    assert quick.preset == "quick" and quick.paper.num_res == 1 and quick.data.crop_size == 32
+    assert quick.schedule.max_steps == 4000 and quick.schedule.learning_rate == 2e-3
+    assert quick.data.batch_size == 4 and quick.data.val_images == 16
+    train_two_way.check_config(quick)
+    assert train_two_way.paper_config() == config  # a preset returns a new config
 
 
 def test_ablation_flags_reach_the_model_and_preset_keeps_the_recipe():
     args = ("--notwo_way", "--deconv_kernel=3", "--preset=quick", "--max_steps=7")
-    with parsed_flags("train_two_way.py", *args) as flags:
-        train_two_way.apply_flag_defaults()
-        kwargs = train_two_way.model_kwargs()
-        assert flags.max_steps == 7 and flags.crop_size == 32 and flags.lr_end == 0.0
-        assert flags.learning_rate == 2e-3 and flags.val_images == 16
+    with parsed_flags("train_two_way.py", *args):
+        config = train_two_way.config_from_flags()
+    data, schedule = config.data, config.schedule
+    assert schedule.max_steps == 7 and data.crop_size == 32 and config.paper.lr_end == 0.0
+    assert schedule.learning_rate == 2e-3 and data.val_images == 16
+    kwargs = train_two_way.model_kwargs(config)
     assert kwargs == {"two_way": False, "deconv_kernel": 3, "num_res": 1}
+    with parsed_flags("train_two_way.py"):
+        assert train_two_way.config_from_flags() == train_two_way.paper_config()
 
 
 def test_model_kwargs_reach_share_bottleneck_blocks():
     args = ('--model_kwargs={"share_bottleneck_blocks": true, "num_res": 2}', "--notwo_way")
-    with parsed_flags("train_two_way.py", *args) as flags:
-        train_two_way.apply_flag_defaults()
-        train_two_way.apply_model_kwargs()
-        train_two_way.check_flags()
-        assert flags.num_res == 2
-        kwargs = train_two_way.model_kwargs()
-    assert kwargs == {
+    with parsed_flags("train_two_way.py", *args):
+        config = train_two_way.config_from_flags()
+    train_two_way.check_config(config)
+    assert config.paper.num_res == 2
+    assert train_two_way.model_kwargs(config) == {
         "two_way": False,
         "deconv_kernel": 4,
         "num_res": 2,
@@ -120,3 +131,12 @@ def test_tiny_run_dir_evaluates_exports_and_deblurs(tmp_path):
     assert run_main(train_two_way, *args, *TINY_ARGS) == 0
     kwargs = {"two_way": True, "deconv_kernel": 4, **TINY}
     round_trip(run, data, tmp_path, "two_way", kwargs)
+    recorded = json.loads((run / "run_config.json").read_text())["config"]
+    assert recorded["paper"] == {
+        "two_way": True,
+        "deconv_kernel": 4,
+        "base_channels": 4,
+        "num_res": 1,
+        "lr_end": 0.0,
+        "lr_power": 0.3,
+    }
