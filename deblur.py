@@ -37,6 +37,7 @@ seamless results. When a folder is given, files already ending in the suffix are
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -48,6 +49,7 @@ import cli
 import fileio
 from cli import inference_flags
 from inference import outputs, tiling
+from inference.source_config import FrameworkSettings, ModelSource
 
 FLAGS = flags.FLAGS
 _define = cli.define_once
@@ -308,38 +310,69 @@ def run(restorer, plan, tile="auto", overlap=32, budget_gb=4.0) -> int:
     return len(plan)
 
 
-def check_flags():
-    """Every flag and path check that needs no model; returns (plan, tile)."""
-    if not FLAGS.input:
+@dataclasses.dataclass(frozen=True)
+class DeblurConfig:
+    """One deblur.py run, read from the flags once (:func:`config_from_flags`)."""
+
+    source: ModelSource
+    framework: FrameworkSettings = FrameworkSettings()
+    input: str | None = None
+    out: str | None = None
+    tile: str = "auto"
+    tile_overlap: int = 32
+    memory_budget_gb: float = 4.0
+    suffix: str = "_deblurred"
+    overwrite: bool = False
+
+
+def config_from_flags() -> DeblurConfig:
+    """deblur.py's flags as one :class:`DeblurConfig`."""
+    return DeblurConfig(
+        source=inference_flags.model_source(),
+        framework=inference_flags.framework_settings(),
+        input=FLAGS.input,
+        out=FLAGS.out,
+        tile=FLAGS.tile,
+        tile_overlap=FLAGS.tile_overlap,
+        memory_budget_gb=FLAGS.memory_budget_gb,
+        suffix=FLAGS.suffix,
+        overwrite=FLAGS.overwrite,
+    )
+
+
+def check_config(config: DeblurConfig):
+    """Every setting and path check that needs no model; returns (plan, tile)."""
+    if not config.input:
         raise ImageError("--input is required (an image file or a folder).")
-    if FLAGS.flow_source == "true":
+    if config.framework.flow_source == "true":
         raise ImageError(
             "--flow_source true: your images have no true motion flow; use --flow_source sen "
             "(the default), or evaluate.py on a data set with flow labels."
         )
-    tile = parse_tile(FLAGS.tile)
+    tile = parse_tile(config.tile)
     if tile not in ("auto", 0):
-        tiling.check_tiling(tile, FLAGS.tile_overlap)
-    elif FLAGS.tile_overlap < 0:
-        raise ImageError(f"--tile_overlap must be >= 0, got {FLAGS.tile_overlap}.")
-    if FLAGS.memory_budget_gb <= 0:
-        raise ImageError(f"--memory_budget_gb {FLAGS.memory_budget_gb}: must be positive.")
-    inputs = list_inputs(FLAGS.input, FLAGS.suffix)
+        tiling.check_tiling(tile, config.tile_overlap)
+    elif config.tile_overlap < 0:
+        raise ImageError(f"--tile_overlap must be >= 0, got {config.tile_overlap}.")
+    if config.memory_budget_gb <= 0:
+        raise ImageError(f"--memory_budget_gb {config.memory_budget_gb}: must be positive.")
+    inputs = list_inputs(config.input, config.suffix)
     if not inputs:
-        raise ImageError(f"--input {FLAGS.input}: no image files found.")
-    return plan_outputs(inputs, FLAGS.out, FLAGS.suffix, FLAGS.overwrite), tile
+        raise ImageError(f"--input {config.input}: no image files found.")
+    return plan_outputs(inputs, config.out, config.suffix, config.overwrite), tile
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = config_from_flags()
     try:
-        plan, tile = check_flags()
+        plan, tile = check_config(config)
         cli.import_tensorflow()
         from inference import model_io
 
-        restorer = model_io.restorer_from_flags()
-        count = run(restorer, plan, tile, FLAGS.tile_overlap, FLAGS.memory_budget_gb)
+        restorer = model_io.restorer_from_source(config.source, config.framework)
+        count = run(restorer, plan, tile, config.tile_overlap, config.memory_budget_gb)
     except (ValueError, OSError, cv2.error) as error:  # ImageError, OutputError, ModelSourceError
         sys.exit(f"deblur.py: error: {error}")
     print(f"Deblurred {count} image(s).")

@@ -39,6 +39,7 @@ synthetic test split is scored, and the console says so.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -55,6 +56,7 @@ import cli
 import fileio
 from cli import inference_flags
 from inference import outputs
+from inference.source_config import FrameworkSettings, ModelSource
 
 FLAGS = flags.FLAGS
 
@@ -407,45 +409,87 @@ def refuse_existing_results(out_dir, save_images, names, overwrite):
         outputs.refuse_existing(paths, "--save_images", overwrite, save_images)
 
 
-def prepare():
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """One evaluate.py run, read from the flags once (:func:`config_from_flags`): the data, the
+    metric convention, outputs, and the model (:class:`~inference.source_config.ModelSource`,
+    :class:`~inference.source_config.FrameworkSettings`)."""
+
+    source: ModelSource
+    framework: FrameworkSettings = FrameworkSettings()
+    data_dir: str | None = None
+    split: str = "test"
+    blur_variant: str = "blur"
+    metric_input: str = "uint8"
+    out_dir: str | None = None
+    save_images: str | None = None
+    warmup: int = 2
+    limit: int = 0
+    overwrite: bool = False
+
+
+def config_from_flags() -> EvaluateConfig:
+    """evaluate.py's flags as one :class:`EvaluateConfig`."""
+    return EvaluateConfig(
+        source=inference_flags.model_source(),
+        framework=inference_flags.framework_settings(),
+        data_dir=FLAGS.data_dir,
+        split=FLAGS.split,
+        blur_variant=FLAGS.blur_variant,
+        metric_input=FLAGS.metric_input,
+        out_dir=FLAGS.out_dir,
+        save_images=FLAGS.save_images,
+        warmup=FLAGS.warmup,
+        limit=FLAGS.limit,
+        overwrite=FLAGS.overwrite,
+    )
+
+
+def prepare(config: EvaluateConfig):
     """Every check that needs no model: output folders, data split, existing results.
 
     Returns (source, data description). Prints which data is scored when no --data_dir is given.
     """
-    check_outputs(FLAGS.out_dir, FLAGS.save_images)
+    check_outputs(config.out_dir, config.save_images)
     cli.import_tensorflow()
-    source, data_info = open_source(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
-    if not FLAGS.data_dir:
+    source, data_info = open_source(config.data_dir, config.split, config.blur_variant)
+    if not config.data_dir:
         print(
-            f"No --data_dir: scoring the embedded synthetic set, split {FLAGS.split!r} "
+            f"No --data_dir: scoring the embedded synthetic set, split {config.split!r} "
             f"({source!r}); its numbers say nothing about GoPro.",
             flush=True,
         )
-    names = image_names(source, FLAGS.limit)
-    refuse_existing_results(FLAGS.out_dir, FLAGS.save_images, names, FLAGS.overwrite)
-    if FLAGS.flow_source == "true":
-        flow_labels(source, FLAGS.limit)  # every label exists, before the model loads
+    names = image_names(source, config.limit)
+    refuse_existing_results(config.out_dir, config.save_images, names, config.overwrite)
+    if config.framework.flow_source == "true":
+        flow_labels(source, config.limit)  # every label exists, before the model loads
     return source, data_info
 
 
-def run(restorer, source=None, data_info=None):
-    """Evaluates with the flag values; returns the summary dict."""
+def run(config: EvaluateConfig, restorer, source=None, data_info=None):
+    """Evaluates ``restorer`` as ``config`` says; returns the summary dict."""
     if source is None:
-        source, data_info = open_source(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant)
+        source, data_info = open_source(config.data_dir, config.split, config.blur_variant)
     labels = (
-        flow_labels(source, FLAGS.limit) if getattr(restorer, "needs_true_flow", False) else None
+        flow_labels(source, config.limit) if getattr(restorer, "needs_true_flow", False) else None
     )
     if labels is not None:
         data_info = dict(data_info, flow="true flow labels (<sequence>/flow/<frame>.npy)")
-    pairs = iterate_pairs(source, FLAGS.split)
+    pairs = iterate_pairs(source, config.split)
     rows = evaluate(
-        restorer, pairs, FLAGS.metric_input, FLAGS.warmup, FLAGS.save_images, FLAGS.limit, labels
+        restorer,
+        pairs,
+        config.metric_input,
+        config.warmup,
+        config.save_images,
+        config.limit,
+        labels,
     )
     if not rows:
-        raise EvaluationError(f"No images in {data_info['data_dir']} (split {FLAGS.split!r}).")
-    summary = summarize(rows, restorer, data_info, FLAGS.metric_input)
-    if FLAGS.out_dir:
-        write_results(FLAGS.out_dir, rows, summary)
+        raise EvaluationError(f"No images in {data_info['data_dir']} (split {config.split!r}).")
+    summary = summarize(rows, restorer, data_info, config.metric_input)
+    if config.out_dir:
+        write_results(config.out_dir, rows, summary)
     else:
         print(json.dumps(summary, indent=2))
     print(result_line(summary), flush=True)
@@ -455,12 +499,13 @@ def run(restorer, source=None, data_info=None):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = config_from_flags()
     try:
-        source, data_info = prepare()
+        source, data_info = prepare(config)
         from inference import model_io
 
-        restorer = model_io.restorer_from_flags()
-        run(restorer, source, data_info)
+        restorer = model_io.restorer_from_source(config.source, config.framework)
+        run(config, restorer, source, data_info)
     except (EvaluationError, OSError, ValueError) as error:  # + DataError, ModelSourceError
         sys.exit(f"evaluate.py: error: {error}")
 

@@ -46,6 +46,7 @@ damaged inside stops the run with the same one line when it is read.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -61,6 +62,7 @@ import fileio
 import rundir
 from cli import inference_flags
 from inference import outputs
+from inference.source_config import ModelSource
 
 FLAGS = flags.FLAGS
 _define = cli.define_once
@@ -351,15 +353,37 @@ def result_line(summary) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def flag_u_max():
-    """``--u_max`` if given on the command line, else ``None``."""
-    return FLAGS.u_max if FLAGS["u_max"].present else None
+@dataclasses.dataclass(frozen=True)
+class FlowEvaluateConfig:
+    """One evaluate_flow.py run, read from the flags once (:func:`config_from_flags`);
+    ``u_max`` None: not given (the model run's, else the data set's)."""
+
+    source: ModelSource
+    data_dir: str | None = None
+    split: str = "test"
+    u_max: float | None = None
+    max_images: int = 0
+    out_dir: str | None = None
+    overwrite: bool = False
 
 
-def run_u_max():
-    """``u_max`` of the ``run_config.json`` beside ``--checkpoint`` / ``--weights`` (or up to two
-    folders above), read without loading anything; ``None`` when there is none."""
-    path = FLAGS.checkpoint or FLAGS.weights
+def config_from_flags() -> FlowEvaluateConfig:
+    """evaluate_flow.py's flags as one :class:`FlowEvaluateConfig`."""
+    return FlowEvaluateConfig(
+        source=inference_flags.model_source(),
+        data_dir=FLAGS.data_dir,
+        split=FLAGS.split,
+        u_max=FLAGS.u_max if FLAGS["u_max"].present else None,
+        max_images=FLAGS.max_images,
+        out_dir=FLAGS.out_dir,
+        overwrite=FLAGS.overwrite,
+    )
+
+
+def run_u_max(source: ModelSource):
+    """``u_max`` of the ``run_config.json`` of the source's checkpoint or weights (its run),
+    read without loading anything; ``None`` when there is none."""
+    path = source.checkpoint or source.weights
     if not path:
         return None
     try:
@@ -370,7 +394,7 @@ def run_u_max():
     return value if isinstance(value, (int, float)) else None
 
 
-def resolve_data_dir(data_dir, u_max):
+def resolve_data_dir(data_dir, u_max, split="test"):
     """The flow set to score (announced on stdout when it is not ``data_dir`` itself).
 
     ``data_dir`` itself when it holds the split; a folder of ``flow-23`` / ``flow-46`` sets (the
@@ -390,7 +414,7 @@ def resolve_data_dir(data_dir, u_max):
         return path
     if not os.path.isdir(data_dir):
         raise EvaluationError(f"--data_dir {data_dir}: no such folder.")
-    if os.path.isdir(os.path.join(data_dir, FLAGS.split)):
+    if os.path.isdir(os.path.join(data_dir, split)):
         return data_dir
     sets = sorted(n for n in os.listdir(data_dir) if n.startswith("flow-"))
     chosen = f"flow-{u_max:g}" if u_max else (sets[0] if len(sets) == 1 else None)
@@ -404,46 +428,47 @@ def resolve_data_dir(data_dir, u_max):
     return os.path.join(data_dir, chosen)
 
 
-def prepare():
+def prepare(config: FlowEvaluateConfig):
     """Every check that needs no model: output folder, data split, existing results, mean flow.
 
     Returns (data_dir, examples, data description, mean flow or None, note or None).
     """
-    if FLAGS.out_dir:
-        outputs.check_folder(FLAGS.out_dir, "--out_dir")
-        paths = [os.path.join(FLAGS.out_dir, name) for name in RESULT_FILES]
-        outputs.refuse_existing(paths, "--out_dir", FLAGS.overwrite, FLAGS.out_dir)
-    u_max = flag_u_max() or run_u_max()
-    data_dir = resolve_data_dir(FLAGS.data_dir, u_max)
-    examples = open_split(data_dir, FLAGS.split, FLAGS.max_images)
+    if config.out_dir:
+        outputs.check_folder(config.out_dir, "--out_dir")
+        paths = [os.path.join(config.out_dir, name) for name in RESULT_FILES]
+        outputs.refuse_existing(paths, "--out_dir", config.overwrite, config.out_dir)
+    u_max = config.u_max or run_u_max(config.source)
+    data_dir = resolve_data_dir(config.data_dir, u_max, config.split)
+    examples = open_split(data_dir, config.split, config.max_images)
     mean, note = training_mean_flow(data_dir)
     if note:
         print(note, flush=True)
     info = {
         "data_dir": os.path.abspath(data_dir),
-        "generated": not FLAGS.data_dir,
-        "split": FLAGS.split,
-        "max_images": FLAGS.max_images,
+        "generated": not config.data_dir,
+        "split": config.split,
+        "max_images": config.max_images,
         "u_max_of_data": dataset_u_max(data_dir),
     }
     return data_dir, examples, info, mean, note
 
 
-def pick_u_max(source, data_info):
-    """``--u_max``, else the model run's ``u_max``, else the data set's; ``None`` if unknown."""
-    for value in (flag_u_max(), source.get("u_max"), data_info.get("u_max_of_data")):
+def pick_u_max(given, source, data_info):
+    """``--u_max`` (``given``), else the model run's ``u_max``, else the data set's; ``None`` if
+    unknown."""
+    for value in (given, source.get("u_max"), data_info.get("u_max_of_data")):
         if value is not None:
             return value
     return None
 
 
-def run(estimator, data_dir, examples, data_info, mean=None, note=None):
+def run(config, estimator, data_dir, examples, data_info, mean=None, note=None):
     """Scores, writes and prints; returns the summary dict."""
-    rows = evaluate(estimator, examples, data_dir, FLAGS.split, mean)
-    u_max = pick_u_max(estimator.source, data_info)
+    rows = evaluate(estimator, examples, data_dir, config.split, mean)
+    u_max = pick_u_max(config.u_max, estimator.source, data_info)
     summary = summarize(rows, estimator.source, data_info, mean, note, u_max)
-    if FLAGS.out_dir:
-        write_results(FLAGS.out_dir, rows, summary)
+    if config.out_dir:
+        write_results(config.out_dir, rows, summary)
     else:
         print(json.dumps(summary, indent=2))
     print(result_line(summary), flush=True)
@@ -453,15 +478,16 @@ def run(estimator, data_dir, examples, data_info, mean=None, note=None):
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"evaluate_flow.py: error: unexpected arguments: {' '.join(argv[1:])}")
+    config = config_from_flags()
     try:
-        if FLAGS.u_max is not None and FLAGS.u_max <= 0:
-            raise EvaluationError(f"--u_max {FLAGS.u_max}: must be positive.")
-        data_dir, examples, data_info, mean, note = prepare()
+        if config.u_max is not None and config.u_max <= 0:
+            raise EvaluationError(f"--u_max {config.u_max}: must be positive.")
+        data_dir, examples, data_info, mean, note = prepare(config)
         cli.import_tensorflow()
         from inference import flow_io
 
-        estimator = flow_io.flow_estimator_from_flags()
-        run(estimator, data_dir, examples, data_info, mean, note)
+        estimator = flow_io.flow_estimator_from_source(config.source)
+        run(config, estimator, data_dir, examples, data_info, mean, note)
     except (EvaluationError, OSError, ValueError) as error:  # + DataError, ModelSourceError
         sys.exit(f"evaluate_flow.py: error: {error}")
 

@@ -42,6 +42,7 @@ folders of killed runs (:mod:`fileio`). Folders and files get the umask's modes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -54,6 +55,7 @@ import cli
 import fileio
 from cli import inference_flags
 from inference import outputs, signatures
+from inference.source_config import FrameworkSettings, ModelSource
 
 FLAGS = flags.FLAGS
 cli.define_once(flags.DEFINE_string, "out", None, inference_flags.OUT_HELP)
@@ -366,53 +368,85 @@ def _to_uint8(x):
     return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(int)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """One export.py run, read from the flags once (:func:`config_from_flags`)."""
+
+    source: ModelSource
+    framework: FrameworkSettings = FrameworkSettings()
+    out: str | None = None
+    overwrite: bool = False
+    verify: bool = True
+
+
+def config_from_flags() -> ExportConfig:
+    """export.py's flags as one :class:`ExportConfig`."""
+    return ExportConfig(
+        source=inference_flags.model_source(),
+        framework=inference_flags.framework_settings(),
+        out=FLAGS.out,
+        overwrite=FLAGS.overwrite,
+        verify=FLAGS.verify,
+    )
+
+
+def check_config(config: ExportConfig) -> None:
+    """Every check that needs no model (output folder, source kind, framework settings)."""
+    if not config.out:
+        raise ExportError("--out is required (the SavedModel directory to create).")
+    if config.source.saved_model:
+        raise ExportError("--saved_model is already an export; give --checkpoint or --weights.")
+    check_out(config.out, config.overwrite)
+    if config.framework.flow_source == "true":
+        raise ExportError(
+            "--flow_source true: cannot be exported (a SavedModel's users have no true "
+            "flow); export with --flow_source sen."
+        )
+
+
+def run(config: ExportConfig):
+    """Loads the model of ``config`` and exports it; returns (out, source description)."""
+    from inference import framework_io, model_io, sources
+
+    source = config.source
+    framework_run = source.checkpoint and not source.model
+    if framework_run and framework_io.framework_run_config(source.checkpoint):
+        return _export_framework(config)
+    framework_io.refuse_framework_flags(
+        config.framework.given(),
+        "only for the blind deblurring framework (--checkpoint <an RP-GAN run>).",
+    )
+    model_io.refuse_prior(source.model, source.weights)
+    model, info = sources.load_keras_model(
+        source.checkpoint, source.weights, source.model, source.model_kwargs
+    )
+    out = export(model, config.out, source.self_ensemble, info, config.overwrite, config.verify)
+    return out, info
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = config_from_flags()
     try:
-        if not FLAGS.out:
-            raise ExportError("--out is required (the SavedModel directory to create).")
-        if FLAGS.saved_model:
-            raise ExportError("--saved_model is already an export; give --checkpoint or --weights.")
-        check_out(FLAGS.out, FLAGS.overwrite)
-        if FLAGS.flow_source == "true":
-            raise ExportError(
-                "--flow_source true: cannot be exported (a SavedModel's users have no true "
-                "flow); export with --flow_source sen."
-            )
+        check_config(config)
         cli.import_tensorflow()
-        from inference import framework_io, model_io, sources
-
-        if (
-            FLAGS.checkpoint
-            and not FLAGS.model
-            and framework_io.framework_run_config(FLAGS.checkpoint)
-        ):
-            out, source = _export_framework_from_flags()
-        else:
-            framework_io.refuse_framework_flags(
-                model_io.framework_flag_values(),
-                "only for the blind deblurring framework (--checkpoint <an RP-GAN run>).",
-            )
-            model_io.refuse_prior(FLAGS.model, FLAGS.weights)
-            model, source = sources.load_keras_model(
-                FLAGS.checkpoint, FLAGS.weights, FLAGS.model, FLAGS.model_kwargs
-            )
-            out = export(
-                model, FLAGS.out, FLAGS.self_ensemble, source, FLAGS.overwrite, FLAGS.verify
-            )
+        out, source = run(config)
     except (ExportError, OSError, ValueError) as error:  # + OutputError, ModelSourceError
         sys.exit(f"export.py: error: {error}")
     print(f"Exported {describe(source)} to {out}.")
 
 
-def _export_framework_from_flags():
-    """(out, source) of export.py on an RP-GAN run (the framework flags apply)."""
-    from inference import framework_io, model_io, sources
+def _export_framework(config: ExportConfig):
+    """(out, source) of export.py on an RP-GAN run (the framework settings apply)."""
+    from inference import framework_io, sources
 
-    sources.check_framework_options(FLAGS.self_ensemble, False, f"--checkpoint {FLAGS.checkpoint}")
-    fw, source = framework_io.load_framework(FLAGS.checkpoint, **model_io.framework_flag_values())
-    return export_framework(fw, FLAGS.out, source, FLAGS.overwrite, FLAGS.verify), source
+    checkpoint = config.source.checkpoint
+    sources.check_framework_options(
+        config.source.self_ensemble, False, f"--checkpoint {checkpoint}"
+    )
+    fw, source = framework_io.load_framework(checkpoint, **config.framework.given())
+    return export_framework(fw, config.out, source, config.overwrite, config.verify), source
 
 
 def describe(source) -> str:

@@ -31,6 +31,7 @@ loaded; an image that cannot be decoded stops the command with ``show_flow.py: e
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
@@ -43,6 +44,7 @@ import cli
 import fileio
 from cli import inference_flags
 from inference import outputs
+from inference.source_config import ModelSource
 
 FLAGS = flags.FLAGS
 _define = cli.define_once
@@ -196,26 +198,51 @@ def run(estimator, plan, grid=16, max_flow=0.0) -> int:
     return len(plan)
 
 
-def check_flags(argv):
-    """Every flag and path check that needs no model; returns the plan."""
-    paths = ([FLAGS.input] if FLAGS.input else []) + list(argv[1:])
-    if not paths:
+@dataclasses.dataclass(frozen=True)
+class ShowFlowConfig:
+    """One show_flow.py run, read from the flags and arguments once (:func:`config_from_flags`);
+    ``inputs`` are ``--input`` and the positional paths."""
+
+    source: ModelSource
+    inputs: tuple[str, ...] = ()
+    out_dir: str | None = None
+    grid: int = 16
+    max_flow: float = 0.0
+    overwrite: bool = False
+
+
+def config_from_flags(argv) -> ShowFlowConfig:
+    """show_flow.py's flags (and positional paths) as one :class:`ShowFlowConfig`."""
+    return ShowFlowConfig(
+        source=inference_flags.model_source(),
+        inputs=tuple(([FLAGS.input] if FLAGS.input else []) + list(argv[1:])),
+        out_dir=FLAGS.out_dir,
+        grid=FLAGS.grid,
+        max_flow=FLAGS.max_flow,
+        overwrite=FLAGS.overwrite,
+    )
+
+
+def check_config(config: ShowFlowConfig):
+    """Every setting and path check that needs no model; returns the plan."""
+    if not config.inputs:
         raise ShowFlowError("--input is required (an image file or a folder).")
-    if FLAGS.grid < 1:
-        raise ShowFlowError(f"--grid {FLAGS.grid}: must be a positive number of pixels.")
-    if FLAGS.max_flow < 0:
-        raise ShowFlowError(f"--max_flow {FLAGS.max_flow}: must be >= 0 (0 = each image's max).")
-    return plan_outputs(list_inputs(paths), FLAGS.out_dir, FLAGS.overwrite)
+    if config.grid < 1:
+        raise ShowFlowError(f"--grid {config.grid}: must be a positive number of pixels.")
+    if config.max_flow < 0:
+        raise ShowFlowError(f"--max_flow {config.max_flow}: must be >= 0 (0 = each image's max).")
+    return plan_outputs(list_inputs(list(config.inputs)), config.out_dir, config.overwrite)
 
 
 def main(argv):
+    config = config_from_flags(argv)
     try:
-        plan = check_flags(argv)
+        plan = check_config(config)
         cli.import_tensorflow()
         from inference import flow_io
 
-        estimator = flow_io.flow_estimator_from_flags()
-        count = run(estimator, plan, FLAGS.grid, FLAGS.max_flow)
+        estimator = flow_io.flow_estimator_from_source(config.source)
+        count = run(estimator, plan, config.grid, config.max_flow)
     except (ValueError, OSError, cv2.error) as error:  # + OutputError, ModelSourceError
         sys.exit(f"show_flow.py: error: {error}")
     print(f"Estimated the flow of {count} image(s).")

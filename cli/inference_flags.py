@@ -14,6 +14,8 @@ from absl import flags
 
 from cli import define_once
 
+FLAGS = flags.FLAGS
+
 MODEL_NAMES = ("gradientnet", "idc", "mimo_unet", "mimo_unet_plus", "two_way")
 FLOW_MODEL_NAMES = ("sen",)  # flow estimators (evaluate_flow.py, show_flow.py, export.py)
 ENSEMBLE_MODES = ("none", "rot4", "x8")
@@ -113,3 +115,29 @@ FLOW_SOURCE_FLAGS = SOURCE_FLAGS[:-1]  # no self-ensemble for flow estimators
 FRAMEWORK_FLAGS = ("levels", "global_iterations", "betas", "flow_source", "sen_checkpoint")
 
 define_model_source_flags()
+
+
+def model_source():
+    """The model-source flags as an :class:`inference.source_config.ModelSource` (read once, at
+    a command's entry point); ``jit_compile`` False where the command has no such flag."""
+    from inference.source_config import ModelSource
+
+    return ModelSource(
+        checkpoint=FLAGS.checkpoint,
+        weights=FLAGS.weights,
+        model=FLAGS.model,
+        model_kwargs=FLAGS.model_kwargs,
+        saved_model=FLAGS.saved_model,
+        self_ensemble=FLAGS.self_ensemble,
+        jit_compile="jit_compile" in FLAGS and FLAGS.jit_compile,
+    )
+
+
+def framework_settings():
+    """The framework flags as :class:`inference.source_config.FrameworkSettings` (None = not
+    given, or a command without them)."""
+    from inference.source_config import FrameworkSettings
+
+    return FrameworkSettings(
+        **{name: (FLAGS[name].value if name in FLAGS else None) for name in FRAMEWORK_FLAGS}
+    )

@@ -29,10 +29,9 @@ import sys
 from absl import app, flags
 
 from cli import define_once
+from training.config import PRESETS, STRATEGIES
 
 FLAGS = flags.FLAGS
-PRESETS = ("none", "quick")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 COMMON_FLAGS: list[str] = []  # names defined here, in definition order (for run_config.json)
 
 

@@ -27,12 +27,10 @@ import dataclasses
 import os
 
 import tensorflow as tf
-from absl import flags
 
 from inference import signatures, sources
 from models import inference as model_inference
 
-FLAGS = flags.FLAGS
 FLOW_CHANNELS = 2
 
 
@@ -106,21 +104,21 @@ def load_flow_estimator(
     return keras_flow_estimator(keras_model, source, jit_compile)
 
 
-def flow_estimator_from_flags() -> FlowEstimator:
-    """:func:`load_flow_estimator` with the values of the shared model-source flags.
+def flow_estimator_from_source(source) -> FlowEstimator:
+    """:func:`load_flow_estimator` of an :class:`inference.source_config.ModelSource`.
 
-    ``--self_ensemble`` does not apply (rotating an image rotates its flow vectors and breaks the
+    A self-ensemble does not apply (rotating an image rotates its flow vectors and breaks the
     ``uv_half`` sign convention) and is refused when set.
     """
-    if FLAGS.self_ensemble != "none":
+    if source.self_ensemble != "none":
         raise sources.ModelSourceError(
-            f"--self_ensemble {FLAGS.self_ensemble}: not available for flow estimators."
+            f"--self_ensemble {source.self_ensemble}: not available for flow estimators."
         )
     return load_flow_estimator(
-        checkpoint=FLAGS.checkpoint,
-        weights=FLAGS.weights,
-        model=FLAGS.model,
-        model_kwargs=FLAGS.model_kwargs,
-        saved_model=FLAGS.saved_model,
-        jit_compile="jit_compile" in FLAGS and FLAGS.jit_compile,
+        checkpoint=source.checkpoint,
+        weights=source.weights,
+        model=source.model,
+        model_kwargs=source.model_kwargs,
+        saved_model=source.saved_model,
+        jit_compile=source.jit_compile,
     )

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import os
 
-from absl import flags
-
 import rundir
 from inference import framework_io, signatures, sources
-
-FLAGS = flags.FLAGS
 
 
 def load_restorer(
@@ -78,23 +74,17 @@ def refuse_prior(model, weights):
         )
 
 
-def framework_flag_values() -> dict:
-    """The framework flags' values (``None`` = not given; absent in scripts without them)."""
-    return {
-        name: (FLAGS[name].value if name in FLAGS else None)
-        for name in framework_io.FRAMEWORK_FLAGS
-    }
-
-
-def restorer_from_flags() -> sources.Restorer:
-    """:func:`load_restorer` with the values of the shared flags."""
+def restorer_from_source(source, framework=None) -> sources.Restorer:
+    """:func:`load_restorer` of an :class:`inference.source_config.ModelSource` and, for an RP-GAN
+    run, its :class:`~inference.source_config.FrameworkSettings` (None: none given)."""
+    settings = framework.given() if framework is not None else {}
     return load_restorer(
-        checkpoint=FLAGS.checkpoint,
-        weights=FLAGS.weights,
-        model=FLAGS.model,
-        model_kwargs=FLAGS.model_kwargs,
-        saved_model=FLAGS.saved_model,
-        self_ensemble=FLAGS.self_ensemble,
-        jit_compile="jit_compile" in FLAGS and FLAGS.jit_compile,
-        **framework_flag_values(),
+        checkpoint=source.checkpoint,
+        weights=source.weights,
+        model=source.model,
+        model_kwargs=source.model_kwargs,
+        saved_model=source.saved_model,
+        self_ensemble=source.self_ensemble,
+        jit_compile=source.jit_compile,
+        **settings,
     )

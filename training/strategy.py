@@ -20,7 +20,7 @@ import os
 
 import tensorflow as tf
 
-from cli.train_flags import STRATEGIES  # noqa: F401  (defined without importing TensorFlow)
+from training.config import STRATEGIES  # noqa: F401  (the --strategy names, no TensorFlow)
 
 
 def make_strategy(name: str = "default", devices=None) -> tf.distribute.Strategy:
