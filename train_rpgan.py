@@ -39,126 +39,143 @@ framework for evaluate.py, deblur.py and export.py (``--checkpoint <run>``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from absl import app, flags
+from absl import flags
 
 import cli
+import config as config_lib
 from cli import train_flags
-from training import script
+from training import rpgan_run, runner
+from training.config import DataConfig, ScheduleConfig, TrainConfig, replace
 
-FLAGS = flags.FLAGS
-PAPER_FLAGS = [
-    "sen_checkpoint",
-    "flow_dir",
-    "u_max",
-    "synthetic_images",
-    "cache_dir",
-    "train_flow_source",
-    "pretrain_epochs",
-    "lr_end",
-    "lr_hold_epochs",
-    "lr_decay_epochs",
-    "buffer_size",
-    "buffer_fractions",
-    "buffer_passes",
-    "buffer_margin",
-    "betas",
-    "cg_tol",
-    "cg_max_iter",
-    "val_levels",
-    "use_dp",
-    "g_up_widths",
-    "width_divisor",
-    "d_style",
-    "dp_lipschitz",
-    "g_adv_form",
-    "cgan_weight",
-    "penalty_weight",
-    "content_feature_scale",
-    "pixel_weight",
-    "vgg_weights",
-    "adam_beta_1",
-    "adam_beta_2",
-]
+GENERATOR = "rpgan_generator"  # the registry name of G (a prior: models.PRIOR_BUILDERS)
 SIZE_MULTIPLE = 4  # G's two stride-2 convolutions
 DEFAULT_RUN_DIR = "runs/rpgan"  # --run_dir's default
 MIN_CROP = 32  # Keras' VGG16 minimum input
 
-# The recipe (sen_rpgan.md sections 7-9), restated in full so that another paper's script imported
-# in the same process cannot change what this script runs.
-PAPER_DEFAULTS = {
-    "u_max": 46,  # the SEN of the pipeline and its flow set (register #10)
-    "synthetic_images": 1000,
-    "batch_size": 16,
-    "crop_size": 256,
-    "hflip": False,  # no augmentation (register #27)
-    "vflip": False,
-    "rot90": False,
-    "noise": "off",
-    "epochs": 190,
-    "pretrain_epochs": 40,
-    "max_steps": 0,
-    "learning_rate": 1e-4,
-    "lr_end": 1e-6,
-    "lr_hold_epochs": 110,
-    "lr_decay_epochs": 80,
-    "adam_epsilon": 1e-8,
-    "adam_beta_1": 0.9,
-    "adam_beta_2": 0.99,
-    "buffer_size": 1000,
-    "buffer_fractions": ["0.5", "0.3", "0.2"],
-    "buffer_passes": 3,
-    "buffer_margin": 32,
-    "betas": None,  # 0.02 * 5^(n-1) (register #20)
-    "cg_tol": 1e-5,
-    "cg_max_iter": 100,
-    "val_levels": 3,
-    "val_every_epochs": 10,  # paper silent
-    "val_images": 20,
-    "model_kwargs": None,  # G as the paper's (global_residual, output_init: --preset quick)
-    "use_dp": True,
-    "g_up_widths": ["256", "128"],
-    "width_divisor": 1,
-    "d_style": "paper",
-    "dp_lipschitz": "clip",
-    "g_adv_form": "saturating",
-    "cgan_weight": 0.01,
-    "penalty_weight": 0.1,
-    "content_feature_scale": 1.0 / 57.5,
-    "pixel_weight": 0.0,  # the paper has no pixel term
-    "vgg_weights": "imagenet",
-}
-# --preset quick (with train_sen.py --preset quick's SEN): G and both critics at 1/4 width, 64-px
-# windows of 200 images of the small flow-23 set, batch 8 (an epoch of 25 steps), 28 epochs (the
-# first 8 of pre-training), a 100-item buffer (37 steps a cycle), 5e-4 for 20 epochs then linear to
-# 5e-5, random VGG16 weights and, as GradientNet's preset, G started as Z = O (a global residual
-# on O with zero-initialised output convolutions) and an L1 pixel term of weight 1000 that
-# dominates G's loss: a G trained from scratch for 700 steps had a worse L1 error (0.09) than the
-# blurred input (0.043) and the SEN-flow I*_1 (0.058) it reads. The framework is validated once,
-# at the end, on all 200 test images. Measured figures: README.
-QUICK_PRESET = {
-    "u_max": 23,
-    "synthetic_images": 200,
-    "width_divisor": 4,
-    "batch_size": 8,
-    "crop_size": 64,
-    "epochs": 28,
-    "pretrain_epochs": 8,
-    "learning_rate": 5e-4,
-    "lr_end": 5e-5,
-    "lr_hold_epochs": 20,
-    "lr_decay_epochs": 8,
-    "buffer_size": 100,
-    "vgg_weights": "random",
-    "pixel_weight": 1000.0,
-    "model_kwargs": '{"global_residual": true, "output_init": "zeros"}',
-    "val_images": 0,  # the whole test split: the run ends with the framework's test PSNR
-    "val_every_epochs": 0,
-    "checkpoint_every": 100,
-    "log_every": 25,
-    "summary_images": 2,
-}
+
+@dataclasses.dataclass(frozen=True)
+class RPGANSources:
+    """Where the training images and their flows come from (sen_rpgan.md section 9): the frozen
+    SEN, ``synthetic_images`` of the flow set (default: the small flow-``u_max`` set), the cache
+    of flows and I*_1 (default: <data cache>/rpgan_deconv); ``train_flow_source`` true uses the
+    flow sets' labels instead of the SEN's flows."""
+
+    sen_checkpoint: str | None = None  # required: a train_sen.py run, checkpoint or weights file
+    flow_dir: str | None = None
+    u_max: int = 46  # the SEN of the pipeline and its flow set (register #10)
+    synthetic_images: int = 1000  # + GoPro's 2103 training pairs with --data_dir: 3103 images
+    cache_dir: str | None = None
+    train_flow_source: str = "sen"  # section 9: the frozen SEN's flows
+
+
+@dataclasses.dataclass(frozen=True)
+class RPGANBuffer:
+    """The replay buffer and the HQS data step (sen_rpgan.md sections 7 and 9): 1000 items a
+    cycle, 50/30/20 % of levels 1/2/3 with a 32-px margin, 3 shuffled passes; beta_n =
+    0.02 * 5^(n-1) (``betas`` None, register #20); CG to 1e-5 in at most 100 iterations;
+    validation with the framework's 3 levels."""
+
+    buffer_size: int = 1000
+    buffer_fractions: tuple[float, ...] = (0.5, 0.3, 0.2)
+    buffer_passes: int = 3
+    buffer_margin: int = 32
+    betas: tuple[float, ...] | None = None  # 0.02 * 5^(n-1) (register #20)
+    cg_tol: float = 1e-5
+    cg_max_iter: int = 100
+    val_levels: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RPGANNetworks:
+    """G, the critics and G's loss (paper section 4.2, sen_rpgan.md section 8): L_c + 0.01 L_cGAN
+    + 0.1 L_p with the VGG16 block2_conv2 content loss (scale 1/57.5), D_p clipped to +-0.01."""
+
+    use_dp: bool = True  # False: Appendix B
+    g_up_widths: tuple[int, ...] = (256, 128)  # register #11
+    width_divisor: int = 1
+    d_style: str = "paper"  # register #14
+    dp_lipschitz: str = "clip"  # register #15
+    g_adv_form: str = "saturating"  # L_cGAN as written
+    cgan_weight: float = 0.01  # gamma
+    penalty_weight: float = 0.1  # lambda
+    content_feature_scale: float = 1.0 / 57.5
+    pixel_weight: float = 0.0  # the paper has no pixel term
+    vgg_weights: str = "imagenet"
+
+
+@dataclasses.dataclass(frozen=True)
+class RPGANRecipe:
+    """RP-GAN's own settings (sen_rpgan.md sections 7-9): 40 epochs of level-1 pre-training
+    inside the 190; lr held for 110 epochs, then linear to 1e-6 over 80 (register #22); Adam
+    (PyTorch's formula) 0.9 / 0.99 for G, D_cGAN and D_p ("the same solver as SEN")."""
+
+    pretrain_epochs: int = 40
+    lr_end: float = 1e-6
+    lr_hold_epochs: int = 110
+    lr_decay_epochs: int = 80
+    adam_beta_1: float = 0.9
+    adam_beta_2: float = 0.99
+    sources: RPGANSources = RPGANSources()
+    buffer: RPGANBuffer = RPGANBuffer()
+    networks: RPGANNetworks = RPGANNetworks()
+
+
+def paper_config() -> TrainConfig:
+    """The recipe (sen_rpgan.md sections 7-9): batch 16 of random 256x256 windows without
+    augmentation (register #27) or noise, 190 epochs, lr 1e-4 with Adam epsilon 1e-8; validation
+    every 10 epochs (the paper is silent) on 20 test images; G as the paper's (no
+    ``model_kwargs``; ``global_residual`` / ``output_init`` are --preset quick's)."""
+    return TrainConfig(
+        paper=RPGANRecipe(),
+        data=DataConfig(
+            batch_size=16, crop_size=256, hflip=False, vflip=False, rot90=False, noise="off"
+        ),
+        schedule=ScheduleConfig(
+            epochs=190, max_steps=0, learning_rate=1e-4, adam_epsilon=1e-8, val_every_epochs=10
+        ),
+    )
+
+
+def quick(config: TrainConfig) -> TrainConfig:
+    """--preset quick (with train_sen.py --preset quick's SEN): G and both critics at 1/4 width,
+    64-px windows of 200 images of the small flow-23 set, batch 8 (an epoch of 25 steps), 28
+    epochs (the first 8 of pre-training), a 100-item buffer (37 steps a cycle), 5e-4 for 20
+    epochs then linear to 5e-5, random VGG16 weights and, as GradientNet's preset, G started as
+    Z = O (a global residual on O with zero-initialised output convolutions) and an L1 pixel term
+    of weight 1000 that dominates G's loss: a G trained from scratch for 225 steps still had a
+    worse L1 error (0.09) than the blurred windows (0.065) and the SEN-flow I*_1 (0.094) it reads.
+    The framework is validated once, at the end, on all 200 test images. Measured figures:
+    docs/sen_rpgan.md."""
+    return replace(
+        config,
+        preset="quick",
+        u_max=23,
+        synthetic_images=200,
+        width_divisor=4,
+        batch_size=8,
+        crop_size=64,
+        epochs=28,
+        pretrain_epochs=8,
+        learning_rate=5e-4,
+        lr_end=5e-5,
+        lr_hold_epochs=20,
+        lr_decay_epochs=8,
+        buffer_size=100,
+        vgg_weights="random",
+        pixel_weight=1000.0,
+        model_kwargs='{"global_residual": true, "output_init": "zeros"}',
+        val_images=0,  # the whole test split: the run ends with the framework's test PSNR
+        val_every_epochs=0,
+        checkpoint_every=100,
+        log_every=25,
+        summary_images=2,
+    )
+
+
+PRESETS = {"quick": quick}
 
 
 def _define_flags():
@@ -238,303 +255,224 @@ def _define_network_flags():
 
 train_flags.define_common_flags()
 _define_flags()
+# The flags are defined in cli/train_flags.py: make them this script's key flags for --help.
 flags.adopt_module_key_flags(train_flags)
 
-
-def apply_flag_defaults():
-    script.apply_defaults(PAPER_DEFAULTS, QUICK_PRESET)
-
-
-def check_flags():
-    """Cross-flag checks the flag parser cannot do; raises app.UsageError."""
-    if not FLAGS.sen_checkpoint:
-        raise app.UsageError("--sen_checkpoint is required (a trained SEN: train_sen.py).")
-    if not os.path.exists(FLAGS.sen_checkpoint) and not os.path.exists(
-        FLAGS.sen_checkpoint + ".index"
-    ):
-        raise app.UsageError(f"--sen_checkpoint {FLAGS.sen_checkpoint}: no such file or folder.")
-    for name in ("hflip", "vflip", "rot90"):
-        if FLAGS[name].value:
-            raise app.UsageError(f"--{name}: RP-GAN trains without augmentation (register #27).")
-    if FLAGS.noise != "off":
-        raise app.UsageError("--noise: RP-GAN trains without noise (sen_rpgan.md section 9).")
-    if FLAGS.u_max not in (23, 46):
-        raise app.UsageError(f"--u_max must be 23 or 46, got {FLAGS.u_max}.")
-    if FLAGS.flow_dir and not os.path.isdir(FLAGS.flow_dir):
-        raise app.UsageError(f"--flow_dir {FLAGS.flow_dir} does not exist or is not a folder.")
-    if FLAGS.train_flow_source == "true" and FLAGS.data_dir:
-        raise app.UsageError("--train_flow_source true: GoPro (--data_dir) has no true flows.")
-    script.check_crop_size(SIZE_MULTIPLE, "RP-GAN's generator", MIN_CROP)
-    script.check_decay_flags()
-    if FLAGS.pretrain_epochs > FLAGS.epochs:
-        raise app.UsageError(
-            f"--pretrain_epochs {FLAGS.pretrain_epochs} exceeds --epochs {FLAGS.epochs}."
-        )
-    train_flags.check_adam_betas()
-    if FLAGS.dp_lipschitz == "gp" and FLAGS.d_style != "no_bn":
-        raise app.UsageError("--dp_lipschitz gp needs --d_style no_bn (register #15).")
-    _check_numbers()
-    model_kwargs()  # a bad --model_kwargs key fails here, before TensorFlow loads
+# The comma-list flags and the number type of their items in the config.
+COMMA_LISTS = {"buffer_fractions": float, "betas": float, "g_up_widths": int}
 
 
-def _floats(name):
+def config_from_flags() -> TrainConfig:
+    """The run's configuration: the recipe, ``--preset``, the given flags, ``--model_kwargs``;
+    the comma lists as tuples of numbers."""
+    config = train_flags.train_config(paper_config(), PRESETS, model_name=lambda _: GENERATOR)
+    return replace(config, **{name: _numbers(config, name) for name in COMMA_LISTS})
+
+
+def _numbers(config: TrainConfig, name: str):
     # --betas is a comma list here and a string in cli/inference_flags.py (evaluate.py, export.py):
     # in a process that imports both, the first definition wins, so take either form.
-    raw = FLAGS[name].value
+    raw = config_lib.get(config, name)
+    if raw is None:
+        return None
     items = raw.split(",") if isinstance(raw, str) else raw
     try:
-        return [float(v) for v in items]
+        return tuple(COMMA_LISTS[name](v) for v in items)
     except ValueError:
-        raise app.UsageError(f"--{name} must be numbers, got {FLAGS[name].value}.") from None
+        raise runner.ConfigError(f"--{name} must be numbers, got {raw}.") from None
 
 
-def _check_numbers():
-    fractions = _floats("buffer_fractions")
-    if not fractions or min(fractions) < 0 or sum(fractions) <= 0:
-        raise app.UsageError(f"--buffer_fractions must be >= 0 and not all 0, got {fractions}.")
-    if FLAGS.betas is not None and len(betas()) < len(fractions):
-        raise app.UsageError(
-            f"--betas has {len(betas())} values; the buffer's {len(fractions)} levels need as many."
-        )
-    if FLAGS.betas is not None and min(betas()) <= 0:
-        raise app.UsageError(f"--betas must be positive, got {betas()}.")
-    if [int(w) for w in FLAGS.g_up_widths] not in ([256, 128], [128, 64]):
-        raise app.UsageError(f"--g_up_widths must be 256,128 or 128,64, got {FLAGS.g_up_widths}.")
-    if FLAGS.batch_size > FLAGS.buffer_size * FLAGS.buffer_passes:
-        raise app.UsageError("--batch_size exceeds the items of one buffer cycle.")
-
-
-def betas():
-    """The beta ladder of training and validation (at least as long as the levels used)."""
-    from deconvolution.hqs import beta_ladder
-
-    if FLAGS.betas is None:
-        levels = max(len(FLAGS.buffer_fractions), FLAGS.val_levels)
-        return list(beta_ladder(levels))
-    return _floats("betas")
-
-
-def model_kwargs():
-    """G's constructor arguments (``models.rpgan.rpgan_generator``): the width flags and the
-    other ``--model_kwargs`` (checked against ``RPGANGenerator``)."""
-    extra = train_flags.checked_kwargs("model_kwargs", "rpgan_generator")
-    for key in ("g_up_widths", "width_divisor"):
-        if key in extra:
-            raise app.UsageError(f"--model_kwargs: set {key} with --{key}.")
-    return {
-        "g_up_widths": [int(w) for w in FLAGS.g_up_widths],
-        "width_divisor": FLAGS.width_divisor,
-        **extra,
-    }
-
-
-def framework_kwargs():
-    """The validation framework's settings (run_config.json ``"framework"``)."""
-    return {
-        "levels": FLAGS.val_levels,
-        "betas": betas()[: FLAGS.val_levels],
-        "cg_tol": FLAGS.cg_tol,
-        "cg_max_iter": FLAGS.cg_max_iter,
-    }
-
-
-def vgg_weights():
-    """``(path or None, identity for run_config.json)`` of ``--vgg_weights`` (VGG16)."""
-    return train_flags.vgg_weights_flag("vgg16")
-
-
-def load_sen():
-    """(frozen SEN, its run_config.json "sen" record) from ``--sen_checkpoint``."""
-    from inference import signatures, sources
-    from training import deconv_cache
-
-    path = FLAGS.sen_checkpoint
-    as_file = os.path.isfile(path)
-    try:
-        sen, info = sources.load_keras_model(
-            checkpoint=None if as_file else path,
-            weights=path if as_file else None,
-            task=signatures.TASK_FLOW,
-        )
-    except sources.ModelSourceError as error:
-        raise app.UsageError(str(error)) from None
-    sen.trainable = False
-    record = {
-        "model": info.get("model", "sen"),
-        "model_kwargs": info.get("model_kwargs", {}),
-        "weights": "sen.weights.h5",
-        "digest": deconv_cache.model_digest(sen),
-        "u_max": info.get("u_max"),
-    }
-    return sen, record
-
-
-def training_images():
-    """(:class:`training.deconv_cache.TrainingImage` list, description): the first
-    ``--synthetic_images`` of the flow set's training split, then GoPro's training pairs."""
-    from data import readers
-    from training import deconv_cache
-
-    root = flow_dir()
-    pairs = spread(readers.list_pairs(root, "train"), FLAGS.synthetic_images)
-    images = deconv_cache.from_pairs(pairs, with_labels=FLAGS.train_flow_source == "true")
-    description = {"flow_set": root, "synthetic_images": len(images)}
-    if FLAGS.data_dir:
-        gopro = readers.list_pairs(FLAGS.data_dir, "train", FLAGS.blur_variant)
-        images += deconv_cache.from_pairs(gopro)
-        description.update(data_dir=FLAGS.data_dir, gopro_images=len(gopro))
-    description["train_images"] = len(images)
-    return images, description
-
-
-def spread(items, count):
-    """``count`` items evenly spaced over ``items`` (all if fewer): the flow sets hold 20 flows per
-    sharp source in order, so the first N would see N / 20 sources only."""
-    if count >= len(items):
-        return list(items)
-    return [items[i * len(items) // count] for i in range(count)]
-
-
-def flow_dir():
-    """``--flow_dir`` or the small default flow set of ``--u_max`` (generated on first use)."""
-    if FLAGS.flow_dir:
-        return FLAGS.flow_dir
-    from data import default_data
-
-    return default_data.default_flow_dir(FLAGS.u_max)
-
-
-def cache_dir():
-    if FLAGS.cache_dir:
-        return FLAGS.cache_dir
-    from data import default_data
-
-    return os.path.join(default_data.cache_root(), "rpgan_deconv")
-
-
-def validation():
-    """The framework's validation pairs: the flow set's test split (or ``--val_data_dir``); the
-    step validates the framework and the identity-prior HQS baseline on them together."""
-    from training import inputs
-
-    return inputs.load_validation(
-        FLAGS.val_data_dir or flow_dir(),
-        split=FLAGS.val_split,
-        num_images=FLAGS.val_images,
-        crop=FLAGS.val_crop,
-        explicit_dir=bool(FLAGS.val_data_dir),
+def flag_values(config: TrainConfig) -> TrainConfig:
+    """``config`` with its tuples as the comma-list flags hold them (lists of strings), for
+    ``--help``'s defaults."""
+    return replace(
+        config,
+        **{
+            name: [str(v) for v in value]
+            for name, value in config_lib.leaves(config)
+            if isinstance(value, tuple)
+        },
     )
 
 
-def make_schedule(steps_per_epoch):
+# ---- checks (before TensorFlow is imported) -----------------------------------------------------
+
+
+def check_config(config: TrainConfig) -> None:
+    """Checks across settings that the flag parser cannot do; raises ConfigError (one line)."""
+    for check in (
+        _check_sen,
+        _check_augmentation,
+        _check_flow_set,
+        _check_schedule,
+        _check_critics,
+        _check_buffer,
+        check_betas_per_level,
+        _check_networks,
+        _check_model_kwargs,
+    ):
+        check(config)
+
+
+def _check_sen(config: TrainConfig) -> None:
+    path = config.paper.sources.sen_checkpoint
+    if not path:
+        raise runner.ConfigError("--sen_checkpoint is required (a trained SEN: train_sen.py).")
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
+        raise runner.ConfigError(f"--sen_checkpoint {path}: no such file or folder.")
+
+
+def _check_augmentation(config: TrainConfig) -> None:
+    for name in ("hflip", "vflip", "rot90"):
+        if getattr(config.data, name):
+            raise runner.ConfigError(
+                f"--{name}: RP-GAN trains without augmentation (register #27)."
+            )
+    if config.data.noise != "off":
+        raise runner.ConfigError("--noise: RP-GAN trains without noise (sen_rpgan.md section 9).")
+
+
+def _check_flow_set(config: TrainConfig) -> None:
+    sources = config.paper.sources
+    if sources.u_max not in (23, 46):
+        raise runner.ConfigError(f"--u_max must be 23 or 46, got {sources.u_max}.")
+    if sources.flow_dir and not os.path.isdir(sources.flow_dir):
+        raise runner.ConfigError(
+            f"--flow_dir {sources.flow_dir} does not exist or is not a folder."
+        )
+    if sources.train_flow_source == "true" and config.data.data_dir:
+        raise runner.ConfigError("--train_flow_source true: GoPro (--data_dir) has no true flows.")
+
+
+def _check_schedule(config: TrainConfig) -> None:
+    runner.check_crop_size(config, SIZE_MULTIPLE, "RP-GAN's generator", MIN_CROP)
+    runner.check_decay(config)
+    pretrain, epochs = config.paper.pretrain_epochs, config.schedule.epochs
+    if pretrain > epochs:
+        raise runner.ConfigError(f"--pretrain_epochs {pretrain} exceeds --epochs {epochs}.")
+    runner.check_adam_betas(config)
+
+
+def _check_critics(config: TrainConfig) -> None:
+    networks = config.paper.networks
+    if networks.dp_lipschitz == "gp" and networks.d_style != "no_bn":
+        raise runner.ConfigError("--dp_lipschitz gp needs --d_style no_bn (register #15).")
+
+
+def _check_buffer(config: TrainConfig) -> None:
+    buffer = config.paper.buffer
+    fractions, betas = list(buffer.buffer_fractions), buffer.betas
+    if not fractions or min(fractions) < 0 or sum(fractions) <= 0:
+        raise runner.ConfigError(f"--buffer_fractions must be >= 0 and not all 0, got {fractions}.")
+    if betas is not None and len(betas) < len(fractions):
+        raise runner.ConfigError(
+            f"--betas has {len(betas)} values; the buffer's {len(fractions)} levels need as many."
+        )
+    if betas is not None and min(betas) <= 0:
+        raise runner.ConfigError(f"--betas must be positive, got {list(betas)}.")
+
+
+def check_betas_per_level(config: TrainConfig) -> None:
+    """Given ``betas`` need one value per validation level (the framework's ``val_levels``), or
+    the first validation fails, hours into the run."""
+    buffer = config.paper.buffer
+    if buffer.betas is not None and len(buffer.betas) < buffer.val_levels:
+        raise runner.ConfigError(
+            f"--betas has {len(buffer.betas)} values; --val_levels {buffer.val_levels} needs one "
+            "per level."
+        )
+
+
+def _check_networks(config: TrainConfig) -> None:
+    widths = config.paper.networks.g_up_widths
+    if tuple(widths) not in ((256, 128), (128, 64)):
+        shown = [str(w) for w in widths]  # as the flag holds them
+        raise runner.ConfigError(f"--g_up_widths must be 256,128 or 128,64, got {shown}.")
+    buffer = config.paper.buffer
+    if config.data.batch_size > buffer.buffer_size * buffer.buffer_passes:
+        raise runner.ConfigError("--batch_size exceeds the items of one buffer cycle.")
+
+
+def _check_model_kwargs(config: TrainConfig) -> None:
+    # Its keys were checked against G's constructor when the config was made (train_config).
+    for key in ("g_up_widths", "width_divisor"):
+        if key in runner.model_kwargs_dict(config):
+            raise runner.ConfigError(f"--model_kwargs: set {key} with --{key}.")
+
+
+# ---- the step and the run -----------------------------------------------------------------------
+
+
+def model_kwargs(config: TrainConfig) -> dict:
+    """G's constructor arguments (``models.rpgan.rpgan_generator``): the widths of the recipe and
+    the other ``model_kwargs`` (``global_residual``, ``output_init``: --preset quick)."""
+    networks = config.paper.networks
+    return {
+        "g_up_widths": [int(w) for w in networks.g_up_widths],
+        "width_divisor": networks.width_divisor,
+        **runner.extra_model_kwargs(config),
+    }
+
+
+def make_schedule(config: TrainConfig, steps_per_epoch: int):
     """1e-4 held, then linear to 1e-6 (section 9), per generator update."""
     from training import schedules
 
-    hold, decay = FLAGS.lr_hold_epochs * steps_per_epoch, FLAGS.lr_decay_epochs * steps_per_epoch
-    return schedules.HoldThenLinearDecay(FLAGS.learning_rate, FLAGS.lr_end, hold, decay)
+    recipe = config.paper
+    hold = recipe.lr_hold_epochs * steps_per_epoch
+    decay = recipe.lr_decay_epochs * steps_per_epoch
+    return schedules.HoldThenLinearDecay(config.schedule.learning_rate, recipe.lr_end, hold, decay)
 
 
-def make_step(steps_per_epoch, sen, sen_record):
-    """The RP-GAN step object from the flags (sections 7-9)."""
+def make_step(config: TrainConfig, steps_per_epoch: int, sen, sen_record):
+    """The RP-GAN step object of ``config`` (sections 7-9), validating the framework of the
+    frozen ``sen`` (``sen_record``: its run_config.json entry)."""
+    from training import vgg_config
     from training.rpgan_step import RPGANTrainStep
 
-    path, identity = vgg_weights()
-    critic = {"d_style": FLAGS.d_style, "width_divisor": FLAGS.width_divisor}
-    step = RPGANTrainStep(
-        model_kwargs=model_kwargs(),
-        critic_kwargs=critic,
-        use_dp=FLAGS.use_dp,
-        learning_rate=make_schedule(steps_per_epoch),
-        beta_1=FLAGS.adam_beta_1,
-        beta_2=FLAGS.adam_beta_2,
-        epsilon=FLAGS.adam_epsilon,
-        cgan_weight=FLAGS.cgan_weight,
-        penalty_weight=FLAGS.penalty_weight,
-        content_feature_scale=FLAGS.content_feature_scale,
-        g_adv_form=FLAGS.g_adv_form,
-        pixel_weight=FLAGS.pixel_weight,
-        dp_lipschitz=FLAGS.dp_lipschitz,
+    recipe, networks = config.paper, config.paper.networks
+    path, identity = vgg_config.vgg_weights(networks.vgg_weights, "vgg16")
+    return RPGANTrainStep(
+        model_kwargs=model_kwargs(config),
+        critic_kwargs={"d_style": networks.d_style, "width_divisor": networks.width_divisor},
+        use_dp=networks.use_dp,
+        learning_rate=make_schedule(config, steps_per_epoch),
+        beta_1=recipe.adam_beta_1,
+        beta_2=recipe.adam_beta_2,
+        epsilon=config.schedule.adam_epsilon,
+        cgan_weight=networks.cgan_weight,
+        penalty_weight=networks.penalty_weight,
+        content_feature_scale=networks.content_feature_scale,
+        g_adv_form=networks.g_adv_form,
+        pixel_weight=networks.pixel_weight,
+        dp_lipschitz=networks.dp_lipschitz,
         vgg_weights_path=path,
         vgg_weights_id=identity,
-        seed=max(FLAGS.seed, 0),
+        seed=max(config.data.seed, 0),
         replay_snapshot=True,
         sen=sen,
         sen_record=sen_record,
-        framework_kwargs=framework_kwargs(),
-    )
-    return step
-
-
-def build_trainer(out=None):
-    """Flags -> Trainer: the frozen SEN, the cached training images, the step and the segments."""
-    from training import deconv_cache, rpgan_data
-
-    sen, sen_record = load_sen()
-    images, description = training_images()
-    cache = deconv_cache.DeconvCache(
-        cache_dir(),
-        images,
-        sen=sen,
-        flow_source=FLAGS.train_flow_source,
-        beta=betas()[0],
-        tol=FLAGS.cg_tol,
-        max_iter=FLAGS.cg_max_iter,
-    )
-    batches = rpgan_data.steps_per_epoch(len(images), FLAGS.batch_size)
-    segments = rpgan_data.RPGANData(
-        cache,
-        None,  # the step object, made below
-        batch_size=FLAGS.batch_size,
-        crop_size=FLAGS.crop_size,
-        pretrain_steps=FLAGS.pretrain_epochs * batches,
-        buffer_kwargs=buffer_kwargs(),
-        seed=max(FLAGS.seed, 0),
-        run_dir=FLAGS.run_dir or DEFAULT_RUN_DIR,
-        sen=sen,
-    )
-
-    def step_factory(steps_per_epoch, total_steps):
-        del total_steps  # the schedule is in epochs
-        segments.step_obj = make_step(steps_per_epoch, sen, sen_record)
-        return segments.step_obj
-
-    def data_factory():
-        return script.TrainingData(
-            size=batches * FLAGS.batch_size,
-            epoch_datasets=segments,
-            validation=validation,
-            description={**description, "cache": cache.folder},
-            unit="images",
-        )
-
-    return script.build_trainer(
-        step_factory,
-        paper_flags=PAPER_FLAGS,
-        default_run_dir=DEFAULT_RUN_DIR,
-        out=out,
-        data_factory=data_factory,
+        framework_kwargs=rpgan_run.framework_kwargs(config),
     )
 
 
-def buffer_kwargs():
-    return {
-        "size": FLAGS.buffer_size,
-        "fractions": _floats("buffer_fractions"),
-        "betas": betas(),
-        "margin": FLAGS.buffer_margin,
-        "passes": FLAGS.buffer_passes,
-        "tol": FLAGS.cg_tol,
-        "max_iter": FLAGS.cg_max_iter,
-    }
+def build_trainer(config: TrainConfig, out=None):
+    """``config`` -> Trainer: the frozen SEN, the cached training images, the step object and the
+    data that feeds it (:func:`training.rpgan_run.build_trainer`)."""
+    return rpgan_run.build_trainer(config, make_step, default_run_dir=DEFAULT_RUN_DIR, out=out)
 
 
 def main(argv):
-    # Before TensorFlow loads: bad flags fail fast.
-    script.run_main(
-        "train_rpgan.py", argv, prepare=(apply_flag_defaults, check_flags), build=build_trainer
+    train_flags.run_training(
+        "train_rpgan.py",
+        argv,
+        make_config=config_from_flags,
+        checks=(check_config,),
+        build=build_trainer,
     )
 
 
 if __name__ == "__main__":
-    train_flags.apply_defaults(PAPER_DEFAULTS)  # so that --help shows this paper's defaults
+    # So that --help shows this paper's defaults (the comma lists as the flags hold them).
+    train_flags.set_flag_defaults(flag_values(paper_config()))
     cli.run(main)

@@ -1,7 +1,8 @@
-"""train_rpgan.py and training/rpgan_data.py (sen_rpgan.md section 9): the recipe's numbers through
-the script's defaults, one step of each training phase (pre-training, replay buffer), the snapshot
-frozen during a cycle, the run-directory contract of an RP-GAN run, an exact resume inside a
-buffer cycle, and one-line errors for bad flags."""
+"""train_rpgan.py, training/rpgan_run.py and training/rpgan_data.py (sen_rpgan.md section 9): the
+recipe's numbers through the script's config (built directly, and from flags once), one step of
+each training phase (pre-training, replay buffer), the snapshot frozen during a cycle, the
+run-directory contract of an RP-GAN run, an exact resume inside a buffer cycle, and one-line
+errors for bad flags (--betas against --val_levels among them)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 import tensorflow as tf
 
 import train_rpgan
+from config import ConfigError
 from tests.train_checks import parsed_flags, run_main
-from training import deconv_cache, rpgan_data
+from training import deconv_cache, rpgan_data, rpgan_run
+from training.config import replace
 from training.rpgan_step import RPGANTrainStep
 
 TINY = {"width_divisor": 16}
@@ -53,7 +56,7 @@ def sen_run(tmp_path_factory):
     return path
 
 
-# ---- the recipe's numbers through the script's defaults -----------------------------------------
+# ---- the recipe's numbers through the script's config --------------------------------------------
 
 
 def test_paper_recipe_and_schedule_numbers_through_the_script(monkeypatch, tmp_path, sen_run):
@@ -61,19 +64,24 @@ def test_paper_recipe_and_schedule_numbers_through_the_script(monkeypatch, tmp_p
     of level-1 pre-training, buffer cycles of 187 steps, lr 1e-4 for 110 epochs then linear to 1e-6
     over 80, batch 16 of 256x256, Adam (0.9, 0.99, 1e-8), gamma 0.01, lambda 0.1."""
     images = [deconv_cache.TrainingImage(f"i{i}", None) for i in range(3103)]
-    monkeypatch.setattr(train_rpgan, "training_images", lambda: (images, {"train_images": 3103}))
-    monkeypatch.setattr(train_rpgan, "validation", lambda: None)
-    args = (f"--sen_checkpoint={sen_run}", f"--run_dir={tmp_path / 'run'}", "--vgg_weights=random")
-    with parsed_flags("train_rpgan.py", *args) as flags:
-        train_rpgan.apply_flag_defaults()
-        train_rpgan.check_flags()
-        assert flags["vgg_weights"].default == "imagenet"  # no ImageNet file here: random given
-        assert (flags.batch_size, flags.crop_size, flags.synthetic_images) == (16, 256, 1000)
-        assert (flags.hflip, flags.vflip, flags.rot90, flags.noise) == (False, False, False, "off")
-        assert train_rpgan.betas() == pytest.approx([0.02, 0.1, 0.5])
-        trainer = train_rpgan.build_trainer(out=io.StringIO())
+    monkeypatch.setattr(
+        rpgan_run, "training_images", lambda config: (images, {"train_images": 3103})
+    )
+    monkeypatch.setattr(rpgan_run, "validation", lambda config: None)
+    paper = train_rpgan.paper_config()
+    assert paper.paper.networks.vgg_weights == "imagenet"  # no ImageNet file here: random given
+    config = replace(
+        paper, sen_checkpoint=str(sen_run), run_dir=str(tmp_path / "run"), vgg_weights="random"
+    )
+    train_rpgan.check_config(config)
+    data, sources = config.data, config.paper.sources
+    assert (data.batch_size, data.crop_size, sources.synthetic_images) == (16, 256, 1000)
+    assert (data.hflip, data.vflip, data.rot90, data.noise) == (False, False, False, "off")
+    assert rpgan_run.betas(config) == pytest.approx([0.02, 0.1, 0.5])
+    trainer = train_rpgan.build_trainer(config, out=io.StringIO())
     assert trainer.config.steps_per_epoch == 194 and trainer.config.total_steps == 190 * 194
     segments = trainer.make_epoch_dataset
+    assert segments.step_obj is trainer.step_obj  # the data is built with its step
     assert segments.pretrain_steps == 40 * 194 and segments.steps_per_cycle == 187
     # Segments end with their phase (pre-training, a cycle) or after 7 batches held in memory.
     pretrain = 40 * 194
@@ -94,6 +102,13 @@ def test_paper_recipe_and_schedule_numbers_through_the_script(monkeypatch, tmp_p
     assert step.weights["cgan_weight"] == 0.01 and step.weights["penalty_weight"] == 0.1
     assert step.weights["content_feature_scale"] == pytest.approx(1 / 57.5)
     assert step.use_dp and step.dp_lipschitz == "clip" and step.clip_limit == 0.01
+    assert step.model_kwargs == {"g_up_widths": [256, 128], "width_divisor": 1}
+    assert step.framework_kwargs == {
+        "levels": 3,
+        "betas": pytest.approx([0.02, 0.1, 0.5]),
+        "cg_tol": 1e-5,
+        "cg_max_iter": 100,
+    }
     rate = step.learning_rate
     expected = {0: 1e-4, 110 * 194: 1e-4, 150 * 194: (1e-4 + 1e-6) / 2, 190 * 194: 1e-6}
     for i, value in expected.items():
@@ -101,11 +116,57 @@ def test_paper_recipe_and_schedule_numbers_through_the_script(monkeypatch, tmp_p
     assert float(rate(110 * 194 + 1)) < 1e-4
 
 
-def test_quick_preset_flags():
-    with parsed_flags("train_rpgan.py", "--preset=quick", "--sen_checkpoint=x") as flags:
-        train_rpgan.apply_flag_defaults()
-        assert flags.u_max == 23 and flags.width_divisor == 4 and flags.vgg_weights == "random"
-        assert flags.val_images == 0 and flags.pretrain_epochs < flags.epochs
+def test_quick_preset():
+    config = train_rpgan.paper_config()
+    quick = train_rpgan.quick(config)
+    train_rpgan.check_config(replace(quick, sen_checkpoint=__file__))
+    sources, networks = quick.paper.sources, quick.paper.networks
+    assert sources.u_max == 23 and networks.width_divisor == 4 and networks.vgg_weights == "random"
+    assert quick.data.val_images == 0 and quick.paper.pretrain_epochs < quick.schedule.epochs
+    assert train_rpgan.model_kwargs(quick) == {
+        "g_up_widths": [256, 128],
+        "width_divisor": 4,
+        "global_residual": True,
+        "output_init": "zeros",
+    }
+    assert train_rpgan.paper_config() == config  # a preset returns a new config
+
+
+def test_flags_become_the_config_once():
+    """The command line over the preset over the recipe; the comma lists become tuples of
+    numbers; a preset parsed before the paper defaults in one process leaves nothing behind."""
+    args = (
+        "--preset=quick",
+        "--sen_checkpoint=x",
+        "--betas=0.1,0.2,0.3,0.4",
+        "--g_up_widths=128,64",
+    )
+    with parsed_flags("train_rpgan.py", *args, "--val_levels=4", "--width_divisor=2"):
+        config = train_rpgan.config_from_flags()
+    assert config.preset == "quick" and config.paper.sources.u_max == 23
+    assert config.paper.sources.sen_checkpoint == "x" and config.paper.networks.width_divisor == 2
+    assert config.paper.buffer.betas == (0.1, 0.2, 0.3, 0.4) and config.paper.buffer.val_levels == 4
+    assert config.paper.networks.g_up_widths == (128, 64)
+    assert config.paper.buffer.buffer_fractions == (0.5, 0.3, 0.2)
+    with parsed_flags("train_rpgan.py"):
+        assert train_rpgan.config_from_flags() == train_rpgan.paper_config()
+
+
+def test_betas_must_cover_the_validation_levels():
+    """--betas given with fewer values than --val_levels is refused at the start, naming both
+    flags (without the check, the first validation failed hours into the run); the default
+    ladder covers any number of levels."""
+    config = replace(
+        train_rpgan.paper_config(), buffer_fractions=(0.5, 0.5), betas=(0.02, 0.1), val_levels=3
+    )
+    with pytest.raises(ConfigError) as error:
+        train_rpgan.check_betas_per_level(config)
+    message = str(error.value)
+    assert message == "--betas has 2 values; --val_levels 3 needs one per level."
+    train_rpgan.check_betas_per_level(replace(config, val_levels=2))
+    unset = replace(config, betas=None, val_levels=5)
+    train_rpgan.check_betas_per_level(unset)
+    assert len(rpgan_run.framework_kwargs(unset)["betas"]) == 5
 
 
 @pytest.mark.parametrize(
@@ -117,7 +178,15 @@ def test_quick_preset_flags():
         (["--pretrain_epochs=200"], "exceeds --epochs"),
         (["--dp_lipschitz=gp"], "needs --d_style no_bn"),
         (["--betas=0.1"], "--betas has 1 values"),
+        (
+            ["--betas=0.02,0.1,0.5", "--val_levels=4"],
+            "--betas has 3 values; --val_levels 4 needs one per level.",
+        ),
+        (["--betas=0.1,x,1"], "--betas must be numbers, got ['0.1', 'x', '1']."),
+        (["--g_up_widths=512,256"], "--g_up_widths must be 256,128 or 128,64, got ['512', '256']."),
         (["--crop_size=66"], "multiple of 4"),
+        (['--model_kwargs={"width_divisor": 2}'], "set width_divisor with --width_divisor"),
+        (['--model_kwargs={"depth": 2}'], "rpgan_generator has no argument 'depth'"),
     ],
 )
 def test_bad_flags_are_one_line_errors(sen_run, args, message):
@@ -126,6 +195,7 @@ def test_bad_flags_are_one_line_errors(sen_run, args, message):
         given.append(f"--sen_checkpoint={sen_run}")
     code = run_main(train_rpgan, *given)
     assert isinstance(code, str) and "\n" not in code and message in code, code
+    assert code.startswith("train_rpgan.py: error: "), code
 
 
 # ---- one step of each phase; the snapshot frozen during a cycle ---------------------------------
@@ -229,6 +299,9 @@ def test_run_directory_contract_and_exact_resume(flow_root, sen_run, tmp_path):
     assert config["model"] == "rpgan_generator" and config["paper"] == "rpgan"
     assert config["sen"]["weights"] == "sen.weights.h5" and config["sen"]["u_max"] == 23
     assert config["framework"] == {"levels": 1, "betas": [0.02], "cg_tol": 1e-5, "cg_max_iter": 10}
+    recorded = config["config"]
+    assert recorded["paper"]["buffer"]["val_levels"] == 1 and recorded["data"]["crop_size"] == 32
+    assert recorded["paper"]["networks"]["g_up_widths"] == [256, 128]
     for name in ("sen.weights.h5", "final.weights.h5"):
         assert os.path.isfile(straight / name), name
     # The run is a whole framework for evaluate.py / deblur.py / export.py.
