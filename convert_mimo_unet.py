@@ -15,6 +15,7 @@ the result line is printed on stdout.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -75,28 +76,47 @@ def convert(src: str, out: str, variant: str | None = None) -> str:
     return variant
 
 
-def check_flags():
-    """The flag checks that need no TensorFlow; raises ValueError with the rule."""
-    if not FLAGS.src or not FLAGS.out:
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """One convert_mimo_unet.py run, read from the flags once (:func:`config_from_flags`);
+    ``variant`` None: read from the checkpoint."""
+
+    src: str | None = None
+    out: str | None = None
+    variant: str | None = None
+    overwrite: bool = False
+
+
+def config_from_flags() -> ConvertConfig:
+    """convert_mimo_unet.py's flags as one :class:`ConvertConfig`."""
+    return ConvertConfig(
+        src=FLAGS.src, out=FLAGS.out, variant=FLAGS.variant, overwrite=FLAGS.overwrite
+    )
+
+
+def check_config(config: ConvertConfig) -> None:
+    """The checks that need no TensorFlow; raises ValueError with the rule."""
+    if not config.src or not config.out:
         raise ValueError("--src and --out are required.")
-    if FLAGS.variant not in (None, "mimo_unet", "mimo_unet_plus"):
-        raise ValueError(f"--variant {FLAGS.variant}: expected mimo_unet or mimo_unet_plus.")
-    if not FLAGS.out.endswith(".weights.h5"):
-        raise ValueError(f"--out {FLAGS.out}: Keras weight files must end in .weights.h5.")
-    outputs.check_file_target(FLAGS.out, "--out")
-    outputs.refuse_existing([FLAGS.out], "--out", FLAGS.overwrite)
+    if config.variant not in (None, "mimo_unet", "mimo_unet_plus"):
+        raise ValueError(f"--variant {config.variant}: expected mimo_unet or mimo_unet_plus.")
+    if not config.out.endswith(".weights.h5"):
+        raise ValueError(f"--out {config.out}: Keras weight files must end in .weights.h5.")
+    outputs.check_file_target(config.out, "--out")
+    outputs.refuse_existing([config.out], "--out", config.overwrite)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = config_from_flags()
     try:
-        check_flags()
+        check_config(config)
         cli.import_tensorflow()
-        variant = convert(FLAGS.src, FLAGS.out, FLAGS.variant)
+        variant = convert(config.src, config.out, config.variant)
     except (ValueError, OSError) as error:  # CheckpointError, variant mismatch, OutputError
         sys.exit(f"convert_mimo_unet.py: error: {error}")
-    print(f"Wrote {FLAGS.out} ({variant}).")
+    print(f"Wrote {config.out} ({variant}).")
 
 
 if __name__ == "__main__":

@@ -146,31 +146,59 @@ def positive_ints(values, flag):
     return numbers
 
 
-def check_flags():
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiments_rpgan.py run, read from the flags once (:func:`config_from_flags`)."""
+
+    checkpoint: str | None = None
+    table: str = "2"
+    sen_checkpoint: str | None = None
+    no_dp_checkpoint: str | None = None
+    data_dir: str | None = None
+    split: str = "test"
+    blur_variant: str = "blur"
+    max_images: int = 0
+    levels: int | None = 3
+    iterations_list: tuple[str, ...] = ("1", "2", "3")
+    levels_list: tuple[str, ...] = ("1", "2", "3", "4", "5")
+    out: str | None = None
+    overwrite: bool = False
+
+
+def config_from_flags() -> ExperimentConfig:
+    """experiments_rpgan.py's flags as one :class:`ExperimentConfig`."""
+    names = [field.name for field in dataclasses.fields(ExperimentConfig)]
+    values = {name: FLAGS[name].value for name in names}
+    for name in ("iterations_list", "levels_list"):
+        values[name] = tuple(values[name] or ())
+    return ExperimentConfig(**values)
+
+
+def check_config(config: ExperimentConfig):
     """Every check that needs nothing loaded; returns the table's settings dict."""
-    if not FLAGS.checkpoint:
+    if not config.checkpoint:
         raise ExperimentError("--checkpoint: required (an RP-GAN run directory of train_rpgan.py).")
     for flag in ("checkpoint", "sen_checkpoint", "no_dp_checkpoint"):
-        path = getattr(FLAGS, flag)
+        path = getattr(config, flag)
         if path and not (os.path.exists(path) or os.path.exists(path + ".index")):
             raise ExperimentError(f"--{flag} {path}: no such file or directory.")
-    if FLAGS.table == "appendix_b" and not FLAGS.no_dp_checkpoint:
+    if config.table == "appendix_b" and not config.no_dp_checkpoint:
         raise ExperimentError("--table appendix_b needs --no_dp_checkpoint (a use_dp=False run).")
-    if FLAGS.no_dp_checkpoint and FLAGS.table != "appendix_b":
+    if config.no_dp_checkpoint and config.table != "appendix_b":
         raise ExperimentError("--no_dp_checkpoint is used by --table appendix_b only.")
-    levels = FLAGS.levels if FLAGS.levels is not None else 3
+    levels = config.levels if config.levels is not None else 3
     if levels < 1:
         raise ExperimentError(f"--levels {levels}: expected a positive integer.")
-    if FLAGS.out:
+    if config.out:
         from inference import outputs
 
-        outputs.check_file_target(FLAGS.out, "--out")
-        outputs.refuse_existing([FLAGS.out], "--out", FLAGS.overwrite, FLAGS.out)
+        outputs.check_file_target(config.out, "--out")
+        outputs.refuse_existing([config.out], "--out", config.overwrite, config.out)
     return {
-        "table": FLAGS.table,
+        "table": config.table,
         "levels": levels,
-        "iterations": positive_ints(FLAGS.iterations_list, "iterations_list"),
-        "levels_list": positive_ints(FLAGS.levels_list, "levels_list"),
+        "iterations": positive_ints(config.iterations_list, "iterations_list"),
+        "levels_list": positive_ints(config.levels_list, "levels_list"),
     }
 
 
@@ -614,26 +642,26 @@ def print_table(settings, rows, data_info, num_images):
 # --------------------------------------------------------------------------------------------------
 
 
-def load_runs(settings):
+def load_runs(config: ExperimentConfig, settings):
     """{"main": RPGANRun[, "no_dp": RPGANRun]}; the no-D_p run's G with the main run's SEN."""
-    runs = {"main": load_rpgan_run(FLAGS.checkpoint, FLAGS.sen_checkpoint)}
+    runs = {"main": load_rpgan_run(config.checkpoint, config.sen_checkpoint)}
     if settings["table"] == "appendix_b":
-        runs["no_dp"] = load_generator_run(FLAGS.no_dp_checkpoint, "no_dp_checkpoint")
+        runs["no_dp"] = load_generator_run(config.no_dp_checkpoint, "no_dp_checkpoint")
     return runs
 
 
-def run(settings):
+def run(config: ExperimentConfig, settings):
     """Loads, runs and prints one table; returns the JSON-able result."""
     cli.import_tensorflow()
-    u_max = 23.0 if FLAGS.data_dir else default_u_max(FLAGS.checkpoint)
-    source, data_info, labels = open_data(FLAGS.data_dir, FLAGS.split, FLAGS.blur_variant, u_max)
-    runs = load_runs(settings)
+    u_max = 23.0 if config.data_dir else default_u_max(config.checkpoint)
+    source, data_info, labels = open_data(config.data_dir, config.split, config.blur_variant, u_max)
+    runs = load_runs(config, settings)
     methods = methods_of(settings, runs, labels is not None)
-    pairs = read_pairs(source, FLAGS.split, labels, FLAGS.max_images)
+    pairs = read_pairs(source, config.split, labels, config.max_images)
     sen = flow_function(runs["main"].sen)
     scores = score_images(methods, sen, cg_settings(runs["main"]), pairs)
     if not scores["blurred"]:
-        raise ExperimentError(f"No images in {data_info['data_dir']} (split {FLAGS.split!r}).")
+        raise ExperimentError(f"No images in {data_info['data_dir']} (split {config.split!r}).")
     rows = table_rows(settings, methods, scores)
     print_table(settings, rows, data_info, len(scores["blurred"]))
     if labels is None:
@@ -655,14 +683,15 @@ def run(settings):
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"{PROGRAM}: error: unexpected arguments {argv[1:]}")
+    config = config_from_flags()
     try:
-        settings = check_flags()
-        result = run(settings)
-        if FLAGS.out:
+        settings = check_config(config)
+        result = run(config, settings)
+        if config.out:
             import fileio
 
-            fileio.atomic_write_json(FLAGS.out, result)
-            print(f"Wrote {FLAGS.out}")
+            fileio.atomic_write_json(config.out, result)
+            print(f"Wrote {config.out}")
     except (ExperimentError, OSError, ValueError) as error:  # + DataError, ModelSourceError
         sys.exit(f"{PROGRAM}: error: {error}")
 
