@@ -1,19 +1,24 @@
-"""train_sen.py, training/sen_step.py and training/flow_inputs.py: the recipe's numbers through the
-script's defaults (sen_rpgan.md section 5), one stage-1 and one stage-2 step through the one loop
-(stack 1 frozen in stage 2), the quarter-resolution label, the flow baselines, one-line errors for
-a bad --init_from, and a tiny stage-1 -> resume -> stage-2 run on a 64-px flow set."""
+"""train_sen.py, training/sen_run.py, training/sen_step.py and training/flow_inputs.py: the recipe's
+numbers as a configuration built without flags (sen_rpgan.md section 5), the flags read into it
+once, stage 2's inheritance of the stage-1 run's switches, one stage-1 and one stage-2 step through
+the one loop (stack 1 frozen in stage 2), the quarter-resolution label, the flow baselines,
+one-line errors for bad flags and a bad --init_from, and a tiny stage-1 -> resume -> stage-2 run on
+a 64-px flow set."""
 
 import io
 import json
+import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import train_sen
+from config import ConfigError
 from data import flow_pipeline
 from tests.train_checks import parsed_flags, run_main, run_script
-from training import flow_inputs
+from training import flow_inputs, sen_run
+from training.config import replace
 from training.loop import LoopConfig, Trainer
 from training.sen_step import SENTrainStep, quarter_box_label
 
@@ -68,7 +73,7 @@ def _changed(before, after):
     return any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
 
 
-# ---- the recipe's numbers through the script's defaults -----------------------------------------
+# ---- the recipe: a configuration built without flags --------------------------------------------
 
 
 def _fake_flow_set(monkeypatch, tmp_path, examples=10_000):
@@ -81,72 +86,133 @@ def _fake_flow_set(monkeypatch, tmp_path, examples=10_000):
     return str(tmp_path)
 
 
-def _stage1_run_dir(path, model_kwargs=None, stage=1, weights=True):
+def _stage1_run_dir(path, model_kwargs=None, stage=1, weights=True, u_max=46):
     kwargs = {"num_stacks": stage, "sen_skips": "concat", "sen_output": "full"}
     kwargs.update({"dilation_rates": [2, 2, 2], "width_divisor": 1, **(model_kwargs or {})})
     path.mkdir(parents=True, exist_ok=True)
-    config = {"model": "sen", "model_kwargs": kwargs, "stage": stage, "u_max": 46}
+    config = {"model": "sen", "model_kwargs": kwargs, "stage": stage, "u_max": u_max}
     (path / "run_config.json").write_text(json.dumps(config))
     if weights:
         (path / "final.weights.h5").write_bytes(b"")
     return path
 
 
-def test_paper_recipe_and_schedule_numbers_through_the_script(monkeypatch, tmp_path):
-    data_dir = _fake_flow_set(monkeypatch, tmp_path)
-    run = tmp_path / "run"
-    with parsed_flags("train_sen.py", f"--data_dir={data_dir}", f"--run_dir={run}") as flags:
-        for prepare in (train_sen.apply_flag_defaults, train_sen.check_stage_flags):
-            prepare()
-        train_sen.apply_model_kwargs()
-        train_sen.check_flags()
-        assert flags.batch_size == 16 and flags.crop_size == 256 and flags.u_max == 46
-        assert (flags.hflip, flags.vflip, flags.rot90, flags.noise) == (False, False, False, "off")
-        assert (flags.adam_beta_1, flags.adam_beta_2, flags.adam_epsilon) == (0.9, 0.99, 1e-8)
-        trainer = train_sen.build_trainer(out=io.StringIO())
-    # One epoch = 10,000 / 16 = 625 steps; stage 1 = 90 epochs.
-    assert trainer.config.steps_per_epoch == 625 and trainer.config.total_steps == 90 * 625
-    step = trainer.step_obj
-    assert step.stage == 1 and step.model_kwargs["num_stacks"] == 1
+def test_paper_defaults():
+    """sen_rpgan.md section 5: batch 16, 256 crops, no flips or noise, Adam (PyTorch formula)
+    betas 0.9 / 0.99, epsilon 1e-8, u_max 46; stage 1: 1.25e-3 for 50 epochs then linear to
+    1.25e-5 over 40 (90 epochs); stage 2: 15 epochs at a constant 1.25e-5, stack 1 frozen."""
+    config = train_sen.paper_config()
+    train_sen.check_config(config)
+    data, schedule, recipe = config.data, config.schedule, config.paper
+    assert data.batch_size == 16 and data.crop_size == 256 and recipe.u_max == 46
+    assert (data.hflip, data.vflip, data.rot90, data.noise) == (False, False, False, "off")
+    assert (recipe.adam_beta_1, recipe.adam_beta_2, schedule.adam_epsilon) == (0.9, 0.99, 1e-8)
+    assert recipe.stage == 1 and schedule.epochs == 90 and schedule.max_steps == 0
+    assert train_sen.model_kwargs(config) == {
+        "sen_skips": "concat",
+        "sen_output": "full",
+        "dilation_rates": [2, 2, 2],
+        "width_divisor": 1,
+    }
+    # One epoch = 10,000 / 16 = 625 steps on the paper-size flow sets.
+    step = train_sen.make_step(config, steps_per_epoch=625, total_steps=90 * 625)
+    assert step.stage == 1 and step.model_kwargs["num_stacks"] == 1 and step.init_weights is None
     assert (step.beta_1, step.beta_2, step.epsilon, step.adam_formula) == (
         0.9,
         0.99,
         1e-8,
         "pytorch",
     )
-    rates = {i: float(step.schedule(i)) for i in (0, 50 * 625, 70 * 625, 90 * 625, 95 * 625)}
     expected = {0: 1.25e-3, 50 * 625: 1.25e-3, 70 * 625: (1.25e-3 + 1.25e-5) / 2}
     expected.update({90 * 625: 1.25e-5, 95 * 625: 1.25e-5})  # linear to 1.25e-5, then held
     for i, rate in expected.items():
-        assert rates[i] == pytest.approx(rate, rel=1e-5), i
+        assert float(step.schedule(i)) == pytest.approx(rate, rel=1e-5), i
     assert float(step.schedule(50 * 625 + 1)) < 1.25e-3
 
-    stage1 = _stage1_run_dir(tmp_path / "stage1")
-    args = (f"--data_dir={data_dir}", f"--run_dir={run}", "--stage=2", f"--init_from={stage1}")
-    with parsed_flags("train_sen.py", *args):
-        for prepare in (
-            train_sen.apply_flag_defaults,
-            train_sen.check_stage_flags,
-            train_sen.inherit_stage1,
-            train_sen.apply_model_kwargs,
-            train_sen.check_flags,
-        ):
-            prepare()
-        trainer = train_sen.build_trainer(out=io.StringIO())
-    # Stage 2: 15 epochs of 625 steps at a constant 1.25e-5, stack 1 frozen.
-    assert trainer.config.total_steps == 15 * 625
-    step = trainer.step_obj
+    stage2 = replace(train_sen.paper_config(2), init_from="runs/s1")
+    train_sen.check_config(stage2)
+    assert stage2 == replace(train_sen.stage2(config), init_from="runs/s1")
+    assert stage2.schedule.epochs == 15 and stage2.paper.lr_decay_epochs == 0
+    step = train_sen.make_step(stage2, steps_per_epoch=625, total_steps=15 * 625)
     assert step.stage == 2 and step.frozen_stack1 and step.model_kwargs["num_stacks"] == 2
-    assert step.init_weights == str(stage1 / "final.weights.h5")
+    assert step.init_weights == os.path.join("runs/s1", "final.weights.h5")
     for i in (0, 9000, 15 * 625):
         assert float(step.schedule(i)) == pytest.approx(1.25e-5, rel=1e-6)
+    assert train_sen.paper_config() == config  # the stage and presets return new configs
 
 
-def test_quick_preset_and_joint_finetune_flags():
-    with parsed_flags("train_sen.py", "--preset=quick") as flags:
-        train_sen.apply_flag_defaults()
-        assert flags.u_max == 23 and flags.width_divisor == 8 and flags.val_images == 0
-        assert train_sen.model_kwargs()["width_divisor"] == 8
+def test_trainer_of_the_recipe_on_a_paper_size_flow_set(monkeypatch, tmp_path):
+    """The runner's assembly with the flow data factory: 625 steps per epoch, 90 and 15 epochs."""
+    data_dir = _fake_flow_set(monkeypatch, tmp_path)
+    config = replace(train_sen.paper_config(), data_dir=data_dir, run_dir=str(tmp_path / "run"))
+    trainer = train_sen.build_trainer(config, out=io.StringIO())
+    assert trainer.config.steps_per_epoch == 625 and trainer.config.total_steps == 90 * 625
+    assert trainer.extra_config["data"]["train_examples"] == 10_000
+    assert trainer.extra_config["config"]["paper"]["stage"] == 1
+    stage1 = _stage1_run_dir(tmp_path / "stage1")
+    config = replace(train_sen.stage2(config), init_from=str(stage1))
+    trainer = train_sen.build_trainer(config, out=io.StringIO())
+    assert trainer.config.total_steps == 15 * 625 and trainer.step_obj.frozen_stack1
+    assert trainer.step_obj.init_weights == str(stage1 / "final.weights.h5")
+
+
+def test_quick_preset_of_each_stage():
+    quick = train_sen.quick(train_sen.paper_config())
+    assert quick.preset == "quick" and quick.paper.u_max == 23 and quick.paper.width_divisor == 8
+    assert quick.data.val_images == 0 and quick.data.crop_size == 128
+    assert (quick.schedule.epochs, quick.schedule.learning_rate, quick.paper.lr_end) == (
+        12,
+        2e-3,
+        2e-5,
+    )
+    assert train_sen.model_kwargs(quick)["width_divisor"] == 8
+    quick2 = train_sen.quick(train_sen.paper_config(2))
+    assert quick2.paper.stage == 2 and quick2.schedule.epochs == 4
+    assert (quick2.schedule.learning_rate, quick2.paper.lr_end) == (1e-3, 1e-5)
+    assert (quick2.paper.lr_hold_epochs, quick2.paper.lr_decay_epochs) == (2, 2)
+
+
+def test_flags_become_the_config_once(tmp_path):
+    """The command line over the preset over the stage's recipe; stage 2 then takes the stage-1
+    run's switches and u_max over the preset's (not over the command line)."""
+    with parsed_flags("train_sen.py"):
+        assert train_sen.config_from_flags() == train_sen.paper_config()
+    with parsed_flags("train_sen.py", "--preset=quick", "--crop_size=64"):
+        config = train_sen.config_from_flags()
+    assert config.preset == "quick" and config.data.crop_size == 64 and config.paper.u_max == 23
+    stage1 = _stage1_run_dir(tmp_path / "stage1", {"res2_skip": "identity"})
+    args = ("--stage=2", f"--init_from={stage1}", "--preset=quick", "--learning_rate=5e-4")
+    with parsed_flags("train_sen.py", *args):
+        config = train_sen.config_from_flags()
+    assert config.paper.stage == 2 and config.schedule.epochs == 4
+    assert config.schedule.learning_rate == 5e-4 and config.paper.lr_end == 1e-5
+    assert config.paper.u_max == 46 and config.paper.width_divisor == 1  # the stage-1 run's
+    assert json.loads(config.model_kwargs) == {"res2_skip": "identity"}
+    assert train_sen.model_kwargs(config)["res2_skip"] == "identity"
+    refused = pytest.raises(ConfigError, match=r"--u_max 23, but the stage-1 run .* used 46")
+    with parsed_flags("train_sen.py", *args, "--u_max=23"), refused:
+        train_sen.config_from_flags()
+
+
+def test_inherit_stage1_returns_a_new_config(tmp_path):
+    stage1 = _stage1_run_dir(tmp_path / "stage1", {"width_divisor": 4, "init": "glorot"})
+    config = replace(train_sen.paper_config(2), init_from=str(stage1), u_max=23, sen_skips="none")
+    inherited = sen_run.inherit_stage1(config)
+    assert (config.paper.u_max, config.paper.sen_skips, config.model_kwargs) == (23, "none", None)
+    assert inherited.paper.u_max == 46 and inherited.paper.width_divisor == 4
+    assert inherited.paper.sen_skips == "concat" and inherited.paper.dilation_rates == [2, 2, 2]
+    assert json.loads(inherited.model_kwargs) == {"init": "glorot"}
+    train_sen.check_config(inherited)
+    assert sen_run.inherit_stage1(inherited, given={"width_divisor", "u_max"}) == inherited
+    with pytest.raises(ConfigError, match="sen_skips='none' differs from the stage-1 run"):
+        sen_run.inherit_stage1(config, given={"sen_skips"})
+    with pytest.raises(ConfigError, match="--u_max 23, but the stage-1 run"):
+        sen_run.inherit_stage1(config, given={"u_max"})
+    other = replace(config, model_kwargs='{"upsampling": "bilinear"}')
+    with pytest.raises(ConfigError, match="upsampling='bilinear', but the stage-1 run"):
+        sen_run.inherit_stage1(other)
+    stage_1 = train_sen.paper_config()
+    assert sen_run.inherit_stage1(stage_1, given={"u_max"}) is stage_1
 
 
 # ---- steps through the one loop -----------------------------------------------------------------
@@ -265,6 +331,9 @@ def test_bad_init_from_is_one_line_naming_it(tmp_path):
         (['--model_kwargs={"stacks": 2}'], "sen has no argument 'stacks'"),
         (["--sen_output=quarter", "--crop_size=66"], "multiple of 4"),
         (["--dilation_rates=2,2"], "--dilation_rates must be 3 integers"),
+        (["--dilation_rates=2,x,2"], "integers >= 1, got ['2', 'x', '2']."),
+        (["--adam_beta_2=1"], "--adam_beta_1 and --adam_beta_2 must be below 1"),
+        (["--lr_end=0.1"], "--learning_rate 0.00125 is below --lr_end 0.1"),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, message, tmp_path):
@@ -316,6 +385,8 @@ def test_stage1_run_resume_and_stage2_run(flow_root, tmp_path, capsys):
     assert run_main(train_sen, *args) == 0
     config = json.loads((run2 / "run_config.json").read_text())
     assert config["stage"] == 2 and config["u_max"] == 23 and not config["sen_joint_finetune"]
+    recipe = config["config"]["paper"]
+    assert (recipe["stage"], recipe["u_max"], recipe["width_divisor"]) == (2, 23, 16)
     assert config["model_kwargs"]["num_stacks"] == 2
     assert config["model_kwargs"]["width_divisor"] == 16
     assert (run2 / "final.weights.h5").is_file()

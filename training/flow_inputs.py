@@ -13,6 +13,10 @@ have no validation split, and the label says so), centre-cropped or full size, d
 flow MSEs (:class:`training.sen_step.SENTrainStep`), and the baselines a model must beat are logged
 once: the **zero flow** (MSE = mean label^2) and the **training-mean flow** (one (u, v) vector, the
 mean label of the training split, for every pixel).
+
+:func:`flow_data` is SEN's ``data_factory`` of :func:`training.runner.build_trainer`: the flow set
+of a :class:`training.config.TrainConfig` (:func:`training.sen_run.flow_root`) as
+:class:`training.runner.TrainingData`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,39 @@ import tensorflow as tf
 
 from training.inputs import centre_crop, per_epoch
 from training.loop import ValidationSet
+
+
+def flow_data(config):
+    """``config`` -> :class:`training.runner.TrainingData` of its flow set: the training examples,
+    per-epoch datasets (``config.data``'s batch, crop and seed), the lazy validation set and the
+    ``run_config.json`` description (root, example count, training-mean flow)."""
+    from data import flow_pipeline
+    from training import runner, sen_run
+
+    data = config.data
+    root = sen_run.flow_root(config)
+    examples = train_examples(root)
+    mean = flow_pipeline.mean_flow(root, "train")
+    return runner.TrainingData(
+        size=len(examples),
+        epoch_datasets=epoch_dataset_fn(
+            root, batch_size=data.batch_size, crop_size=data.crop_size, seed=data.seed
+        ),
+        validation=lambda: load_validation(
+            data.val_data_dir or root,
+            split=data.val_split,
+            num_images=data.val_images,
+            crop=data.val_crop,
+            mean_flow=mean,
+            explicit_dir=bool(data.val_data_dir),
+        ),
+        description={
+            "train": root,
+            "train_examples": len(examples),
+            "training_mean_flow": [round(float(x), 6) for x in mean],
+        },
+        unit="examples",
+    )
 
 
 def train_examples(root) -> list:
