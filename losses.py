@@ -53,6 +53,10 @@ CONTENT_DISTANCES = ("mse", "l2_per_position")
 # GradientNet's s).
 RPGAN_CGAN_WEIGHT = 0.01
 RPGAN_PENALTY_WEIGHT = 0.1
+# The weighted terms whose sum is L_RP-GAN (those present: ``pixel_weighted`` only with a pixel
+# weight), in the order they are added; training/rpgan_step.py separates lambda L_p's gradient
+# from the rest's (its lp_grad_ratio).
+RPGAN_LOSS_PARTS = ("content", "cgan_weighted", "penalty_weighted", "pixel_weighted")
 RPGAN_CONTENT_FEATURE_SCALE = 1.0 / 57.5
 G_ADV_FORMS = ("saturating", "non_saturating")
 # WGAN-GP weight of the dp_lipschitz="gp" alternative (Gulrajani et al.'s 10).
@@ -618,9 +622,11 @@ def rpgan_generator_loss(
         terms["penalty_active"] = ops.zeros((), dtype="float32")
     terms["cgan_weighted"] = cgan_weight * terms["cgan"]
     terms["penalty_weighted"] = penalty_weight * terms["artifact_penalty"]
-    terms["loss"] = terms["content"] + terms["cgan_weighted"] + terms["penalty_weighted"]
     if pixel_weight:
         terms["pixel"] = l1(restored, sharp)
         terms["pixel_weighted"] = pixel_weight * terms["pixel"]
-        terms["loss"] = terms["loss"] + terms["pixel_weighted"]
+    parts = [terms[name] for name in RPGAN_LOSS_PARTS if name in terms]
+    terms["loss"] = parts[0]
+    for part in parts[1:]:
+        terms["loss"] = terms["loss"] + part
     return terms

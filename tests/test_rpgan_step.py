@@ -95,6 +95,71 @@ def test_one_step_updates_generator_and_both_critics(rpgan_run):
     )
     assert values["cgan_weighted"] == pytest.approx(0.01 * values["cgan"], rel=1e-5)
     assert values["penalty_weighted"] == pytest.approx(0.1 * values["artifact_penalty"], rel=1e-5)
+    assert np.isfinite(values["lp_grad_ratio"]) and values["lp_grad_ratio"] >= 0.0
+
+
+def _generator_update(step, batch):
+    """(the gradients G's optimizer receives, the step's values) of one train_step."""
+    captured = {}
+    apply = step.optimizer.apply_gradients
+
+    def capture(pairs):
+        pairs = list(pairs)
+        captured["grads"] = [None if g is None else np.array(g) for g, _ in pairs]
+        return apply(pairs)
+
+    step.optimizer.apply_gradients = capture
+    values = {k: float(v) for k, v in step.train_step(*batch).items()}
+    return captured["grads"], values
+
+
+@pytest.mark.eager
+def test_lp_grad_ratio_is_logged_and_the_update_is_unchanged():
+    """lp_grad_ratio = ||grad_G 0.1 L_p|| / ||grad_G (L_c + 0.01 L_cGAN)||, positive when a hinge
+    is active; G's update is the one-pass gradient (the same update as without the ratio)."""
+    batch = tuple(tf.constant(t[:BATCH]) for t in triples(seed=3))
+    runs = {}
+    for log in (True, False):
+        keras.utils.set_random_seed(4)
+        step = tiny_step(log_lp_grad_ratio=log)
+        step.build(tf.distribute.get_strategy())
+        runs[log] = _generator_update(step, batch)
+    grads, values = runs[True]
+    assert values["penalty_active"] > 0  # the data make a hinge active, so L_p has a gradient
+    assert np.isfinite(values["lp_grad_ratio"]) and values["lp_grad_ratio"] > 0
+    assert "lp_grad_ratio" not in runs[False][1]
+    reference = runs[False][0]
+    scale = max(float(np.abs(g).max()) for g in reference if g is not None)
+    for ours, theirs in zip(grads, reference, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6 * scale)
+    # The ratio from separate gradients of the terms, with the networks the generator update saw
+    # (a fresh step of the same seed, its critics updated once on the batch).
+    keras.utils.set_random_seed(4)
+    fresh = tiny_step()
+    fresh.build(tf.distribute.get_strategy())
+    fresh.update_critics(*fresh.generate(*batch))
+    with tf.GradientTape(persistent=True) as tape:
+        inputs, fake = fresh.generate(*batch)
+        terms = fresh.generator_loss(inputs, fake)
+    variables = fresh.model.trainable_variables
+
+    def norm(targets):
+        return float(
+            tf.linalg.global_norm([g for g in tape.gradient(targets, variables) if g is not None])
+        )
+
+    lp, rest = norm(terms["penalty_weighted"]), norm([terms["content"], terms["cgan_weighted"]])
+    assert values["lp_grad_ratio"] == pytest.approx(lp / rest, rel=1e-3)
+    assert rest == pytest.approx(norm(terms["content"]), rel=1e-2)  # L_c dominates the rest
+
+
+def test_lp_grad_ratio_only_with_dp_and_a_penalty_weight():
+    assert tiny_step().persistent_generator_tape
+    assert not tiny_step(use_dp=False).lp_grad_ratio
+    assert not tiny_step(penalty_weight=0.0).lp_grad_ratio
+    assert not tiny_step(log_lp_grad_ratio=False).persistent_generator_tape
 
 
 def test_validation_scores_the_framework_and_the_identity_prior_baseline(rpgan_run):
@@ -268,3 +333,4 @@ def test_two_replica_step_clips_every_copy_of_dp():
     assert result["replicas"] == 2 and result["copies_equal"] and result["moved"] > 1e-3
     assert result["dp_max"] <= 0.01 + 1e-7
     assert all(np.isfinite(v) for v in result["values"].values())
+    assert result["values"]["lp_grad_ratio"] >= 0.0  # per replica, averaged

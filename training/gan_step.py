@@ -154,16 +154,27 @@ class AdversarialTrainStep(TrainStep):
         critics unchanged): what ``benchmarks/train_step.py`` times beside the critic updates."""
         return self._step(batch, update_critics=False)
 
+    # True when :meth:`minimize_generator` takes more than one gradient of the generator's tape.
+    persistent_generator_tape = False
+
     def _step(self, batch, update_critics):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=self.persistent_generator_tape) as tape:
             inputs, fake = self.generate(*batch)
             critic_terms = {}
             if update_critics:
                 with tape.stop_recording():
                     critic_terms = self.update_critics(inputs, fake)
             terms = self.generator_loss(inputs, fake)
+        diagnostics = self.minimize_generator(tape, terms, fake)
+        return {**terms, **diagnostics, **critic_terms}
+
+    def minimize_generator(self, tape, terms, fake):
+        """One update of G from ``tape`` (which recorded :meth:`generate`, whose output is
+        ``fake``, and :meth:`generator_loss`) and the loss ``terms``; returns further scalars to
+        log (none here). A subclass that reads several gradients of the tape sets
+        :attr:`persistent_generator_tape`."""
         minimize(tape, terms["loss"], self.model.trainable_variables, self.optimizer)
-        return {**terms, **critic_terms}
+        return {}
 
     def update_critics(self, inputs, fake):
         """``critic_steps`` updates of every critic; returns the terms of the last update of each,
