@@ -30,12 +30,13 @@ from absl import flags
 
 import cli
 from cli import train_flags
-from training import runner, vgg_config
+from training import model_arguments, runner, vgg_config
 from training.config import DataConfig, ScheduleConfig, TrainConfig, replace
 
 SIZE_MULTIPLE = 4  # two stride-2 convolutions
-MIN_CROP = 32  # VGG19 (Keras' minimum input) and the critic's 35-px receptive field need >= 32 px
-CRITIC_CLASS = "gradientnet_critic"  # cli.train_flags.MODEL_CLASSES key of PatchGANCritic
+# Keras' VGG19 needs >= 32 px; the critic (70-px receptive field, 35x35 map at 256) takes any size.
+MIN_CROP = 32
+CRITIC_CLASS = "gradientnet_critic"  # training.model_arguments.MODEL_CLASSES key of PatchGANCritic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +252,9 @@ def check_config(config: TrainConfig) -> None:
 
 def critic_kwargs(config: TrainConfig) -> dict:
     """``critic_kwargs`` as PatchGANCritic's constructor arguments; ConfigError for a bad one."""
-    return vgg_config.check_json_kwargs(config.paper.critic_kwargs, "critic_kwargs", CRITIC_CLASS)
+    return model_arguments.check_json_kwargs(
+        config.paper.critic_kwargs, "critic_kwargs", CRITIC_CLASS
+    )
 
 
 def model_kwargs(config: TrainConfig) -> dict:

@@ -98,6 +98,8 @@ class RPGANNetworks:
     width_divisor: int = 1
     d_style: str = "paper"  # register #14
     dp_lipschitz: str = "clip"  # register #15
+    # Diagnostic, not the paper's: L_p's share of G's update (Appendix B), one more backward pass.
+    log_lp_grad_ratio: bool = True
     g_adv_form: str = "saturating"  # L_cGAN as written
     cgan_weight: float = 0.01  # gamma
     penalty_weight: float = 0.1  # lambda
@@ -225,6 +227,13 @@ def _define_network_flags():
     d = train_flags.define_once
     f = flags.DEFINE_float
     d(flags.DEFINE_bool, "use_dp", True, "Train D_p and L_p (--nouse_dp: Appendix B).")
+    d(
+        flags.DEFINE_bool,
+        "log_lp_grad_ratio",
+        True,
+        "Log lp_grad_ratio, ||grad_G 0.1 L_p|| / ||grad_G of the rest of G's loss|| (Appendix B "
+        "reads it); one more backward pass through G, about 1.5x a step's time on a CPU.",
+    )
     d(flags.DEFINE_list, "g_up_widths", ["256", "128"], "G's up-path widths (register #11).")
     d(flags.DEFINE_integer, "width_divisor", 1, "Divide every G and D width.", lower_bound=1)
     d(
@@ -446,6 +455,7 @@ def make_step(config: TrainConfig, steps_per_epoch: int, sen, sen_record):
         g_adv_form=networks.g_adv_form,
         pixel_weight=networks.pixel_weight,
         dp_lipschitz=networks.dp_lipschitz,
+        log_lp_grad_ratio=networks.log_lp_grad_ratio,
         vgg_weights_path=path,
         vgg_weights_id=identity,
         seed=max(config.data.seed, 0),

@@ -246,7 +246,7 @@ def gan_setup(variant, crop, batch):
     if variant == "rpgan":
         from training.rpgan_step import RPGANTrainStep
 
-        step = RPGANTrainStep(vgg_weights_path=None)
+        step = RPGANTrainStep(vgg_weights_path=None, log_lp_grad_ratio=False)  # the paper's step
         step.build(tf.distribute.get_strategy())
         return step, rpgan_work(step, crop, batch), _random_rpgan_batch(batch, crop)
     from training.gradientnet_step import GradientNetTrainStep

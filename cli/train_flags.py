@@ -1,53 +1,50 @@
-"""Flags shared by every ``train_*.py`` script, defined once per process.
+"""The training scripts' command layer: the shared flags (defined once per process) and the one
+place where flags become a :class:`training.config.TrainConfig`.
 
 Each ``train_<paper>.py`` calls :func:`define_common_flags` at import time; the call is idempotent,
 so several training scripts (and evaluate.py, which guards ``--data_dir``/``--blur_variant`` the
-same way) can be imported in one process. Paper defaults and presets are applied in the script's
-``main`` with :func:`apply_defaults`, which only changes flags not given on the command line, so
-importing one script never changes another's defaults.
-
-Paper-specific flags are defined the same way with :func:`define_once`; flags that several papers
-share with their own defaults or help texts have definers taking those (:func:`define_width_flags`,
-:func:`define_adam_beta_flags`, the GAN papers' :func:`define_content_loss_flags`).
+same way) can be imported in one process. Paper-specific flags are defined the same way with
+:func:`define_once`; flags that several papers share with their own defaults or help texts have
+definers taking those (:func:`define_width_flags`, :func:`define_adam_beta_flags`, the GAN papers'
+:func:`define_content_loss_flags`). A flag's declared default is only what ``--help`` shows
+(:func:`set_flag_defaults` shows the script's recipe): a run's values come from
+:func:`train_config`, which reads the flags once — the paper's recipe, the preset, the flags given
+on the command line — so that importing one script never changes what another runs.
 
 ``--model_kwargs`` (JSON) reaches every constructor argument of the paper's model, including the
 switches without a flag of their own (IDC ``texture_input``, ``stop_gradient``, ``pyramid_mode``;
-Two-Way ``share_bottleneck_blocks``). :func:`merge_model_kwargs` checks its keys against the
-model class's constructor (read from the source with ``ast``, so before TensorFlow is imported),
-gives keys that have a flag (``num_res``, ``base_channels``, the paper switches) to that flag, so
-that the flag checks and ``run_config.json`` see one value, and refuses a flag given on the
-command line that disagrees with the same key.
+Two-Way ``share_bottleneck_blocks``). :func:`train_config` checks its keys against the model
+class's constructor (:mod:`training.model_arguments`, read from the source with ``ast``, so
+before TensorFlow is imported), gives keys that are recipe fields (``num_res``,
+``base_channels``, the paper switches) to those fields, so that the checks and
+``run_config.json`` see one value, and refuses a flag given on the command line that disagrees
+with the same key.
 """
 
 from __future__ import annotations
 
-import ast
-import json
-import os
 import sys
 
 from absl import app, flags
 
 from cli import define_once
+from config import ConfigError
+from training import model_arguments
 from training.config import PRESETS, STRATEGIES
 
 FLAGS = flags.FLAGS
-COMMON_FLAGS: list[str] = []  # names defined here, in definition order (for run_config.json)
-
-
-def _common(define, name, default, help_text, **kwargs):
-    if name not in COMMON_FLAGS:
-        COMMON_FLAGS.append(name)
-    define_once(define, name, default, help_text, **kwargs)
+_common = define_once
 
 
 def define_common_flags(defaults: dict | None = None):
-    """Defines the shared training flags (once) and sets ``defaults`` (flag name -> value)."""
+    """Defines the shared training flags (once); ``defaults`` (flag name -> value) is what
+    ``--help`` shows."""
     _define_data_flags()
     _define_schedule_flags()
     _define_run_flags()
     if defaults:
-        apply_defaults(defaults)
+        for name, value in defaults.items():
+            FLAGS.set_default(name, value)
 
 
 def define_width_flags():
@@ -71,7 +68,7 @@ def define_width_flags():
 
 def define_polynomial_decay_flags():
     """``--lr_end`` and ``--lr_power`` of SRN's polynomial decay (IDC, Two-Way); the scripts set
-    their paper's values with :func:`apply_defaults`."""
+    their paper's values in their recipe."""
     define_once(
         flags.DEFINE_float,
         "lr_end",
@@ -93,12 +90,6 @@ def define_adam_beta_flags(beta_1: float, beta_2: float, help_1: str, help_2: st
     texts; :func:`check_adam_betas` refuses values of 1 and above."""
     define_once(flags.DEFINE_float, "adam_beta_1", beta_1, help_1, lower_bound=0.0)
     define_once(flags.DEFINE_float, "adam_beta_2", beta_2, help_2, lower_bound=0.0)
-
-
-def check_adam_betas():
-    """Raises ``app.UsageError`` unless both Adam betas are below 1."""
-    if FLAGS.adam_beta_1 >= 1 or FLAGS.adam_beta_2 >= 1:
-        raise app.UsageError("--adam_beta_1 and --adam_beta_2 must be below 1.")
 
 
 def define_content_loss_flags(vgg: str, generator_loss: str, scale_help: str):
@@ -124,23 +115,6 @@ def define_content_loss_flags(vgg: str, generator_loss: str, scale_help: str):
         f"{vgg} weights of the content loss: imagenet (Keras' cached notop file, never "
         "downloaded), a PATH to that file, or random (smoke runs and --preset quick only).",
     )
-
-
-def vgg_weights_flag(architecture: str) -> tuple[str | None, str]:
-    """``(path or None, identity for run_config.json)`` of ``--vgg_weights`` for Keras'
-    ``architecture`` ("vgg16" / "vgg19") notop file; ``None`` = seeded random weights. Raises
-    ``app.UsageError`` (one line naming the file, its md5 and where to put it) when the file is
-    missing or wrong; never downloads."""
-    from models.vgg import VGGWeightsError, architecture_name
-    from training.vgg_weights import file_md5, resolve_vgg_weights
-
-    try:
-        path = resolve_vgg_weights(FLAGS.vgg_weights, architecture=architecture)
-    except VGGWeightsError as error:
-        raise app.UsageError(str(error)) from None
-    if path is None:
-        return None, "random (seeded He-uniform, models.vgg.RANDOM_VGG_SEED)"
-    return path, f"{architecture_name(architecture)} notop, md5 {file_md5(path)}"
 
 
 def _define_data_flags():
@@ -291,113 +265,6 @@ def _define_run_flags():
     )
 
 
-def apply_defaults(defaults: dict):
-    """Sets flag defaults; flags given on the command line keep their value."""
-    for name, value in defaults.items():
-        FLAGS.set_default(name, value)
-
-
-def snapshot(names=None) -> dict:
-    """``{name: value}`` of the shared flags plus ``names`` (for ``run_config.json``)."""
-    names = list(COMMON_FLAGS) + [n for n in (names or []) if n not in COMMON_FLAGS]
-    return {name: FLAGS[name].value for name in names if name in FLAGS}
-
-
-# Registry name -> (module file in models/, model class): where the constructor's arguments are.
-MODEL_CLASSES = {
-    "mimo_unet": ("mimo_unet.py", "MIMOUNet"),
-    "mimo_unet_plus": ("mimo_unet.py", "MIMOUNet"),
-    "idc": ("idc.py", "IDC"),
-    "two_way": ("two_way.py", "TwoWay"),
-    "gradientnet": ("gradientnet.py", "GradientNetGAN"),
-    "sen": ("sen.py", "SEN"),  # a flow estimator (models.FLOW_ESTIMATOR_BUILDERS)
-    "rpgan_generator": ("rpgan.py", "RPGANGenerator"),  # a prior (models.PRIOR_BUILDERS)
-    # Not registry models: the critics, for --critic_kwargs.
-    "gradientnet_critic": ("gradientnet.py", "PatchGANCritic"),
-    "rpgan_discriminator": ("rpgan.py", "RPGANDiscriminator"),
-}
-_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
-
-
-def model_arguments(model_name: str) -> list[str]:
-    """The named constructor arguments of ``model_name``'s class (``**kw``, which only Keras's
-    own ``name``/``dtype`` can reach, excluded), read from its source without importing it."""
-    filename, class_name = MODEL_CLASSES[model_name]
-    with open(os.path.join(_MODELS_DIR, filename), encoding="utf-8") as handle:
-        tree = ast.parse(handle.read())
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    names = [a.arg for a in item.args.args + item.args.kwonlyargs]
-                    return [n for n in names if n != "self"]
-    raise LookupError(f"models/{filename}: no {class_name}.__init__")
-
-
-def parse_model_kwargs(text, flag="model_kwargs") -> dict:
-    """``--model_kwargs`` (or ``--<flag>``) JSON -> dict (empty for None or "");
-    ``app.UsageError`` otherwise."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise app.UsageError(f"--{flag} is not valid JSON ({error}): {text}") from None
-    if not isinstance(value, dict):
-        raise app.UsageError(f"--{flag} must be a JSON object, got {text}")
-    return value
-
-
-def checked_kwargs(flag: str, class_key: str) -> dict:
-    """``--<flag>`` JSON whose keys must be constructor arguments of ``MODEL_CLASSES[class_key]``
-    (e.g. ``--critic_kwargs`` of a GAN's critic); raises ``app.UsageError`` naming a bad key."""
-    kwargs = parse_model_kwargs(FLAGS[flag].value, flag)
-    accepted = model_arguments(class_key)
-    for key in kwargs:
-        if key not in accepted:
-            raise app.UsageError(
-                f"--{flag}: {class_key} has no argument {key!r} (its arguments: "
-                f"{', '.join(accepted)})."
-            )
-    return kwargs
-
-
-def merge_model_kwargs(model_name: str, flag_keys) -> dict:
-    """Applies ``--model_kwargs`` for ``model_name`` (see the module docstring); returns the
-    entries without a flag of their own (the caller adds them to its ``model_kwargs``).
-
-    Args:
-        model_name: registry name (its class's constructor gives the accepted keys).
-        flag_keys: names that are both a flag of the script and a constructor argument.
-    Raises ``app.UsageError`` naming an unknown key, a value its flag does not accept, or a
-    command-line flag that disagrees.
-    """
-    kwargs = parse_model_kwargs(FLAGS.model_kwargs)
-    accepted = model_arguments(model_name)
-    for key, value in kwargs.items():
-        if key not in accepted:
-            raise app.UsageError(
-                f"--model_kwargs: {model_name} has no argument {key!r} "
-                f"(its arguments: {', '.join(accepted)})."
-            )
-        if key in flag_keys:
-            _give_to_flag(key, value)
-    return {k: v for k, v in kwargs.items() if k not in flag_keys}
-
-
-def _give_to_flag(name: str, value) -> None:
-    flag = FLAGS[name]
-    try:
-        parsed = flag.parser.parse(value)
-    except (TypeError, ValueError) as error:
-        raise app.UsageError(f"--model_kwargs: {name}={value!r} is not valid ({error}).") from None
-    if flag.present and flag.value != parsed:
-        raise app.UsageError(
-            f"--model_kwargs sets {name}={parsed!r} but --{name} is {flag.value!r}; give it once."
-        )
-    flag.value = parsed
-
-
 # --------------------------------------------------------------------------------------------------
 # Flags -> TrainConfig, read once at a script's entry point
 # --------------------------------------------------------------------------------------------------
@@ -429,8 +296,11 @@ def _merge_model_kwargs(config, model_name: str, given: dict):
 
     import config as config_lib
 
-    kwargs = parse_model_kwargs(config.model_kwargs)
-    accepted = model_arguments(model_name)
+    try:
+        kwargs = model_arguments.parse_json_kwargs(config.model_kwargs, "model_kwargs")
+    except ConfigError as error:
+        raise app.UsageError(str(error)) from None
+    accepted = model_arguments.constructor_arguments(model_name)
     recipe = {field.name for field in dataclasses.fields(config.paper)}
     values = {}
     for key, value in kwargs.items():

@@ -305,7 +305,7 @@ def test_flags_defined_once_and_paper_defaults():
     import train_mimo_unet  # noqa: F401  (defines its flags again: must not raise)
 
     assert flags.FLAGS["crop_size"].default == 128
-    train_flags.apply_defaults({"crop_size": 256})
+    train_flags.define_common_flags({"crop_size": 256})
 
 
 # ---- distribution ------------------------------------------------------------------------------

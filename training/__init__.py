@@ -7,10 +7,14 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.step`: :class:`~training.step.TrainStep`, the base class of step objects,
   :class:`~training.step.SingleModelTrainStep` (one model, one Adam, one loss: MIMO-UNet, IDC,
   Two-Way) and :func:`~training.step.minimize` (gradients scaled for the number of replicas).
-* :mod:`training.script`: the flow every ``train_<paper>.py`` shares (defaults and preset, flags ->
-  ``Trainer``, one-line errors).
-* :mod:`cli.train_flags`: the shared absl flags, defined once per process.
-* :mod:`training.inputs`: flags -> data sources, per-epoch datasets and the validation set.
+* :mod:`training.config`: :class:`~training.config.TrainConfig`, a run's configuration (data,
+  schedule, loop options, the paper's recipe), built once from the flags by the command layer
+  (:mod:`cli.train_flags`) and passed down.
+* :mod:`training.runner`: config checks and the assembly every ``train_<paper>.py`` shares
+  (config -> strategy, data, step, validation -> ``Trainer``).
+* :mod:`training.model_arguments`, :mod:`training.vgg_config`: JSON kwargs checked against a
+  constructor, the ``vgg_weights`` setting -> a file (no TensorFlow).
+* :mod:`training.inputs`: data settings -> data sources, per-epoch datasets and the validation set.
 * :mod:`training.schedules`: learning-rate schedules keyed on the optimizer's iteration counter.
 * :mod:`training.strategy`: ``default|mirrored|multi_worker`` -> ``tf.distribute`` strategy.
 * :mod:`training.summaries`: TensorBoard scalars/images with TensorFlow core only.
@@ -74,8 +78,9 @@ Run-directory contract (``--run_dir DIR``)
 ------------------------------------------
 ``run_config.json``
     ``{"model": <registry name>, "model_kwargs": {...}, "paper": ..., "optimizer": "Adam
-    (PyTorch formula)", "flags": {...}, ...}`` plus the loop's bookkeeping (strategy, replicas,
-    global batch, steps per epoch, total steps, validation description, versions). Written
+    (PyTorch formula)", "config": {...}, ...}`` (``config``: the run's
+    :class:`~training.config.TrainConfig` as nested JSON) plus the loop's bookkeeping (strategy,
+    replicas, global batch, steps per epoch, total steps, validation description, versions). Written
     atomically at every (re)start. A resume compares every entry of the step object's
     ``run_config()`` (and its ``structure``, if it reports one) with the recorded ones before
     restoring, and refuses a difference by name.
