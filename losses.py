@@ -54,7 +54,7 @@ CONTENT_DISTANCES = ("mse", "l2_per_position")
 RPGAN_CGAN_WEIGHT = 0.01
 RPGAN_PENALTY_WEIGHT = 0.1
 # The weighted terms whose sum is L_RP-GAN (those present: ``pixel_weighted`` only with a pixel
-# weight), in the order they are added; training/rpgan_step.py separates lambda L_p's gradient
+# weight), in the order they are added; training/steps/rpgan_step.py separates lambda L_p's gradient
 # from the rest's (its lp_grad_ratio).
 RPGAN_LOSS_PARTS = ("content", "cgan_weighted", "penalty_weighted", "pixel_weighted")
 RPGAN_CONTENT_FEATURE_SCALE = 1.0 / 57.5

@@ -292,7 +292,7 @@ def step_seed(config: TrainConfig) -> int:
 
 def make_step(config: TrainConfig, steps_per_epoch, total_steps):
     """The GradientNet GAN step object of ``config`` (gradientnet.md sections 4-5)."""
-    from training.gradientnet_step import GradientNetTrainStep
+    from training.steps.gradientnet_step import GradientNetTrainStep
 
     del steps_per_epoch, total_steps  # constant learning rate
     recipe, schedule = config.paper, config.schedule

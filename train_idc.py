@@ -173,7 +173,7 @@ def model_kwargs(config: TrainConfig) -> dict:
 
 def make_step(config: TrainConfig, steps_per_epoch, total_steps):
     """The IDC step object of ``config`` (idc.md sections 5 and 8)."""
-    from training.idc_step import IdcTrainStep
+    from training.steps.idc_step import IdcTrainStep
 
     del steps_per_epoch  # the decay runs over the whole run, in steps
     return IdcTrainStep(

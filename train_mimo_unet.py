@@ -138,7 +138,7 @@ def check_config(config: TrainConfig) -> None:
 
 def make_step(config: TrainConfig, steps_per_epoch, total_steps):
     """The MIMO-UNet step object of ``config`` (mimo_unet.md section 7)."""
-    from training.mimo_unet_step import MimoUnetTrainStep
+    from training.steps.mimo_unet_step import MimoUnetTrainStep
 
     del total_steps  # the MultiStep schedule counts epochs
     recipe, schedule = config.paper, config.schedule

@@ -47,8 +47,9 @@ from absl import flags
 import cli
 import config as config_lib
 from cli import train_flags
-from training import rpgan_run, runner
+from training import runner
 from training.config import DataConfig, ScheduleConfig, TrainConfig, replace
+from training.rpgan import rpgan_run
 
 GENERATOR = "rpgan_generator"  # the registry name of G (a prior: models.PRIOR_BUILDERS)
 SIZE_MULTIPLE = 4  # G's two stride-2 convolutions
@@ -437,7 +438,7 @@ def make_step(config: TrainConfig, steps_per_epoch: int, sen, sen_record):
     """The RP-GAN step object of ``config`` (sections 7-9), validating the framework of the
     frozen ``sen`` (``sen_record``: its run_config.json entry)."""
     from training import vgg_config
-    from training.rpgan_step import RPGANTrainStep
+    from training.steps.rpgan_step import RPGANTrainStep
 
     recipe, networks = config.paper, config.paper.networks
     path, identity = vgg_config.vgg_weights(networks.vgg_weights, "vgg16")
@@ -468,7 +469,7 @@ def make_step(config: TrainConfig, steps_per_epoch: int, sen, sen_record):
 
 def build_trainer(config: TrainConfig, out=None):
     """``config`` -> Trainer: the frozen SEN, the cached training images, the step object and the
-    data that feeds it (:func:`training.rpgan_run.build_trainer`)."""
+    data that feeds it (:func:`training.rpgan.rpgan_run.build_trainer`)."""
     return rpgan_run.build_trainer(config, make_step, default_run_dir=DEFAULT_RUN_DIR, out=out)
 
 

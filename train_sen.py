@@ -252,7 +252,7 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int):
 
 def make_step(config: TrainConfig, steps_per_epoch, total_steps):
     """The SEN step object of ``config``'s stage (sen_rpgan.md section 5)."""
-    from training.sen_step import SENTrainStep
+    from training.steps.sen_step import SENTrainStep
 
     del total_steps  # the schedule is in epochs
     recipe = config.paper

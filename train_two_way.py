@@ -133,7 +133,7 @@ def model_kwargs(config: TrainConfig) -> dict:
 
 def make_step(config: TrainConfig, steps_per_epoch, total_steps):
     """The Two-Way step object of ``config`` (two_way.md section 6)."""
-    from training.two_way_step import TwoWayTrainStep
+    from training.steps.two_way_step import TwoWayTrainStep
 
     del steps_per_epoch  # the decay runs over the whole run, in steps
     return TwoWayTrainStep(

@@ -10,15 +10,16 @@ after the steps (:mod:`benchmarks.peak`; the larger is kept) and the process's p
 miss it). Each configuration runs in a fresh subprocess, so peaks do not mix.
 
 ``--variants`` names the steps: ``mimo_unet`` / ``mimo_unet_plus``
-(``training.mimo_unet_step.MimoUnetTrainStep``) and ``gradientnet``
-(``training.gradientnet_step.GradientNetTrainStep``: the paper configuration, full width, 5
+(``training.steps.mimo_unet_step.MimoUnetTrainStep``) and ``gradientnet``
+(``training.steps.gradientnet_step.GradientNetTrainStep``: the paper configuration, full width, 5
 WGAN-GP critic updates then one generator update, VGG19 ``block4_conv3`` content term with seeded
 random VGG weights, ``vgg_weights_path=None``; nothing is downloaded) and ``rpgan``
-(``training.rpgan_step.RPGANTrainStep``: the paper configuration, full width, one D_cGAN update,
-one D_p update with weight clipping, one G update; VGG16 ``block2_conv2`` content term with seeded
-random weights) on random (I*, O, I_s) batches (the deconvolved image, the blurred image, the sharp
-image; the HQS data step that makes I* is not part of the step: see ``benchmarks/framework.py``).
-The paper trains RP-GAN with batch 16 of 256x256 crops: ``--variants rpgan --batch 16``.
+(``training.steps.rpgan_step.RPGANTrainStep``: the paper configuration, full width, one D_cGAN
+update, one D_p update with weight clipping, one G update; VGG16 ``block2_conv2`` content term with
+seeded random weights) on random (I*, O, I_s) batches (the deconvolved image, the blurred image, the
+sharp image; the HQS data step that makes I* is not part of the step: see
+``benchmarks/framework.py``). The paper trains RP-GAN with batch 16 of 256x256 crops: ``--variants
+rpgan --batch 16``.
 
 Work per step (analytic multiply-adds of :mod:`models.flops`, convolution weights only, x batch;
 losses, norms, activations and the optimizers are not counted):
@@ -131,7 +132,7 @@ def measure(variant, batch, crop, steps, warmup, threads, xla=False, peak_n=4096
 
     _set_threads(threads)
     from models import flops
-    from training.mimo_unet_step import MimoUnetTrainStep
+    from training.steps.mimo_unet_step import MimoUnetTrainStep
 
     peak_before = peak.matmul_peak(peak_n)
     strategy = tf.distribute.get_strategy()
@@ -244,12 +245,12 @@ def gan_setup(variant, crop, batch):
     import tensorflow as tf
 
     if variant == "rpgan":
-        from training.rpgan_step import RPGANTrainStep
+        from training.steps.rpgan_step import RPGANTrainStep
 
         step = RPGANTrainStep(vgg_weights_path=None, log_lp_grad_ratio=False)  # the paper's step
         step.build(tf.distribute.get_strategy())
         return step, rpgan_work(step, crop, batch), _random_rpgan_batch(batch, crop)
-    from training.gradientnet_step import GradientNetTrainStep
+    from training.steps.gradientnet_step import GradientNetTrainStep
 
     step = GradientNetTrainStep(vgg_weights_path=None)  # seeded random VGG19, never downloaded
     step.build(tf.distribute.get_strategy())

@@ -134,10 +134,12 @@ def model_source():
 
 
 def framework_settings():
-    """The framework flags as :class:`inference.source_config.FrameworkSettings` (None = not
-    given, or a command without them)."""
+    """The framework flags given on the command line as
+    :class:`inference.source_config.FrameworkSettings` (None = not given: a flag's declared
+    default depends on which command defined it first in the process, e.g. experiments_rpgan.py's
+    ``--levels`` 3)."""
     from inference.source_config import FrameworkSettings
 
-    return FrameworkSettings(
-        **{name: (FLAGS[name].value if name in FLAGS else None) for name in FRAMEWORK_FLAGS}
-    )
+    given = {name: FLAGS[name].value for name in FRAMEWORK_FLAGS if name in FLAGS}
+    given = {name: value for name, value in given.items() if FLAGS[name].present}
+    return FrameworkSettings(**given)

@@ -33,7 +33,6 @@ from training import model_arguments
 from training.config import PRESETS, STRATEGIES
 
 FLAGS = flags.FLAGS
-_common = define_once
 
 
 def define_common_flags(defaults: dict | None = None):
@@ -119,26 +118,26 @@ def define_content_loss_flags(vgg: str, generator_loss: str, scale_help: str):
 
 def _define_data_flags():
     s, i, b = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool
-    _common(
+    define_once(
         s,
         "data_dir",
         None,
         "Data folder (any reader layout), 'tfds:gopro', or none for the embedded "
         "synthetic set (generated on first use).",
     )
-    _common(
+    define_once(
         flags.DEFINE_enum,
         "blur_variant",
         "blur",
         "GoPro input variant.",
         enum_values=["blur", "blur_gamma"],
     )
-    _common(i, "batch_size", 4, "Global batch size (split over replicas).", lower_bound=1)
-    _common(i, "crop_size", 256, "Random square training crop in pixels.", lower_bound=8)
-    _common(b, "hflip", True, "Random horizontal flip of each pair.")
-    _common(b, "vflip", False, "Random vertical flip of each pair.")
-    _common(b, "rot90", False, "Random 90-degree rotation of each pair.")
-    _common(
+    define_once(i, "batch_size", 4, "Global batch size (split over replicas).", lower_bound=1)
+    define_once(i, "crop_size", 256, "Random square training crop in pixels.", lower_bound=8)
+    define_once(b, "hflip", True, "Random horizontal flip of each pair.")
+    define_once(b, "vflip", False, "Random vertical flip of each pair.")
+    define_once(b, "rot90", False, "Random 90-degree rotation of each pair.")
+    define_once(
         flags.DEFINE_enum,
         "noise",
         "off",
@@ -147,22 +146,22 @@ def _define_data_flags():
         "(sigma = noise_sigma/255) or off.",
         enum_values=["random_sigma", "fixed_sigma", "off"],
     )
-    _common(
+    define_once(
         flags.DEFINE_float,
         "noise_sigma",
         2.0,
         "Noise scale of --noise in 8-bit levels (IDC: 2, i.e. 2/255).",
         lower_bound=0.0,
     )
-    _common(
+    define_once(
         b,
         "cache",
         False,
         "Cache decoded training images in memory (about 5.5 MB per 1280x720 pair); every epoch "
         "keeps its own seeded shuffle, so a resumed run still sees the same batches.",
     )
-    _common(b, "pad_small", False, "Pad images smaller than the crop instead of failing.")
-    _common(
+    define_once(b, "pad_small", False, "Pad images smaller than the crop instead of failing.")
+    define_once(
         i,
         "seed",
         0,
@@ -170,42 +169,42 @@ def _define_data_flags():
         "seed + e, which makes resume batch-exact); -1: unseeded, and a resumed run then sees "
         "another shuffle and other crops from the resumed epoch on.",
     )
-    _common(s, "val_data_dir", None, "Validation data folder (default: --data_dir).")
-    _common(
+    define_once(s, "val_data_dir", None, "Validation data folder (default: --data_dir).")
+    define_once(
         s,
         "val_split",
         "test",
         "Validation split. GoPro has no validation split: the default is a fixed subset "
         "of the test split (labelled as such); a missing split skips validation.",
     )
-    _common(
+    define_once(
         i, "val_images", 20, "Validate on the first N images of the split (0 = all).", lower_bound=0
     )
-    _common(
+    define_once(
         i, "val_crop", 0, "Centre crop for validation in pixels (0 = full size).", lower_bound=0
     )
 
 
 def _define_schedule_flags():
     i, f = flags.DEFINE_integer, flags.DEFINE_float
-    _common(
+    define_once(
         i, "epochs", 3000, "Training epochs (epoch = len(train set) // batch steps).", lower_bound=1
     )
-    _common(
+    define_once(
         i,
         "max_steps",
         0,
         "Stop after this many steps; overrides --epochs (0 = off).",
         lower_bound=0,
     )
-    _common(f, "learning_rate", 1e-4, "Initial learning rate.", lower_bound=0.0)
-    _common(
+    define_once(f, "learning_rate", 1e-4, "Initial learning rate.", lower_bound=0.0)
+    define_once(
         f, "adam_epsilon", 1e-8, "Adam epsilon (PyTorch default 1e-8; Keras 1e-7).", lower_bound=0.0
     )
-    _common(
+    define_once(
         i, "val_every_epochs", 100, "Validate every N epochs (0 = only at the end).", lower_bound=0
     )
-    _common(
+    define_once(
         i,
         "val_every_steps",
         0,
@@ -216,7 +215,7 @@ def _define_schedule_flags():
 
 def _define_run_flags():
     s, i, b = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool
-    _common(
+    define_once(
         s,
         "model_kwargs",
         None,
@@ -225,30 +224,30 @@ def _define_run_flags():
         "with a flag of their own (num_res, base_channels, the paper switches) set that flag; a "
         "flag given on the command line must agree. Recorded in run_config.json.",
     )
-    _common(
+    define_once(
         s, "run_dir", None, "Run directory (default runs/<model>); resumed if it holds checkpoints."
     )
-    _common(b, "resume", True, "Resume from the latest checkpoint in --run_dir.")
-    _common(
+    define_once(b, "resume", True, "Resume from the latest checkpoint in --run_dir.")
+    define_once(
         i,
         "checkpoint_every",
         1000,
         "Checkpoint every N steps (0 = epoch ends only).",
         lower_bound=0,
     )
-    _common(b, "checkpoint_every_epoch", True, "Also checkpoint at every epoch end.")
-    _common(
+    define_once(b, "checkpoint_every_epoch", True, "Also checkpoint at every epoch end.")
+    define_once(
         i,
         "keep_checkpoints",
         3,
         "Checkpoints kept in checkpoints/ (best/ is separate).",
         lower_bound=1,
     )
-    _common(
+    define_once(
         i, "log_every", 50, "Progress line and TensorBoard scalars every N steps.", lower_bound=1
     )
-    _common(i, "summary_images", 2, "Validation images written to TensorBoard.", lower_bound=0)
-    _common(
+    define_once(i, "summary_images", 2, "Validation images written to TensorBoard.", lower_bound=0)
+    define_once(
         flags.DEFINE_enum,
         "strategy",
         "default",
@@ -256,7 +255,7 @@ def _define_run_flags():
         "multi_worker (cluster from TF_CONFIG).",
         enum_values=list(STRATEGIES),
     )
-    _common(
+    define_once(
         flags.DEFINE_enum,
         "preset",
         "none",

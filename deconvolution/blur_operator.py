@@ -68,7 +68,7 @@ MAX_SHARDS = 8  # row blocks of the "sparse" operator (one thread each)
 # Version of the numbers K and Kᵀ produce: bump it with any change that alters a tap or a weight
 # (geometry, end caps, EPS, MIN_WEIGHT, normalisation, border clamping), not for speed-only changes
 # (CHUNK, shards, methods). Derived data is keyed on it: the RP-GAN deconvolution cache
-# (training/deconv_cache.py) then recomputes its I*_1 files instead of reusing stale ones.
+# (training/rpgan/deconv_cache.py) then recomputes its I*_1 files instead of reusing stale ones.
 OPERATOR_VERSION = 1
 
 

@@ -45,7 +45,7 @@ SOLVERS = ("cg", "tf")
 # Version of the data step's numbers (the CG recurrence, its guards, stopping rule and freezing,
 # the warm start, the final clamp to [0, 1]): bump it with any change that alters what
 # solve_data_term returns for the same inputs and settings. The RP-GAN deconvolution cache
-# (training/deconv_cache.py) keys its I*_1 files on it, with every CG setting.
+# (training/rpgan/deconv_cache.py) keys its I*_1 files on it, with every CG setting.
 DATA_STEP_VERSION = 1
 
 

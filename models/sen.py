@@ -31,7 +31,7 @@ Register choices (spec §12; also in the README fidelity table):
   each stack up-samples its H/4 map bilinearly x4 (half-pixel centres, values unchanged: they are
   already full-resolution displacements) and the loss is taken at full resolution.
   ``sen_output="quarter"``: :meth:`SEN.stack_outputs` returns the H/4 maps (loss at 1/4 against
-  the label averaged over 4x4 blocks, ``training.sen_step.quarter_box_label``); stack 2 and
+  the label averaged over 4x4 blocks, ``training.steps.sen_step.quarter_box_label``); stack 2 and
   :meth:`SEN.call` still use the x4 up-sampled map.
 * #4 skips: Fig. 8 draws skip connections the layer list does not place; the encoder tensor entering
   each max-pool (a0..a3) is **concatenated** after the up-sampled tensor of the same resolution,

@@ -53,7 +53,7 @@ def write_rpgan_run(
         "model": "rpgan_generator",
         "model_kwargs": TINY_G,
         "paper": "rpgan",
-        "flags": {},
+        "config": {},
         "sen": {
             "model": "sen",
             "model_kwargs": TINY_SEN,

@@ -13,8 +13,8 @@ import losses
 import models
 from models import blocks, idc
 from tests import model_checks
-from training.idc_step import IdcTrainStep
-from training.two_way_step import TwoWayTrainStep
+from training.steps.idc_step import IdcTrainStep
+from training.steps.two_way_step import TwoWayTrainStep
 
 TINY = {"base_channels": 4, "num_res": 1}  # one ResBlock per stage: fewer eager ops
 SUB_TEXTURE = 931_840

@@ -13,10 +13,10 @@ import tensorflow as tf
 
 from tests.process_checks import result_json, run_python
 from training import optimizers, schedules
-from training.idc_step import IdcTrainStep
-from training.mimo_unet_step import MimoUnetTrainStep
 from training.optimizers import PyTorchAdam, adam_formula, make_adam
-from training.two_way_step import TwoWayTrainStep
+from training.steps.idc_step import IdcTrainStep
+from training.steps.mimo_unet_step import MimoUnetTrainStep
+from training.steps.two_way_step import TwoWayTrainStep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8

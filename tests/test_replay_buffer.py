@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from deconvolution.blur_operator import BlurOperator
 from deconvolution.hqs import solve_data_term
-from training import deconv_cache, replay_buffer
+from training.rpgan import deconv_cache, replay_buffer
 
 H, W = 40, 48
 NAMES = ("a/frame1", "b/frame2")

@@ -1,4 +1,4 @@
-"""training/rpgan_step.py: one RP-GAN step (D_cGAN, D_p + clipping, G) through the one loop on
+"""training/steps/rpgan_step.py: one RP-GAN step (D_cGAN, D_p + clipping, G) through the one loop on
 (I*, O, I_s) batches, the clip bound, Appendix B without D_p, the frozen VGG16, the checkpoint
 contents and a save / rebuild / restore round trip (sen_rpgan.md sections 8, 9 and 13)."""
 
@@ -15,7 +15,7 @@ from tests.conftest import eager_functions
 from tests.process_checks import result_json, run_python
 from training import optimizers
 from training.loop import LoopConfig, Trainer
-from training.rpgan_step import RPGANTrainStep
+from training.steps.rpgan_step import RPGANTrainStep
 from training.tracking import track_layer_lists, untrack_model_variables
 
 TINY = {"width_divisor": 16}
@@ -290,7 +290,7 @@ import json
 import numpy as np, tensorflow as tf, keras
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from training.rpgan_step import RPGANTrainStep
+from training.steps.rpgan_step import RPGANTrainStep
 from training.strategy import make_strategy
 
 kwargs = dict(model_kwargs={"width_divisor": 16}, critic_kwargs={"width_divisor": 16})

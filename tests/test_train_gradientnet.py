@@ -1,8 +1,8 @@
-"""train_gradientnet.py, training/gan_step.py and training/gradientnet_step.py: the paper recipe
-as a config (gradientnet.md section 5) and the quick preset, the flags read once into it, ablation
-flags, VGG weights offline, one full GAN step through the one loop (5 critic + 1 generator update),
-a tiny command recording its config, checkpoint contents, resume refusals, and a resumed GAN run
-equal to an uninterrupted one."""
+"""train_gradientnet.py, training/gan_step.py and training/steps/gradientnet_step.py: the paper
+recipe as a config (gradientnet.md section 5) and the quick preset, the flags read once into it,
+ablation flags, VGG weights offline, one full GAN step through the one loop (5 critic + 1 generator
+update), a tiny command recording its config, checkpoint contents, resume refusals, and a resumed
+GAN run equal to an uninterrupted one."""
 
 import io
 import json
@@ -29,8 +29,8 @@ from tests.train_checks import (
 )
 from training import optimizers, runner
 from training.config import replace
-from training.gradientnet_step import GradientNetTrainStep
 from training.loop import ConfigError, LoopConfig, Trainer
+from training.steps.gradientnet_step import GradientNetTrainStep
 
 TINY = {"base_channels": 4, "gradient_channels": 16, "num_mbrb": 1}
 TINY_CRITIC = {"base_channels": 4}
@@ -361,7 +361,7 @@ MIRRORED_GAN = textwrap.dedent(
     import numpy as np, tensorflow as tf, keras
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from training.gradientnet_step import GradientNetTrainStep
+    from training.steps.gradientnet_step import GradientNetTrainStep
     from training.strategy import make_strategy
 
     kwargs = dict(model_kwargs={"base_channels": 4, "gradient_channels": 16, "num_mbrb": 1},

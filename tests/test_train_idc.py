@@ -1,6 +1,6 @@
-"""train_idc.py and training/idc_step.py: every paper hyper-parameter is a default (idc.md 7-8),
-one step through the generic loop, the noise in the pipeline, bad flags, and a tiny trained run
-directory read back by evaluate.py / export.py / deblur.py."""
+"""train_idc.py and training/steps/idc_step.py: every paper hyper-parameter is a default (idc.md
+7-8), one step through the generic loop, the noise in the pipeline, bad flags, and a tiny trained
+run directory read back by evaluate.py / export.py / deblur.py."""
 
 import io
 import json
@@ -24,7 +24,7 @@ from tests.train_checks import (
 )
 from training import inputs
 from training.config import replace
-from training.idc_step import IdcTrainStep
+from training.steps.idc_step import IdcTrainStep
 
 TINY = {"base_channels": 4, "num_res": 1}
 TINY_ARGS = ["--base_channels=4", "--num_res=1", "--crop_size=48", "--batch_size=2"]

@@ -1,7 +1,7 @@
-"""train_rpgan.py, training/rpgan_run.py and training/rpgan_data.py (sen_rpgan.md section 9): the
-recipe's numbers through the script's config (built directly, and from flags once), one step of
-each training phase (pre-training, replay buffer), the snapshot frozen during a cycle, the
-run-directory contract of an RP-GAN run, an exact resume inside a buffer cycle, and one-line
+"""train_rpgan.py, training/rpgan/rpgan_run.py and training/rpgan/rpgan_data.py (sen_rpgan.md
+section 9): the recipe's numbers through the script's config (built directly, and from flags once),
+one step of each training phase (pre-training, replay buffer), the snapshot frozen during a cycle,
+the run-directory contract of an RP-GAN run, an exact resume inside a buffer cycle, and one-line
 errors for bad flags (--betas against --val_levels among them)."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import tensorflow as tf
 import train_rpgan
 from config import ConfigError
 from tests.train_checks import parsed_flags, run_main
-from training import deconv_cache, rpgan_data, rpgan_run
 from training.config import replace
-from training.rpgan_step import RPGANTrainStep
+from training.rpgan import deconv_cache, rpgan_data, rpgan_run
+from training.steps.rpgan_step import RPGANTrainStep
 
 TINY = {"width_divisor": 16}
 

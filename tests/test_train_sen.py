@@ -1,7 +1,7 @@
-"""train_sen.py, training/sen_run.py, training/sen_step.py and training/flow_inputs.py: the recipe's
-numbers as a configuration built without flags (sen_rpgan.md section 5), the flags read into it
-once, stage 2's inheritance of the stage-1 run's switches, one stage-1 and one stage-2 step through
-the one loop (stack 1 frozen in stage 2), the quarter-resolution label, the flow baselines,
+"""train_sen.py, training/sen_run.py, training/steps/sen_step.py and training/flow_inputs.py: the
+recipe's numbers as a configuration built without flags (sen_rpgan.md section 5), the flags read
+into it once, stage 2's inheritance of the stage-1 run's switches, one stage-1 and one stage-2 step
+through the one loop (stack 1 frozen in stage 2), the quarter-resolution label, the flow baselines,
 one-line errors for bad flags and a bad --init_from, and a tiny stage-1 -> resume -> stage-2 run on
 a 64-px flow set."""
 
@@ -20,7 +20,7 @@ from tests.train_checks import parsed_flags, run_main, run_script
 from training import flow_inputs, sen_run
 from training.config import replace
 from training.loop import LoopConfig, Trainer
-from training.sen_step import SENTrainStep, quarter_box_label
+from training.steps.sen_step import SENTrainStep, quarter_box_label
 
 TINY = {"width_divisor": 16}
 TINY_ARGS = ["--width_divisor=16", "--crop_size=64", "--batch_size=2", "--val_images=2"]

@@ -1,4 +1,4 @@
-"""train_two_way.py and training/two_way_step.py: every paper hyper-parameter is a default
+"""train_two_way.py and training/steps/two_way_step.py: every paper hyper-parameter is a default
 (two_way.md 6), one step through the generic loop, bad flags, and a tiny trained run directory
 read back by evaluate.py / export.py / deblur.py."""
 
@@ -21,7 +21,7 @@ from tests.train_checks import (
     run_main,
     write_split,
 )
-from training.two_way_step import TwoWayTrainStep
+from training.steps.two_way_step import TwoWayTrainStep
 
 TINY = {"base_channels": 4, "num_res": 1}
 TINY_ARGS = ["--base_channels=4", "--num_res=1", "--crop_size=32", "--batch_size=2"]

@@ -29,7 +29,7 @@ from training.loop import (
     Trainer,
     ValidationSet,
 )
-from training.mimo_unet_step import MimoUnetTrainStep
+from training.steps.mimo_unet_step import MimoUnetTrainStep
 from training.tracking import checkpointed_variable_count, track_layer_lists
 
 TINY = {"num_res": 1, "base_channels": 8}
@@ -317,7 +317,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from training.loop import LoopConfig, Trainer, ValidationSet
-    from training.mimo_unet_step import MimoUnetTrainStep
+    from training.steps.mimo_unet_step import MimoUnetTrainStep
     from training.strategy import make_strategy
     tiny = {"num_res": 1, "base_channels": 8}
     rng = np.random.default_rng(0)

@@ -29,8 +29,11 @@ Modules (import them directly; this package imports nothing at load time):
 * :mod:`training.gan_step`: :class:`~training.gan_step.AdversarialTrainStep`, the step of every
   GAN (n critic updates, then one generator update, on the same batch; every network and
   optimizer checkpointed; seeded draws equal across replicas and resumes).
-* :mod:`training.mimo_unet_step`, :mod:`training.idc_step`, :mod:`training.two_way_step`,
-  :mod:`training.gradientnet_step`, :mod:`training.sen_step`: the per-paper step objects.
+* :mod:`training.steps` (``mimo_unet_step``, ``idc_step``, ``two_way_step``,
+  ``gradientnet_step``, ``sen_step``, ``rpgan_step``): the six papers' step objects.
+* :mod:`training.rpgan` (``deconv_cache``, ``replay_buffer``, ``rpgan_data``, ``rpgan_run``):
+  RP-GAN's four helpers around its step.
+* :mod:`training.sen_run`: SEN's stage checks and stage-2 inheritance of the stage-1 run.
 * :mod:`training.flow_inputs`: motion-flow training data (SEN): per-epoch datasets, the
   validation set of flow labels, zero-flow and training-mean-flow baselines.
 

@@ -10,9 +10,9 @@ pipeline's :func:`training.inputs.epoch_dataset_fn`). No flips, rotations or noi
 Validation: the first ``num_images`` examples of ``split`` (default the test split: the flow sets
 have no validation split, and the label says so), centre-cropped or full size, decoded at start-up
 (a bad file stops the command before step 1 with the ``data.DataError`` naming it). The scores are
-flow MSEs (:class:`training.sen_step.SENTrainStep`), and the baselines a model must beat are logged
-once: the **zero flow** (MSE = mean label^2) and the **training-mean flow** (one (u, v) vector, the
-mean label of the training split, for every pixel).
+flow MSEs (:class:`training.steps.sen_step.SENTrainStep`), and the baselines a model must beat
+are logged once: the **zero flow** (MSE = mean label^2) and the **training-mean flow** (one (u, v)
+vector, the mean label of the training split, for every pixel).
 
 :func:`flow_data` is SEN's ``data_factory`` of :func:`training.runner.build_trainer`: the flow set
 of a :class:`training.config.TrainConfig` (:func:`training.sen_run.flow_root`) as

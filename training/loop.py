@@ -216,9 +216,9 @@ class SegmentedData:
     for a new dataset at every segment boundary as it does at every epoch start (after the last
     update of the previous segment has run, so nothing prefetched depends on a stale state).
 
-    RP-GAN's replay buffer is the use (:mod:`training.rpgan_data`): a buffer cycle is rebuilt by
-    the generator's frozen snapshot taken when the cycle starts, and cycles do not align with
-    epochs. Subclasses implement both methods; a resumed run asks for the dataset from its
+    RP-GAN's replay buffer is the use (:mod:`training.rpgan.rpgan_data`): a buffer cycle is
+    rebuilt by the generator's frozen snapshot taken when the cycle starts, and cycles do not align
+    with epochs. Subclasses implement both methods; a resumed run asks for the dataset from its
     restored position, so the data must be a function of (``step``, restored state).
     """
 

@@ -10,7 +10,7 @@ from do not move while G does.
 
 Items (all of ``crop_size``², default 256):
 
-* level 1: a random window of the cached I*_1 (:class:`training.deconv_cache.DeconvCache`; no
+* level 1: a random window of the cached I*_1 (:class:`training.rpgan.deconv_cache.DeconvCache`; no
   generator pass, no CG solve);
 * level n ≥ 2: a random image and window, **extended by a ``margin`` (32 px) on every side** (at
   the image's border, where the full-image problem has its boundary too, the extended window is
@@ -104,7 +104,8 @@ class BufferItems:
 
 
 class ReplayBuffer:
-    """The §9 replay buffer over a :class:`training.deconv_cache.DeconvCache` (module docstring).
+    """The §9 replay buffer over a :class:`training.rpgan.deconv_cache.DeconvCache` (module
+    docstring).
 
     Args:
         cache: the training images' cached U and I*_1.
@@ -116,7 +117,7 @@ class ReplayBuffer:
         passes: shuffled passes per cycle (3); batch_size: items per batch (16).
         seed: base seed of the windows and shuffles.
         tol, max_iter, method, solver: CG and operator settings (§6; ``method="auto"``: the
-            traced solver, :func:`training.deconv_cache.data_solve`).
+            traced solver, :func:`training.rpgan.deconv_cache.data_solve`).
         snapshot: an existing frozen copy to use (e.g. restored from a checkpoint); default
             :func:`make_snapshot` of ``generator``.
         deep_batch: level ≥ 2 items of one level and window shape solved together (16; memory
@@ -200,7 +201,7 @@ class ReplayBuffer:
         changes nothing but the cost: the small 256² solves amortise their per-iteration work)."""
         import tensorflow as tf
 
-        from training.deconv_cache import data_solve
+        from training.rpgan.deconv_cache import data_solve
 
         found = [self._margin_window(*item) for item in items]
         wins = [w for w, _, _ in found]

@@ -24,7 +24,7 @@ folder and recomputes instead of reading stale I*_1 files (old folders are left 
 delete; nothing is overwritten); a changed image has another entry digest. Entries are written
 atomically (:mod:`fileio`), so a killed run leaves complete entries or none. A resumed training
 run reuses the cache as it is (same key, same entries); only the replay buffer is regenerated
-(:mod:`training.replay_buffer`).
+(:mod:`training.rpgan.replay_buffer`).
 
 A **damaged** cache file (unreadable header, truncated, wrong shape, non-finite values) is
 **recomputed** (and reported in one log line naming the file), not an error: the cache is derived

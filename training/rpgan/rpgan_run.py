@@ -1,7 +1,8 @@
 """An RP-GAN training run assembled from its configuration (Wu et al., paper §4.2 and §6.2;
 ``sen_rpgan.md`` §9): the frozen SEN, the training images and their deconvolution cache, the step
-object, the pre-training / replay-buffer data that feeds it (:class:`training.rpgan_data.RPGANData`,
-built with its step) and the framework's validation set.
+object, the pre-training / replay-buffer data that feeds it
+(:class:`training.rpgan.rpgan_data.RPGANData`, built with its step) and the framework's validation
+set.
 
 ``config`` is a :class:`training.config.TrainConfig` whose ``paper`` is ``train_rpgan.py``'s
 ``RPGANRecipe``: ``pretrain_epochs``, ``sources`` (``sen_checkpoint``, ``flow_dir``, ``u_max``,
@@ -65,7 +66,7 @@ def build_trainer(config, make_step: Callable, *, default_run_dir: str, out=None
 
 def epoch_steps(config, images: int) -> int:
     """Steps of one epoch: ⌈images / batch⌉ (§9: 3103 images = 194 steps of 16)."""
-    from training import rpgan_data
+    from training.rpgan import rpgan_data
 
     return rpgan_data.steps_per_epoch(images, config.data.batch_size)
 
@@ -74,7 +75,7 @@ def segmented_data(config, cache, step, sen, *, steps_per_epoch: int, run_dir: s
     """The ``pretrain_epochs`` x ``steps_per_epoch`` pre-training batches, then the replay
     buffer's cycles, of ``step`` (an ``RPGANTrainStep`` with ``replay_snapshot``); the frozen
     ``sen``'s weights are written to ``run_dir`` at the first segment."""
-    from training import rpgan_data
+    from training.rpgan import rpgan_data
 
     return rpgan_data.RPGANData(
         cache,
@@ -101,7 +102,7 @@ def betas(config) -> list[float]:
 
 
 def buffer_kwargs(config) -> dict:
-    """The :class:`training.replay_buffer.ReplayBuffer` settings of ``config``."""
+    """The :class:`training.rpgan.replay_buffer.ReplayBuffer` settings of ``config``."""
     buffer = config.paper.buffer
     return {
         "size": buffer.buffer_size,
@@ -129,7 +130,7 @@ def load_sen(path: str):
     """(frozen SEN, its run_config.json ``"sen"`` record) from a train_sen.py run folder,
     checkpoint or weights file ``path``."""
     from inference import signatures, sources
-    from training import deconv_cache
+    from training.rpgan import deconv_cache
 
     as_file = os.path.isfile(path)
     try:
@@ -152,11 +153,11 @@ def load_sen(path: str):
 
 
 def training_images(config):
-    """(:class:`training.deconv_cache.TrainingImage` list, description): the first
+    """(:class:`training.rpgan.deconv_cache.TrainingImage` list, description): the first
     ``synthetic_images`` of the flow set's training split (evenly spaced), then GoPro's training
     pairs when ``data_dir`` is given."""
     from data import readers
-    from training import deconv_cache
+    from training.rpgan import deconv_cache
 
     sources, data = config.paper.sources, config.data
     root = flow_dir(config)
@@ -201,7 +202,7 @@ def cache_dir(config) -> str:
 def deconvolution_cache(config, images, sen):
     """The flows and I*_1 = CG(beta_1; Z_0 = O) of ``images`` (made at the first segment), in a
     folder keyed by the SEN's digest, beta_1 and the CG settings."""
-    from training import deconv_cache
+    from training.rpgan import deconv_cache
 
     buffer = config.paper.buffer
     return deconv_cache.DeconvCache(

@@ -2,8 +2,8 @@
 
 Batches are ``(I*, O, I_s)``: the deconvolved image of the HQS data step, the observed blurred
 image and the sharp image, each (B, h, w, 3) float32 in [0, 1] (from the deconvolution cache in
-pre-training, from the replay buffer afterwards; :mod:`training.deconv_cache`,
-:mod:`training.replay_buffer`). One call of :meth:`RPGANTrainStep.train_step` (section 9):
+pre-training, from the replay buffer afterwards; :mod:`training.rpgan.deconv_cache`,
+:mod:`training.rpgan.replay_buffer`). One call of :meth:`RPGANTrainStep.train_step` (section 9):
 
 1. G(concat(I*, O)) once, on the generator's tape (BN in training mode);
 2. one update of **D_cGAN** on real concat(I_s, O) and fake concat(G(I*, O), O), G's output
@@ -110,7 +110,7 @@ class RPGANTrainStep(AdversarialTrainStep):
         replay_snapshot: build the replay buffer's frozen snapshot G̃ with the networks and
             checkpoint it (items ``snapshot`` and ``snapshot_cycle``, the buffer cycle it was
             taken for, -1 before the first): a resumed run rebuilds its buffer from the same G̃
-            (:mod:`training.rpgan_data`).
+            (:mod:`training.rpgan.rpgan_data`).
         sen: the frozen flow estimator of validation; with it, validation runs the whole
             framework (:meth:`predict`), without it there is nothing to validate with.
         sen_record: how ``run_config.json`` identifies the SEN (``"sen"``: model, kwargs, weight
@@ -225,7 +225,7 @@ class RPGANTrainStep(AdversarialTrainStep):
         super().build(strategy)
         self.chief = strategy_lib.is_chief(strategy)  # who writes the run's files
         if self.replay_snapshot:
-            from training.replay_buffer import make_snapshot
+            from training.rpgan.replay_buffer import make_snapshot
 
             with strategy.scope():
                 self.snapshot = make_snapshot(self.model, self.model.in_channels)

@@ -4,21 +4,21 @@ images, pre-training batches of level 1 and the replay buffer's cycles, as a
 
 Global steps ``0 .. pretrain_steps - 1`` are **pre-training** (level 1 only): batch ``s`` is
 ``batch_size`` random ``crop_size``² windows of the cached (I*_1, O, I_s)
-(:meth:`training.deconv_cache.DeconvCache.sample_batch`) drawn with
+(:meth:`training.rpgan.deconv_cache.DeconvCache.sample_batch`) drawn with
 ``np.random.default_rng([seed, s])`` — a function of the step alone, so a resumed run sees the
 batches of an uninterrupted one. Later steps belong to **buffer cycles** of
 :attr:`ReplayBuffer.steps_per_cycle` steps (187 for 3 passes over 1000 items of batch 16): cycle
 ``c`` starts at ``pretrain_steps + c·steps_per_cycle``; at that moment (a segment boundary, after
 the previous update ran) the frozen snapshot G̃ ← G and the buffer is rebuilt
-(:mod:`training.replay_buffer`), then its shuffled batches are read. The snapshot and the cycle it
-was taken for are checkpoint items of the step object (``replay_snapshot=True``), so a run resumed
-inside cycle ``c`` rebuilds cycle ``c``'s buffer from the same G̃ and skips the batches already
-used: resume is exact (the buffer itself, 2.4 GB, is regenerated, never saved).
+(:mod:`training.rpgan.replay_buffer`), then its shuffled batches are read. The snapshot and the
+cycle it was taken for are checkpoint items of the step object (``replay_snapshot=True``), so a run
+resumed inside cycle ``c`` rebuilds cycle ``c``'s buffer from the same G̃ and skips the batches
+already used: resume is exact (the buffer itself, 2.4 GB, is regenerated, never saved).
 
 Batches are ``(I*, O, I_s)`` tuples of float32 (B, crop, crop, 3) in [0, 1], the
-:class:`training.rpgan_step.RPGANTrainStep` batch. Each segment's batches are made in numpy when
-the loop asks for it and served from memory (``from_tensor_slices``), so no Python runs beside the
-training step; segments are therefore also cut every :attr:`RPGANData.chunk_steps` steps
+:class:`training.steps.rpgan_step.RPGANTrainStep` batch. Each segment's batches are made in numpy
+when the loop asks for it and served from memory (``from_tensor_slices``), so no Python runs beside
+the training step; segments are therefore also cut every :attr:`RPGANData.chunk_steps` steps
 (:data:`CHUNK_BYTES` of batches).
 
 At the first segment (after the loop has set up the run folder) the frozen SEN's weights are
@@ -48,12 +48,12 @@ class RPGANData(SegmentedData):
     """Pre-training batches, then replay-buffer cycles (module docstring).
 
     Args:
-        cache: the training images' :class:`training.deconv_cache.DeconvCache`.
-        step: the :class:`training.rpgan_step.RPGANTrainStep` (built by the loop before the first
-            segment; its ``model``, ``snapshot`` and ``snapshot_cycle`` are used).
+        cache: the training images' :class:`training.rpgan.deconv_cache.DeconvCache`.
+        step: the :class:`training.steps.rpgan_step.RPGANTrainStep` (built by the loop before the
+            first segment; its ``model``, ``snapshot`` and ``snapshot_cycle`` are used).
         batch_size, crop_size: global batch and window side.
         pretrain_steps: steps of level-1 pre-training (40 epochs in the paper).
-        buffer_kwargs: :class:`training.replay_buffer.ReplayBuffer` settings (``size``,
+        buffer_kwargs: :class:`training.rpgan.replay_buffer.ReplayBuffer` settings (``size``,
             ``fractions``, ``betas``, ``margin``, ``passes``, CG settings).
         seed: base seed of the windows and shuffles.
         run_dir, sen: where and what the frozen SEN's weights are written (None: not written).
@@ -87,7 +87,7 @@ class RPGANData(SegmentedData):
     @property
     def steps_per_cycle(self) -> int:
         """Steps of one buffer cycle: ⌊passes · size / batch⌋."""
-        from training import replay_buffer
+        from training.rpgan import replay_buffer
 
         size = self.buffer_kwargs.get("size", replay_buffer.SIZE)
         passes = self.buffer_kwargs.get("passes", replay_buffer.PASSES)
@@ -142,7 +142,7 @@ class RPGANData(SegmentedData):
     # --- buffer cycles -------------------------------------------------------------------------
 
     def _make_buffer(self):
-        from training.replay_buffer import ReplayBuffer
+        from training.rpgan.replay_buffer import ReplayBuffer
 
         return ReplayBuffer(
             self.cache,
