@@ -149,7 +149,7 @@ def restore_tiled(restorer, image: np.ndarray, tile: int, overlap: int, align: i
 # models, measured with benchmarks/inference.py at 720x1280: the process's peak RSS (ru_maxrss)
 # over the 921,600 pixels, rounded up, TensorFlow's own 0.5-0.9 GB included, so the estimate errs
 # on the safe side. MIMO-UNet(+), IDC, Two-Way: 3.09 / 3.16 / 2.93 / 2.43 GiB with XLA (the
-# benchmark's default then; README, Benchmarks). GradientNet GAN: 2.55 GiB with XLA (kept, the
+# benchmark's default then; docs/benchmarks.md). GradientNet GAN: 2.55 GiB with XLA (kept, the
 # larger), 1.85 GiB without; its marginal cost without XLA is 1,410 bytes per pixel (peak RSS
 # 1.15 / 1.58 GiB at 512x512 / 768x768 over 0.88 GiB at 64x64), below the entry. Only part of it
 # grows with the width: a MIMO-UNet of width 8 with one residual block took about 1 KB per pixel

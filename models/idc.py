@@ -215,8 +215,8 @@ class IDC(ScaleRecurrent):
     Every conv and deconv has ReLU except the ResBlocks' second conv and the last Fusion conv;
     Glorot-uniform kernels and zero biases (the paper's "Xavier method"); no normalisation.
 
-    Choices where the paper is silent or ambiguous (spec ``idc.md`` Sec. 10; README fidelity
-    table), default first, then the switch:
+    Choices where the paper is silent or ambiguous (spec ``idc.md`` Sec. 10; fidelity
+    table, docs/fidelity.md), default first, then the switch:
 
     * A-IDC-1: Table 1's first row "E2" is E1 (32 channels, stride 1).
     * A-IDC-2: Table 1 read literally (deconv first in each Dblock, concatenation skips, stride-1

@@ -3,7 +3,7 @@
 All functions take and return NHWC float tensors (nominally [0, 1]) and use ``keras.ops`` only, so
 they run eagerly, inside ``tf.function`` and inside an exported SavedModel with dynamic H and W.
 
-Padding convention (README fidelity table): **edge replication at the bottom and right** by
+Padding convention (docs/fidelity.md): **edge replication at the bottom and right** by
 ``(-H) mod m`` rows and ``(-W) mod m`` columns. Bottom/right keeps the pixel grid (and so which
 pixels a 0.5x nearest subsampling picks) unchanged; replication, unlike reflection, is defined for
 any size down to one pixel. Sizes that are already multiples of ``m`` are left untouched, so the

@@ -7,7 +7,7 @@ Layout: input (N, H, W, 3) float32, nominally in [0, 1], H and W multiples of 4.
 fine, exactly as the official forward (paper Sec. 3, eqs. 1-6). Outputs are residual on the
 nearest-subsampled input and are not clamped.
 
-Deviations and choices (also in the README fidelity table):
+Deviations and choices (also in docs/fidelity.md):
 
 * Initialisation: ``init="torch"`` (default) draws kernels and biases from PyTorch's default
   U(+-1/sqrt(fan_in)) so training from scratch starts from the official distribution; ``"glorot"``

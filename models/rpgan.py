@@ -19,7 +19,7 @@ image, 3 channels): CBR(4, 64, 2) -> CBR(4, 128, 2) -> CBR(4, 256, 2) -> CBR(4, 
 CBR(4, 512, 1) -> conv 4x4 -> 1 (linear, biased). Output (N, ceil(H/16), ceil(W/16), 1): logits of
 D_cGAN (the Appendix's sigmoid is folded into the loss) or critic values of D_p (16x16 on 256x256).
 
-Register choices (spec §12; also in the README fidelity table):
+Register choices (spec §12; also in docs/fidelity.md):
 
 * #11 G's up-path widths: 256, 128 as the Appendix writes them; ``g_up_widths=(128, 64)`` is
   pix2pix's (each up-sampling halves the width).

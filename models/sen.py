@@ -17,7 +17,7 @@ levels (256 -> a1, 512 -> a2, 512 -> a3, 512 at H/64), four nearest x2 up-sampli
 by a concatenation with a3, a2, a1, a0 and a Res2 (512, 512, 256, 128), Res2(64), Res2out(2) at H/4,
 bilinear x4 to H x W. Stack 1 reads O (3 channels), stack 2 reads concat(O, U1) (5 channels).
 
-Register choices (spec §12; also in the README fidelity table):
+Register choices (spec §12; also in docs/fidelity.md):
 
 * #1 dilation rates: 2 for the three front layers (paper: "three dilated convolution layers", rates
   not given); ``dilation_rates`` changes them.

@@ -104,8 +104,8 @@ class TwoWay(ScaleRecurrent):
     Every conv and deconv has ReLU except the ResBlocks' second conv and the output convs;
     Glorot-uniform kernels and zero biases (the paper's "Xavier method"); no normalisation.
 
-    Choices where the paper is silent or ambiguous (spec ``two_way.md`` Sec. 7; README fidelity
-    table), default first, then the switch:
+    Choices where the paper is silent or ambiguous (spec ``two_way.md`` Sec. 7; fidelity
+    table, docs/fidelity.md), default first, then the switch:
 
     * A-TW-1: "decoder = deconv + 3 ResBlocks" per level with only two down-samplings: SRN
       grouping (3 ResBlocks at 4c without deconv, then two deconv + 3 ResBlocks stages).
