@@ -323,6 +323,18 @@ def first_difference(old, new, key: str = ""):
     return None if old == new else (key, old, new)
 
 
+def differences(old, new, key: str = "") -> list:
+    """Every ``(dotted key, old value, new value)`` where two JSON-like values differ (dicts
+    compared key by key, in sorted order; an absent key has the value :data:`MISSING`)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for name in sorted(set(old) | set(new), key=str):
+            dotted = f"{key}.{name}" if key else name
+            found += differences(old.get(name, MISSING), new.get(name, MISSING), dotted)
+        return found
+    return [] if old == new else [(key, old, new)]
+
+
 def describe_value(value) -> str:
     return "(not set)" if value is MISSING else repr(value)
 

@@ -323,6 +323,8 @@ def test_train_kill_and_resume(tmp_path, gopro_like):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Resumed from {run / 'checkpoints' / f'ckpt-{killed_at}'}" in proc.stdout
     assert f"Removed a leftover of an interrupted run: {temp}" in proc.stdout
+    changed = f"Resuming with changed settings: schedule.max_steps 1000 -> {killed_at + 3}."
+    assert changed in proc.stdout
     assert _latest_step(run) == killed_at + 3 and not list(run.rglob("*_temp"))
     config = json.loads((run / "run_config.json").read_text())
     assert config["model"] == "mimo_unet" and config["paper"] == "mimo_unet"

@@ -295,6 +295,16 @@ def test_signal_before_the_first_step_stops_at_once(tmp_path):
     assert trainer.step == 0 and not os.path.exists(tmp_path / "run")
 
 
+def test_config_differences_list_every_changed_leaf():
+    old = {"data": {"crop_size": 64, "seed": 0}, "schedule": {"max_steps": 10}}
+    new = {"data": {"crop_size": 32, "seed": 0}, "schedule": {"max_steps": 10, "epochs": 3}}
+    assert rundir.differences(old, new) == [
+        ("data.crop_size", 64, 32),
+        ("schedule.epochs", rundir.MISSING, 3),
+    ]
+    assert rundir.differences(old, old) == []
+
+
 def test_flags_defined_once_and_paper_defaults():
     from absl import flags
 

@@ -367,7 +367,22 @@ class Trainer:
                     f"{rundir.describe_value(was)} there, {rundir.describe_value(now)} in this "
                     "command; use another --run_dir, or the run's own settings to resume it."
                 )
+            self._say_changed_settings(old.get("config"))
         return latest
+
+    def _say_changed_settings(self, recorded):
+        """A resume may change settings that do not change the run's structure (length, learning
+        rate, data, cadence): it says which, comparing the recorded configuration with this one."""
+        current = json.loads(json.dumps(self.extra_config.get("config"), default=str))
+        if not isinstance(recorded, dict) or not isinstance(current, dict):
+            return
+        changes = rundir.differences(recorded, current)
+        if changes:
+            listed = ", ".join(
+                f"{key} {rundir.describe_value(was)} -> {rundir.describe_value(now)}"
+                for key, was, now in changes
+            )
+            self.progress.message(f"Resuming with changed settings: {listed}.")
 
     def _structure_config(self) -> dict:
         """The ``run_config.json`` entries a resume must not change: every entry of the step
