@@ -19,6 +19,7 @@ children) are printed beside them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import sys
@@ -38,6 +39,25 @@ flags.DEFINE_integer("crop", 256, "Crop size.")
 flags.DEFINE_integer("batch_size", 8, "Batch size.")
 flags.DEFINE_integer("synthetic_pairs", 8, "Pairs generated per synthetic kind.")
 flags.DEFINE_bool("default_set", True, "Also time building the embedded default set.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPipelineBenchmarkConfig:
+    """One data_pipeline.py run, read from the flags once (:func:`config_from_flags`)."""
+
+    pairs: int = 24
+    epochs: int = 2
+    cached_epochs: int = 10
+    crop: int = 256
+    batch_size: int = 8
+    synthetic_pairs: int = 8
+    default_set: bool = True
+
+
+def config_from_flags() -> DataPipelineBenchmarkConfig:
+    """data_pipeline.py's flags as one :class:`DataPipelineBenchmarkConfig`."""
+    names = [field.name for field in dataclasses.fields(DataPipelineBenchmarkConfig)]
+    return DataPipelineBenchmarkConfig(**{name: FLAGS[name].value for name in names})
 
 
 def cpu_seconds() -> float:
@@ -65,37 +85,46 @@ def write_gopro_like_pairs(root: str, n: int) -> None:
             image_io.write_png(os.path.join(root, "train", kind, f"{i:06d}.png"), image)
 
 
-def time_pipeline(source, cache: bool, noise: str) -> tuple[float, float]:
+def time_pipeline(
+    config: DataPipelineBenchmarkConfig, source, cache: bool, noise: str
+) -> tuple[float, float]:
     """(pairs/s, CPU s per pair) over the timed epochs (after one warm-up epoch)."""
     from data import pipeline
 
     ds = pipeline.train_dataset(
-        source, batch_size=FLAGS.batch_size, crop_size=FLAGS.crop, noise=noise, cache=cache, seed=0
+        source,
+        batch_size=config.batch_size,
+        crop_size=config.crop,
+        noise=noise,
+        cache=cache,
+        seed=0,
     )
     for _ in ds:  # warm-up: tracing, thread pools and (with the cache) decoding
         pass
     start, cpu, pairs = time.perf_counter(), cpu_seconds(), 0
-    for _ in range(FLAGS.cached_epochs if cache else FLAGS.epochs):
+    for _ in range(config.cached_epochs if cache else config.epochs):
         for blur, _sharp in ds:
             pairs += int(blur.shape[0])
     elapsed = time.perf_counter() - start
     return pairs / elapsed, (cpu_seconds() - cpu) / pairs
 
 
-def time_synthetic(kind: str, out: str) -> tuple[float, float]:
-    """(pairs/s, CPU s per pair) of one synthetic kind at 256x256 in one process."""
+def time_synthetic(pairs: int, kind: str, out: str) -> tuple[float, float]:
+    """(pairs/s, CPU s per pair) of ``pairs`` pairs of one synthetic kind at 256x256 in one
+    process."""
     from data import synthetic
 
     cfg = synthetic.SynthConfig(
-        kind=kind, size=256, train_pairs=FLAGS.synthetic_pairs, test_pairs=0, flows_per_image=1
+        kind=kind, size=256, train_pairs=pairs, test_pairs=0, flows_per_image=1
     )
     start, cpu = time.perf_counter(), cpu_seconds()
     synthetic.build_dataset(out, cfg, workers=1)
     elapsed = time.perf_counter() - start
-    return FLAGS.synthetic_pairs / elapsed, (cpu_seconds() - cpu) / FLAGS.synthetic_pairs
+    return pairs / elapsed, (cpu_seconds() - cpu) / pairs
 
 
 def time_default_set(out: str) -> tuple[float, float]:
+    """(wall s, CPU s) of building the embedded default set into ``out``."""
     from data import default_data, synthetic
 
     start, cpu = time.perf_counter(), cpu_seconds()
@@ -105,29 +134,31 @@ def time_default_set(out: str) -> tuple[float, float]:
 
 def main(argv):
     del argv
+    config = config_from_flags()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import data
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="data_bench_") as tmp:
-        write_gopro_like_pairs(tmp, FLAGS.pairs)
+        write_gopro_like_pairs(tmp, config.pairs)
         source = data.open_split(tmp, "train")
-        crop = f"{FLAGS.crop}x{FLAGS.crop} crops of 1280x720 PNG pairs, h-flip"
+        crop = f"{config.crop}x{config.crop} crops of 1280x720 PNG pairs, h-flip"
         for cache, noise in ((False, "off"), (True, "off"), (True, "random_sigma")):
-            rate, cpu = time_pipeline(source, cache, noise)
+            rate, cpu = time_pipeline(config, source, cache, noise)
             what = f"train_dataset, {crop}, noise {noise}, cache {'on (warm)' if cache else 'off'}"
             rows.append((what, rate, cpu))
         for kind in ("gopro", "trajectory", "flow"):
-            rate, cpu = time_synthetic(kind, os.path.join(tmp, f"syn_{kind}"))
+            out = os.path.join(tmp, f"syn_{kind}")
+            rate, cpu = time_synthetic(config.synthetic_pairs, kind, out)
             rows.append((f"synthetic kind '{kind}', 256x256, 1 process", rate, cpu))
-        if FLAGS.default_set:
+        if config.default_set:
             default_wall, default_cpu = time_default_set(os.path.join(tmp, "default"))
     print(f"\nCPU cores visible: {os.cpu_count()}\n")
     print("| what | pairs/s (wall) | CPU s / pair |")
     print("|---|---:|---:|")
     for label, rate, cpu in rows:
         print(f"| {label} | {rate:.1f} | {cpu:.3f} |")
-    if FLAGS.default_set:
+    if config.default_set:
         print(
             f"\nEmbedded default set (200 + 50 pairs, 256x256, 2 worker processes): "
             f"{default_wall:.1f} s wall, {default_cpu:.1f} CPU s."

@@ -30,6 +30,7 @@ Timings depend on the machine's other jobs: the load average is printed at the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -63,6 +64,36 @@ cli.declare_key_flags(
     + ["flow23_dir", "flow46_dir", "json"]
 )
 BETAS = (0.02, 0.5)
+LIST_FLAGS = ("u_max", "methods", "cg_methods", "tables")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeconvolutionBenchmarkConfig:
+    """One deconvolution.py run, read from the flags once (:func:`config_from_flags`); ``child``:
+    the internal 'u_max:method' of a child process."""
+
+    size: str = "720x1280"
+    u_max: tuple[str, ...] = ("23", "46")
+    methods: tuple[str, ...] = ("csr", "sparse", "gather")
+    cg_methods: tuple[str, ...] = ("csr",)
+    repeats: int = 3
+    tables: tuple[str, ...] = ("operator", "nonblind")
+    pairs: int = 20
+    batch: int = 4
+    interior: int = 16
+    flow23_dir: str | None = None
+    flow46_dir: str | None = None
+    json: str | None = None
+    child: str | None = None
+
+
+def config_from_flags() -> DeconvolutionBenchmarkConfig:
+    """deconvolution.py's flags as one :class:`DeconvolutionBenchmarkConfig`."""
+    names = [field.name for field in dataclasses.fields(DeconvolutionBenchmarkConfig)]
+    values = {name: FLAGS[name].value for name in names}
+    for name in LIST_FLAGS:
+        values[name] = tuple(values[name])
+    return DeconvolutionBenchmarkConfig(**values)
 
 
 def sharp_photo(height: int, width: int):
@@ -86,7 +117,9 @@ def timed(function, *args):
     return time.perf_counter() - start, result
 
 
-def measure_operator(u_max: float, method: str, height: int, width: int) -> dict:
+def measure_operator(
+    config: DeconvolutionBenchmarkConfig, u_max: float, method: str, height: int, width: int
+) -> dict:
     """One row of the operator table (runs in a child process)."""
     import numpy as np
     import tensorflow as tf
@@ -107,11 +140,11 @@ def measure_operator(u_max: float, method: str, height: int, width: int) -> dict
     row.update(build_seconds=build, taps_per_pixel=int(op.num_taps) / (height * width))
     for name, apply in (("forward", op.forward), ("adjoint", op.adjoint)):
         apply(blurred).numpy()
-        seconds = [timed(apply, blurred)[0] for _ in range(FLAGS.repeats)]
+        seconds = [timed(apply, blurred)[0] for _ in range(config.repeats)]
         row[f"{name}_seconds"] = statistics.median(seconds)
     row["build_rss_gib"] = build_rss
     row["graph_forward_seconds"], row["graph_adjoint_seconds"] = graph_seconds(flows, method, sharp)
-    if method in FLAGS.cg_methods:
+    if method in config.cg_methods:
         for beta in BETAS:
             seconds, (_, iterations) = timed(hqs.solve_data_term, blurred, blurred, op, beta)
             row[f"cg_{beta}"] = {"seconds": seconds, "iterations": int(iterations)}
@@ -155,16 +188,18 @@ def _build(flows, method):
     return time.perf_counter() - start, op
 
 
-def run_child(u_max: str, method: str) -> dict:
-    """:func:`measure_operator` in a fresh interpreter; an error row if it fails."""
+def run_child(config: DeconvolutionBenchmarkConfig, u_max: str, method: str) -> dict:
+    """:func:`measure_operator` in a fresh interpreter (its flags from ``config``); an error row
+    if it fails."""
     command = [sys.executable, os.path.abspath(__file__), f"--child={u_max}:{method}"]
-    command += [f"--size={FLAGS.size}", f"--repeats={FLAGS.repeats}"]
-    command += [f"--cg_methods={','.join(FLAGS.cg_methods)}"]
+    command += [f"--size={config.size}", f"--repeats={config.repeats}"]
+    command += [f"--cg_methods={','.join(config.cg_methods)}"]
     return peak.run_json_child(command, {"u_max": float(u_max), "method": method})
 
 
-def print_operator_table(rows, height, width):
-    print(f"\nK, Kᵀ and CG at {height}x{width}, batch 1, 3 channels (median of {FLAGS.repeats})")
+def print_operator_table(rows, height, width, repeats):
+    """The operator rows as a markdown table, after a line naming the size and ``repeats``."""
+    print(f"\nK, Kᵀ and CG at {height}x{width}, batch 1, 3 channels (median of {repeats})")
     header = ["u_max", "method", "taps/px", "build s (first)", "K s", "Kᵀ s", "graph K / Kᵀ s"]
     header += [f"CG β={b} its / s" for b in BETAS] + ["RSS after build GiB", "peak RSS GiB"]
     lines = [header]
@@ -210,6 +245,7 @@ def flow_pairs(u_max: float, count: int, root: str | None):
 
 
 def _read_pairs(root: str, count: int):
+    """(blur, sharp, flow) of the first ``count`` non-zero-flow test pairs under ``root``."""
     import numpy as np
 
     from data import flow_pipeline, image_io
@@ -225,21 +261,22 @@ def _read_pairs(root: str, count: int):
             yield image_io.decode_rgb(blur_path), image_io.decode_rgb(sharp_path), flow
 
 
-def nonblind_row(u_max: float, root: str | None) -> dict:
+def nonblind_row(config: DeconvolutionBenchmarkConfig, u_max: float, root: str | None) -> dict:
     """Mean PSNR of blurred / level 1 / three levels with the true flows."""
     import numpy as np
 
     import metrics
     from deconvolution import hqs
 
-    pairs = flow_pairs(u_max, FLAGS.pairs, root)
-    cut = np.s_[FLAGS.interior : -FLAGS.interior or None, FLAGS.interior : -FLAGS.interior or None]
+    pairs = flow_pairs(u_max, config.pairs, root)
+    border = config.interior
+    cut = np.s_[border : -border or None, border : -border or None]
     scores = {key: [] for key in ("blurred", "level1", "level3")}
     interior = {key: [] for key in scores}
     iterations, seconds = [], []
-    for first in range(0, len(pairs), FLAGS.batch):
+    for first in range(0, len(pairs), config.batch):
         start = time.perf_counter()
-        batch = pairs[first : first + FLAGS.batch]
+        batch = pairs[first : first + config.batch]
         blur = np.stack([b for b, _, _ in batch]).astype(np.float32) / 255
         flows = np.stack([f for _, _, f in batch])
         levels, counts = hqs.hqs_identity_prior(blur, flows, with_iterations=True)
@@ -264,10 +301,11 @@ def nonblind_row(u_max: float, root: str | None) -> dict:
     return row
 
 
-def print_nonblind_table(rows):
+def print_nonblind_table(rows, interior):
+    """The non-blind rows as a markdown table, after a line naming ``interior``."""
     print(
         f"\nNon-blind HQS with the true flows (identity prior, β 0.02 / 0.1 / 0.5), 256², "
-        f"mean PSNR dB (interior: {FLAGS.interior} px cut per side)"
+        f"mean PSNR dB (interior: {interior} px cut per side)"
     )
     header = ["set", "pairs", "blurred", "level 1", "3 levels", "blurred (int.)"]
     header += ["level 1 (int.)", "3 levels (int.)", "CG its per level", "s / image"]
@@ -286,70 +324,85 @@ def print_nonblind_table(rows):
     peak.print_markdown(lines)
 
 
-def validate():
-    """The flags as (height, width, [u_max floats]); ValueError naming a bad flag."""
-    height, width = peak.parse_size(FLAGS.size, minimum=16)
+def validate(config: DeconvolutionBenchmarkConfig):
+    """The config as (height, width, [u_max floats]); ValueError naming a bad flag."""
+    height, width = peak.parse_size(config.size, minimum=16)
     try:
-        limits = [float(v) for v in FLAGS.u_max]
+        limits = [float(v) for v in config.u_max]
     except ValueError:
-        raise ValueError(f"--u_max {FLAGS.u_max}: expected numbers") from None
+        raise ValueError(f"--u_max {list(config.u_max)}: expected numbers") from None
     if not limits or min(limits) <= 0:
         raise ValueError("--u_max: values must be positive")
     known = ("csr", "sparse", "gather")
     for name in ("methods", "cg_methods"):
-        unknown = sorted(set(FLAGS[name].value) - set(known))
+        unknown = sorted(set(getattr(config, name)) - set(known))
         if unknown:
             raise ValueError(f"--{name}: unknown {unknown}; choices: {list(known)}")
-    unknown = sorted(set(FLAGS.tables) - {"operator", "nonblind"})
+    unknown = sorted(set(config.tables) - {"operator", "nonblind"})
     if unknown:
         raise ValueError(f"--tables: unknown {unknown}; choices: ['operator', 'nonblind']")
-    if FLAGS.repeats < 1 or FLAGS.pairs < 1 or FLAGS.batch < 1 or FLAGS.interior < 0:
+    if config.repeats < 1 or config.pairs < 1 or config.batch < 1 or config.interior < 0:
         raise ValueError("--repeats, --pairs and --batch must be positive, --interior >= 0")
     for name in ("flow23_dir", "flow46_dir"):
-        folder = FLAGS[name].value
+        folder = getattr(config, name)
         if folder is not None and not os.path.isdir(os.path.join(folder, "test")):
             raise ValueError(f"--{name} {folder!r}: no 'test' folder there")
     return height, width, limits
 
 
+def operator_rows(config: DeconvolutionBenchmarkConfig) -> list[dict]:
+    """The operator table's rows: every (u_max, method) in its own child process."""
+    rows = []
+    for u_max in config.u_max:
+        for method in config.methods:
+            row = run_child(config, u_max, method)
+            print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
+            rows.append(row)
+    return rows
+
+
+def nonblind_rows(config: DeconvolutionBenchmarkConfig, limits) -> list[dict]:
+    """The non-blind table's rows, one per flow limit; exits on a data error."""
+    cli.import_tensorflow()
+    from data.errors import DataError
+
+    roots = {23.0: config.flow23_dir, 46.0: config.flow46_dir}
+    rows = []
+    for u_max in limits:
+        try:
+            row = nonblind_row(config, u_max, roots.get(u_max))
+        except DataError as error:
+            sys.exit(f"deconvolution.py: error: {error}")
+        print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv):
     del argv
+    config = config_from_flags()
     try:
-        height, width, limits = validate()
+        height, width, limits = validate(config)
     except ValueError as error:
         sys.exit(f"deconvolution.py: error: {error}")
-    if FLAGS.child:
-        u_max, method = FLAGS.child.split(":")
+    if config.child:
+        u_max, method = config.child.split(":")
         cli.import_tensorflow()
-        print(json.dumps(measure_operator(float(u_max), method, height, width)))
+        print(json.dumps(measure_operator(config, float(u_max), method, height, width)))
         return
     print(peak.describe_machine())
     rows = {"operator": [], "nonblind": []}
-    if "operator" in FLAGS.tables:
-        for u_max in FLAGS.u_max:
-            for method in FLAGS.methods:
-                row = run_child(u_max, method)
-                print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
-                rows["operator"].append(row)
-        print_operator_table(rows["operator"], height, width)
-    if "nonblind" in FLAGS.tables:
-        cli.import_tensorflow()
-        from data.errors import DataError
-
-        roots = {23.0: FLAGS.flow23_dir, 46.0: FLAGS.flow46_dir}
-        for u_max in limits:
-            try:
-                row = nonblind_row(u_max, roots.get(u_max))
-            except DataError as error:
-                sys.exit(f"deconvolution.py: error: {error}")
-            print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
-            rows["nonblind"].append(row)
-        print_nonblind_table(rows["nonblind"])
+    if "operator" in config.tables:
+        rows["operator"] = operator_rows(config)
+        print_operator_table(rows["operator"], height, width, config.repeats)
+    if "nonblind" in config.tables:
+        rows["nonblind"] = nonblind_rows(config, limits)
+        print_nonblind_table(rows["nonblind"], config.interior)
     peak.print_end_load()
-    if FLAGS.json:
+    if config.json:
         from fileio import atomic_write_json
 
-        atomic_write_json(FLAGS.json, rows)
+        atomic_write_json(config.json, rows)
 
 
 if __name__ == "__main__":

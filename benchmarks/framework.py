@@ -34,6 +34,7 @@ it; the fractions of a peak measured at the same moment are the numbers to compa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -69,6 +70,31 @@ cli.declare_key_flags(
     ["size", "levels", "global_iterations", "u_max", "repeats", "warmup", "xla", "peak_n"]
     + ["peak_repeats", "seed", "json"]
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameworkBenchmarkConfig:
+    """One framework.py run, read from the flags once (:func:`config_from_flags`)."""
+
+    size: str = "720x1280"
+    levels: int = 3
+    global_iterations: int = 1
+    u_max: float = 23.0
+    repeats: int = 1
+    warmup: int = 1
+    xla: bool = False
+    peak_n: int = 4096
+    peak_repeats: int = 5
+    seed: int = 0
+    json: str | None = None
+
+
+def config_from_flags() -> FrameworkBenchmarkConfig:
+    """framework.py's flags as one :class:`FrameworkBenchmarkConfig`."""
+    names = [field.name for field in dataclasses.fields(FrameworkBenchmarkConfig)]
+    return FrameworkBenchmarkConfig(**{name: FLAGS[name].value for name in names})
+
+
 PARTS = ("sen", "operator", "cg", "g")
 PART_NAMES = {"sen": "SEN", "operator": "K", "cg": "CG", "g": "G"}
 PAPER_GPU_SECONDS = {1: 17.0, 2: 32.0, 3: 47.0}  # Table 2, NVIDIA 1080 Ti, GoPro 1280x720
@@ -145,37 +171,37 @@ def run_framework(framework, blurred):
     return time.perf_counter() - start, results
 
 
-def measure(height: int, width: int) -> dict:
+def measure(config: FrameworkBenchmarkConfig, height: int, width: int) -> dict:
     """Peak, the framework runs, the peak again; the result dict."""
     import keras
 
     from deconvolution.framework import BlindDeblurFramework
 
-    keras.utils.set_random_seed(FLAGS.seed)
+    keras.utils.set_random_seed(config.seed)
     load_start = peak.load_average()
-    peak_before = peak.matmul_peak(FLAGS.peak_n, FLAGS.peak_repeats)
-    sen_forward, g_call, sen_macs, g_macs = build_parts(height, width, FLAGS.xla)
-    blurred, flow = problem(height, width, FLAGS.u_max, FLAGS.seed)
+    peak_before = peak.matmul_peak(config.peak_n, config.peak_repeats)
+    sen_forward, g_call, sen_macs, g_macs = build_parts(height, width, config.xla)
+    blurred, flow = problem(height, width, config.u_max, config.seed)
     sen = TimedSEN(sen_forward, flow)
-    warm = BlindDeblurFramework(sen, g_call, levels=FLAGS.levels, global_iterations=1)
+    warm = BlindDeblurFramework(sen, g_call, levels=config.levels, global_iterations=1)
     start = time.perf_counter()
-    for _ in range(FLAGS.warmup):
+    for _ in range(config.warmup):
         run_framework(warm, blurred)
     warmup_seconds = time.perf_counter() - start
     framework = BlindDeblurFramework(
-        sen, g_call, levels=FLAGS.levels, global_iterations=FLAGS.global_iterations
+        sen, g_call, levels=config.levels, global_iterations=config.global_iterations
     )
-    runs = [run_framework(framework, blurred) for _ in range(FLAGS.repeats)]
-    peak_after = peak.matmul_peak(FLAGS.peak_n, FLAGS.peak_repeats)
+    runs = [run_framework(framework, blurred) for _ in range(config.repeats)]
+    peak_after = peak.matmul_peak(config.peak_n, config.peak_repeats)
     best_peak = max(peak_before, peak_after, key=lambda p: p["gflops"])
     wall, results = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
     rows = [row(results[:g], sen_macs, g_macs, best_peak) for g in range(1, len(results) + 1)]
     return {
         "size": [height, width],
-        "levels": FLAGS.levels,
+        "levels": config.levels,
         "betas": list(framework.betas),
-        "u_max": FLAGS.u_max,
-        "xla": FLAGS.xla,
+        "u_max": config.u_max,
+        "xla": config.xla,
         "sen_gmac": sen_macs / 1e9,
         "g_gmac_per_pass": g_macs / 1e9,
         "rows": rows,
@@ -212,14 +238,15 @@ def row(results, sen_macs, g_macs, best_peak) -> dict:
     }
 
 
-def print_table(result):
+def print_table(config: FrameworkBenchmarkConfig, result):
+    """The result as the printed header, markdown table and summary line."""
     height, width = result["size"]
     print(
         f"Framework at {height}x{width}, batch 1, levels {result['levels']} (betas "
         f"{', '.join(f'{b:g}' for b in result['betas'])}), CG tol 1e-5, <= 100 iterations; "
         "full-width SEN (2 stacks) and G, random weights; XLA "
-        f"{'on' if result['xla'] else 'off'} for SEN and G; median of {FLAGS.repeats} run(s) "
-        f"after {FLAGS.warmup} warm-up run(s) ({result['warmup_seconds']:.1f} s)."
+        f"{'on' if result['xla'] else 'off'} for SEN and G; median of {config.repeats} run(s) "
+        f"after {config.warmup} warm-up run(s) ({result['warmup_seconds']:.1f} s)."
     )
     print(
         f"SEN is run and timed, but K is built from a smooth synthetic flow, |u|, |v| <= "
@@ -257,23 +284,24 @@ def print_table(result):
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"framework.py: error: unexpected arguments {argv[1:]}")
+    config = config_from_flags()
     try:
-        height, width = peak.parse_size(FLAGS.size)
-        if FLAGS.json:
+        height, width = peak.parse_size(config.size)
+        if config.json:
             from inference import outputs
 
-            outputs.check_file_target(FLAGS.json, "--json")
+            outputs.check_file_target(config.json, "--json")
     except (ValueError, OSError) as error:
         sys.exit(f"framework.py: error: {error}")
     cli.import_tensorflow()
     print(peak.describe_machine(), flush=True)
-    result = measure(height, width)
-    print_table(result)
+    result = measure(config, height, width)
+    print_table(config, result)
     peak.print_end_load()
-    if FLAGS.json:
+    if config.json:
         from fileio import atomic_write_json
 
-        atomic_write_json(FLAGS.json, result)
+        atomic_write_json(config.json, result)
 
 
 if __name__ == "__main__":

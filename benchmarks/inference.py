@@ -36,6 +36,7 @@ numbers to compare across machines.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -65,24 +66,50 @@ flags.DEFINE_string("child", None, "Internal: 'name:0|1', benchmark one model an
 cli.declare_key_flags(["models", "size", "repeats", "xla", "peak_n", "peak_repeats", "json"])
 
 
-def measure(name: str, height: int, width: int, jit_compile: bool) -> dict:
+@dataclasses.dataclass(frozen=True)
+class InferenceBenchmarkConfig:
+    """One inference.py run, read from the flags once (:func:`config_from_flags`); ``models``
+    None: every registered model; ``child``: the internal 'name:0|1' of a child process."""
+
+    models: tuple[str, ...] | None = None
+    size: str = "720x1280"
+    repeats: int = 3
+    xla: str = "both"
+    peak_n: int = 4096
+    peak_repeats: int = 5
+    json: str | None = None
+    child: str | None = None
+
+
+def config_from_flags() -> InferenceBenchmarkConfig:
+    """inference.py's flags as one :class:`InferenceBenchmarkConfig`."""
+    names = [field.name for field in dataclasses.fields(InferenceBenchmarkConfig)]
+    values = {name: FLAGS[name].value for name in names}
+    if values["models"] is not None:
+        values["models"] = tuple(values["models"])
+    return InferenceBenchmarkConfig(**values)
+
+
+def measure(
+    config: InferenceBenchmarkConfig, name: str, height: int, width: int, jit_compile: bool
+) -> dict:
     """Peak, then ``name``'s forward, then the peak again, all in this process."""
     import numpy as np
     import tensorflow as tf
 
     load_start = peak.load_average()
-    peak_before = peak.matmul_peak(FLAGS.peak_n, FLAGS.peak_repeats)
+    peak_before = peak.matmul_peak(config.peak_n, config.peak_repeats)
     model, forward, macs = build_forward(name, height, width, jit_compile)
     image = tf.constant(np.random.default_rng(0).random((1, height, width, 3), np.float32))
     start = time.perf_counter()
     forward(image).numpy()
     first = time.perf_counter() - start
     seconds = []
-    for _ in range(FLAGS.repeats):
+    for _ in range(config.repeats):
         start = time.perf_counter()
         forward(image).numpy()
         seconds.append(time.perf_counter() - start)
-    peak_after = peak.matmul_peak(FLAGS.peak_n, FLAGS.peak_repeats)
+    peak_after = peak.matmul_peak(config.peak_n, config.peak_repeats)
     best_peak = max(peak_before, peak_after, key=lambda p: p["gflops"])
     median = statistics.median(seconds)
     gflops = 2 * macs / median / 1e9
@@ -121,42 +148,46 @@ def build_forward(name: str, height: int, width: int, jit_compile: bool):
 
 
 def flow_estimator_names() -> list[str]:
+    """The registered flow estimators' names (``models.FLOW_ESTIMATOR_BUILDERS``)."""
     import models
 
     return sorted(getattr(models, "FLOW_ESTIMATOR_BUILDERS", {}))
 
 
-def run_child(name: str, jit_compile: bool) -> dict:
-    """Runs :func:`measure` in a fresh interpreter; an error row if it fails."""
+def run_child(config: InferenceBenchmarkConfig, name: str, jit_compile: bool) -> dict:
+    """Runs :func:`measure` in a fresh interpreter (its flags from ``config``); an error row if
+    it fails."""
     command = [
         sys.executable,
         os.path.abspath(__file__),
         f"--child={name}:{int(jit_compile)}",
-        f"--size={FLAGS.size}",
-        f"--repeats={FLAGS.repeats}",
-        f"--peak_n={FLAGS.peak_n}",
-        f"--peak_repeats={FLAGS.peak_repeats}",
+        f"--size={config.size}",
+        f"--repeats={config.repeats}",
+        f"--peak_n={config.peak_n}",
+        f"--peak_repeats={config.peak_repeats}",
     ]
     return peak.run_json_child(command, {"model": name, "xla": jit_compile})
 
 
-def settings() -> list[bool]:
-    return {"both": [False, True], "on": [True], "off": [False]}[FLAGS.xla]
+def settings(xla: str) -> list[bool]:
+    """The jit_compile settings of ``--xla`` (both, on or off)."""
+    return {"both": [False, True], "on": [True], "off": [False]}[xla]
 
 
-def run_all(names) -> list[dict]:
+def run_all(config: InferenceBenchmarkConfig, names) -> list[dict]:
     """Every model under every setting; the two settings of a model in alternating order."""
     rows = []
     for index, name in enumerate(names):
-        order = settings() if index % 2 == 0 else settings()[::-1]
+        order = settings(config.xla) if index % 2 == 0 else settings(config.xla)[::-1]
         for jit_compile in order:
-            row = run_child(name, jit_compile)
+            row = run_child(config, name, jit_compile)
             rows.append(row)
             print(f"  {_summary(row)}", file=sys.stderr, flush=True)
     return rows
 
 
 def _summary(row) -> str:
+    """One progress line of a row."""
     setting = "XLA" if row["xla"] else "no XLA"
     if "error" in row:
         return f"{row['model']} ({setting}): failed: {row['error']}"
@@ -166,8 +197,9 @@ def _summary(row) -> str:
     )
 
 
-def print_table(rows, height, width):
-    print(f"Inference at {height}x{width}, batch 1, median of {FLAGS.repeats} after a warm-up")
+def print_table(rows, height, width, repeats):
+    """The rows as a markdown table, after a line naming the size and ``repeats``."""
+    print(f"Inference at {height}x{width}, batch 1, median of {repeats} after a warm-up")
     header = ["model", "XLA", "parameters", "GMAC", "first s", "seconds", "GFLOP/s"]
     header += ["peak GFLOP/s", "of peak", "peak RSS GiB", "load"]
     lines = [header]
@@ -231,33 +263,34 @@ def print_comparison(rows):
 FRAMEWORK = "framework"  # SEN + K + CG + G of Wu et al.: benchmarks/framework.py
 
 
-def run_framework_benchmark():
-    """The framework's row (``--models framework``): ``benchmarks/framework.py`` at ``--size``,
-    levels 3, one global iteration, in its own process (seconds and the shares of SEN, K, CG, G).
-    """
+def run_framework_benchmark(size: str):
+    """The framework's row (``--models framework``): ``benchmarks/framework.py`` at ``size``
+    (``--size``), levels 3, one global iteration, in its own process (seconds and the shares of
+    SEN, K, CG, G)."""
     script = os.path.join(ROOT, "benchmarks", "framework.py")
     print("\nThe blind deblurring framework (benchmarks/framework.py):", flush=True)
-    subprocess.run([sys.executable, script, "--size", FLAGS.size], check=False)
+    subprocess.run([sys.executable, script, "--size", size], check=False)
 
 
 def main(argv):
     del argv
+    config = config_from_flags()
     try:
-        height, width = peak.parse_size(FLAGS.size)
-        if FLAGS.repeats < 1 or FLAGS.peak_n < 1 or FLAGS.peak_repeats < 1:
+        height, width = peak.parse_size(config.size)
+        if config.repeats < 1 or config.peak_n < 1 or config.peak_repeats < 1:
             raise ValueError("--repeats, --peak_n and --peak_repeats must be positive")
     except ValueError as error:
         sys.exit(f"inference.py: error: {error}")
-    if FLAGS.child:
-        name, jit_compile = FLAGS.child.split(":")
+    if config.child:
+        name, jit_compile = config.child.split(":")
         cli.import_tensorflow()
-        print(json.dumps(measure(name, height, width, bool(int(jit_compile)))))
+        print(json.dumps(measure(config, name, height, width, bool(int(jit_compile)))))
         return
     cli.import_tensorflow()
     import models
 
     registered = models.model_names() + flow_estimator_names()
-    names = FLAGS.models or registered
+    names = config.models or registered
     unknown = sorted(set(names) - set(registered) - {FRAMEWORK})
     if unknown:
         sys.exit(
@@ -267,16 +300,16 @@ def main(argv):
     print(peak.describe_machine())
     models_only = [n for n in names if n != FRAMEWORK]
     if models_only:
-        rows = run_all(models_only)
-        print_table(rows, height, width)
+        rows = run_all(config, models_only)
+        print_table(rows, height, width, config.repeats)
         print_comparison(rows)
     if FRAMEWORK in names:
-        run_framework_benchmark()
+        run_framework_benchmark(config.size)
     peak.print_end_load()
-    if FLAGS.json:
+    if config.json:
         from fileio import atomic_write_json
 
-        atomic_write_json(FLAGS.json, rows)
+        atomic_write_json(config.json, rows)
 
 
 if __name__ == "__main__":
