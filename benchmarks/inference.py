@@ -299,6 +299,7 @@ def main(argv):
         )
     print(peak.describe_machine())
     models_only = [n for n in names if n != FRAMEWORK]
+    rows = []  # the framework's own benchmark prints its table and writes no rows here
     if models_only:
         rows = run_all(config, models_only)
         print_table(rows, height, width, config.repeats)
