@@ -285,11 +285,11 @@ def _numbers(config: TrainConfig, name: str):
     raw = config_lib.get(config, name)
     if raw is None:
         return None
-    items = raw.split(",") if isinstance(raw, str) else raw
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
     try:
         return tuple(COMMA_LISTS[name](v) for v in items)
     except ValueError:
-        raise runner.ConfigError(f"--{name} must be numbers, got {raw}.") from None
+        raise runner.ConfigError(f"--{name} must be numbers, got {items}.") from None
 
 
 def flag_values(config: TrainConfig) -> TrainConfig:
