@@ -229,12 +229,6 @@ _define_flags()
 flags.adopt_module_key_flags(train_flags)
 
 
-train_flags.define_common_flags()
-_define_flags()
-# The shared flags are defined in cli/train_flags.py: make them this script's key flags for --help.
-flags.adopt_module_key_flags(train_flags)
-
-
 def config_from_flags() -> TrainConfig:
     """The run's configuration: the recipe, ``--preset``, the given flags, ``--model_kwargs``
     (checked against GradientNetGAN; its keys that are recipe fields set them)."""

@@ -183,12 +183,6 @@ _define_flags()
 flags.adopt_module_key_flags(train_flags)
 
 
-train_flags.define_common_flags()
-_define_flags()
-# The shared flags are defined in cli/train_flags.py: make them this script's key flags for --help.
-flags.adopt_module_key_flags(train_flags)
-
-
 def config_from_flags() -> TrainConfig:
     """The run's configuration: the recipe of ``--stage``, ``--preset``, the given flags,
     ``--model_kwargs``, then in stage 2 the model switches and ``--u_max`` of the stage-1 run
