@@ -308,19 +308,11 @@ def _remove(path: str) -> str:
     return path
 
 
-def first_difference(old, new, key: str = ""):
-    """``(dotted key, old value, new value)`` of the first difference between two JSON-like
-    values (dicts compared key by key, in sorted order), or None if they are equal. A key absent
-    on one side has the value :data:`MISSING`."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for name in sorted(set(old) | set(new), key=str):
-            found = first_difference(
-                old.get(name, MISSING), new.get(name, MISSING), f"{key}.{name}" if key else name
-            )
-            if found:
-                return found
-        return None
-    return None if old == new else (key, old, new)
+def first_difference(old, new):
+    """``(dotted key, old value, new value)`` of the first of :func:`differences`, or None if the
+    two JSON-like values are equal."""
+    found = differences(old, new)
+    return found[0] if found else None
 
 
 def differences(old, new, key: str = "") -> list:

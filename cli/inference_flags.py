@@ -13,6 +13,7 @@ from __future__ import annotations
 from absl import flags
 
 from cli import define_once
+from inference.source_config import FrameworkSettings, ModelSource
 
 FLAGS = flags.FLAGS
 
@@ -112,7 +113,7 @@ def define_overwrite_flag():
 
 SOURCE_FLAGS = ("checkpoint", "weights", "model", "model_kwargs", "saved_model", "self_ensemble")
 FLOW_SOURCE_FLAGS = SOURCE_FLAGS[:-1]  # no self-ensemble for flow estimators
-FRAMEWORK_FLAGS = ("levels", "global_iterations", "betas", "flow_source", "sen_checkpoint")
+FRAMEWORK_FLAGS = FrameworkSettings.names()  # levels, global_iterations, betas, ...
 
 define_model_source_flags()
 
@@ -120,8 +121,6 @@ define_model_source_flags()
 def model_source():
     """The model-source flags as an :class:`inference.source_config.ModelSource` (read once, at
     a command's entry point); ``jit_compile`` False where the command has no such flag."""
-    from inference.source_config import ModelSource
-
     return ModelSource(
         checkpoint=FLAGS.checkpoint,
         weights=FLAGS.weights,
@@ -138,8 +137,6 @@ def framework_settings():
     :class:`inference.source_config.FrameworkSettings` (None = not given: a flag's declared
     default depends on which command defined it first in the process, e.g. experiments_rpgan.py's
     ``--levels`` 3)."""
-    from inference.source_config import FrameworkSettings
-
     given = {name: FLAGS[name].value for name in FRAMEWORK_FLAGS if name in FLAGS}
     given = {name: value for name, value in given.items() if FLAGS[name].present}
     return FrameworkSettings(**given)

@@ -44,6 +44,7 @@ import rundir
 from deconvolution import framework as framework_lib
 from deconvolution import hqs
 from inference import signatures, sources
+from inference.source_config import FrameworkSettings
 
 DEFAULT_LEVELS = 3
 DEFAULT_CG_TOL = 1e-5
@@ -51,7 +52,7 @@ DEFAULT_CG_MAX_ITER = 100
 FLOW_SOURCES = framework_lib.FLOW_SOURCES
 TILE_MULTIPLE = 4  # G's size multiple: deblur.py's tile starts keep G's pixel grid
 # The framework settings a command may give (flags of the same names; None = not given).
-FRAMEWORK_FLAGS = ("levels", "global_iterations", "betas", "flow_source", "sen_checkpoint")
+FRAMEWORK_FLAGS = FrameworkSettings.names()
 
 
 def is_prior(name) -> bool:

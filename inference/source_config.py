@@ -38,6 +38,11 @@ class FrameworkSettings:
     flow_source: str | None = None
     sen_checkpoint: str | None = None
 
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The settings' names, which are also their flags' names."""
+        return tuple(field.name for field in dataclasses.fields(cls))
+
     def given(self) -> dict:
         """``{name: value}`` of every setting (None = not given), the loaders' keywords."""
         return dataclasses.asdict(self)
