@@ -82,8 +82,3 @@ def _override(config, values):
 def to_dict(config) -> dict:
     """The JSON-able nested dict of a config tree (tuples become lists)."""
     return dataclasses.asdict(config)
-
-
-def flat(config) -> dict:
-    """``{leaf name: value}`` of a config tree."""
-    return dict(leaves(config))

@@ -133,13 +133,6 @@ def find_run_config(path: str) -> dict | None:
     return None if run is None else read_run_config(run)
 
 
-def config_beside(path: str) -> dict | None:
-    """The ``run_config.json`` in the folder of the file ``path`` (a run's ``final.weights.h5``),
-    or None."""
-    beside = run_config_path(os.path.dirname(os.path.abspath(path)))
-    return read_run_config(beside) if os.path.isfile(beside) else None
-
-
 def latest_checkpoint(folder: str) -> str | None:
     """The newest checkpoint prefix recorded in ``folder``'s ``checkpoint`` state file whose
     ``.index`` exists (``tf.train.latest_checkpoint`` without TensorFlow); None if none."""
