@@ -20,7 +20,10 @@ prior, ``models.PRIOR_BUILDERS``: ``"rpgan_generator"``), one of its checkpoint 
 The restorer (:class:`inference.sources.Restorer` with ``needs_true_flow`` for
 ``--flow_source true``) maps a (1, H, W, 3) float32 image in [0, 1], any H x W, to the (1, H, W, 3)
 restored Z_N in [0, 1]; SEN pads to 64 and G to 4 inside, so no outer padding is applied (its
-``size_multiple`` is 1; ``tile_multiple`` 4 aligns deblur.py's tiles to G's grid).
+``size_multiple`` is 1; ``tile_multiple`` 4 aligns deblur.py's tiles to G's grid, and
+``min_tile_overlap`` (:data:`TILE_OVERLAP`, 96 px) is the least overlap of its ``--tile auto``
+tiles: the framework is restored tile by tile like any model, its blur and deconvolution reaching
+across the seams).
 
 It runs inside **one** ``tf.function`` (dynamic H, W; traced once for a data set of mixed sizes; K
 is then a ``tf.SparseTensor``), the graph export.py saves. Measured (2 shared CPU cores, 256x256,
@@ -51,6 +54,13 @@ DEFAULT_CG_TOL = 1e-5
 DEFAULT_CG_MAX_ITER = 100
 FLOW_SOURCES = framework_lib.FLOW_SOURCES
 TILE_MULTIPLE = 4  # G's size multiple: deblur.py's tile starts keep G's pixel grid
+# deblur.py's smallest tile overlap for the framework with --tile auto (its tiles are small: SEN,
+# K and CG take ~5 KB per pixel). A pixel near a seam is blurred by neighbours up to |u| <= 46 px
+# away (flow-46) on either side; the tile's K clamps at the tile's edge and CG spreads that
+# error further, so both sides of a seam get 46 px and the raised-cosine ramp spans 2 x 46,
+# rounded up to 96. SEN's receptive field is larger still; its flows are smooth, so the flow near
+# a tile's edge errs little. Larger overlaps: --tile N --tile_overlap M.
+TILE_OVERLAP = 96
 # The framework settings a command may give (flags of the same names; None = not given).
 FRAMEWORK_FLAGS = FrameworkSettings.names()
 
@@ -251,6 +261,7 @@ def load_framework(
         "framework": chosen,
         "size_multiple": 1,
         "tile_multiple": TILE_MULTIPLE,
+        "min_tile_overlap": TILE_OVERLAP,
         "task": signatures.TASK_RESTORER,
     }
     return fw, source

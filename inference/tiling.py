@@ -15,9 +15,11 @@ grid as the whole image; the last tile of a row or column ends exactly at the bo
 to ``align - 1`` pixels longer than ``tile``).
 
 Memory (:func:`restore_bands`): tiles are converted to float32 one at a time and only one band of
-tile rows is accumulated, so beyond the caller's own input and output arrays the cost is one band
-(about ``tile x W x 12`` bytes) plus one tile's forward pass. :func:`auto_tile` decides when to tile
-from an estimate of the whole-image forward's memory (:func:`forward_bytes_per_pixel`).
+tile rows is accumulated, so beyond the caller's image array (which the caller may also write the
+result into) the cost is one band (about ``tile x W x 12`` bytes) plus one tile's forward pass.
+:func:`auto_tile` plans the **whole process's** peak (:func:`tiled_bytes`: TensorFlow and the
+model, one tile's forward, the band, the image array) against a budget, and restores whole when
+:func:`whole_bytes` fits.
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ def restore_bands(restorer, read_tile, height: int, width: int, tile: int, overl
     Yields:
         ``(top, stop, band)``: the final (stop - top, width, 3) float32 output of rows
         ``top:stop``; consecutive bands cover the image without gaps or overlap. The caller may
-        modify ``band`` in place (it is dropped after the next row of tiles starts).
+        modify ``band`` in place and should drop it before asking for the next one (only one band
+        is then alive). Rows above ``stop`` are never read again, so the caller may write the
+        output into the array ``read_tile`` reads.
     """
     rows = tile_spans(height, tile, overlap, align)
     cols = tile_spans(width, tile, overlap, align)
@@ -106,19 +110,22 @@ def restore_bands(restorer, read_tile, height: int, width: int, tile: int, overl
         weight_y[top:bottom] += window
     for (left, right), window in zip(cols, col_windows, strict=True):
         weight_x[left:right] += window
-    band, band_top = None, 0
+    carried = None  # the rows of the last band that the next row of tiles also covers
     for i, ((top, bottom), wy) in enumerate(zip(rows, row_windows, strict=True)):
-        carried = None if band is None else band[top - band_top :]
-        band, band_top = np.zeros((bottom - top, width, 3), np.float32), top
+        band = np.zeros((bottom - top, width, 3), np.float32)
         if carried is not None:  # rows top.. of earlier tile rows (bottoms never decrease)
             band[: len(carried)] += carried
         for (left, right), wx in zip(cols, col_windows, strict=True):
             patch = np.ascontiguousarray(read_tile(top, bottom, left, right), np.float32)[None]
             band[:, left:right] += np.asarray(restorer(patch))[0] * (wy[:, None] * wx)[..., None]
         stop = rows[i + 1][0] if i + 1 < len(rows) else height
+        # A copy, so that no view keeps this band alive under the next one (two bands at once).
+        carried = band[stop - top :].copy()
         done = band[: stop - top]
+        del band, patch
         done /= weight_y[top:stop, None, None] * weight_x[None, :, None]
         yield top, stop, done
+        del done  # the caller drops its reference too (deblur.py), before the next row of tiles
 
 
 def restore_tiled(restorer, image: np.ndarray, tile: int, overlap: int, align: int = 1):
@@ -138,41 +145,57 @@ def restore_tiled(restorer, image: np.ndarray, tile: int, overlap: int, align: i
 
     for top, stop, band in restore_bands(restorer, read_tile, height, width, tile, overlap, align):
         output[top:stop] = band
+        del band
     return output
 
 
 # --------------------------------------------------------------------------------------------------
-# When to tile: the forward pass's memory
+# When to tile: the whole process's peak memory
 # --------------------------------------------------------------------------------------------------
 
-# Peak resident memory of one whole-image forward per input pixel, in bytes, of the full-width
-# models, measured with benchmarks/inference.py at 720x1280: the process's peak RSS (ru_maxrss)
-# over the 921,600 pixels, rounded up, TensorFlow's own 0.5-0.9 GB included, so the estimate errs
-# on the safe side. MIMO-UNet(+), IDC, Two-Way: 3.09 / 3.16 / 2.93 / 2.43 GiB with XLA (the
-# benchmark's default then; docs/benchmarks.md). GradientNet GAN: 2.55 GiB with XLA (kept, the
-# larger), 1.85 GiB without; its marginal cost without XLA is 1,410 bytes per pixel (peak RSS
-# 1.15 / 1.58 GiB at 512x512 / 768x768 over 0.88 GiB at 64x64), below the entry. Only part of it
-# grows with the width: a MIMO-UNet of width 8 with one residual block took about 1 KB per pixel
-# (benchmarks/deblur_memory.py, 2108-px tiles), hence the 1/4 + 3/4 * width / full width scaling
-# below.
+# The plan covers the process's peak resident memory, not only the forward pass:
+#   base (Python, TensorFlow, the model's weights, the traced forward)
+#   + the forward pass of one tile (its marginal bytes per padded pixel)
+#   + the image arrays (the decoded file, which the tiled path also writes its result into)
+#   + one band of float32 accumulators (tile rows x image width) and the per-tile temporaries.
+# Measured with benchmarks/deblur_memory.py --probe (VmHWM of a child process, TensorFlow imported
+# without jax and glibc's mmap threshold fixed at 1 MiB as deblur.py does), full width, random
+# weights, three forwards of 384x384 to 392x392 (MIMO-UNet: 512x512 to 512x520).
+# BASE_BYTES: peak after a first 64x64 forward, rounded up to 10 MB, plus 60 MB of margin.
+# FORWARD_BYTES_PER_PIXEL: (peak of the tiles - that peak) / the largest tile's pixels, x 1.25
+# (margin: peaks differ by a few per cent from run to run and grow slightly with the tile).
+BASE_BYTES = {
+    "mimo_unet": 0.80e9,  # 0.735 GiB measured
+    "mimo_unet_plus": 0.90e9,  # 0.840
+    "idc": 0.80e9,  # 0.732
+    "two_way": 0.80e9,  # 0.731
+    "gradientnet": 0.89e9,  # 0.824
+}
 FORWARD_BYTES_PER_PIXEL = {
-    "mimo_unet": 3600,
-    "mimo_unet_plus": 3700,
-    "idc": 3400,
-    "two_way": 2900,
-    "gradientnet": 3000,
+    "mimo_unet": 2600,  # 2,060 measured
+    "mimo_unet_plus": 2500,  # 1,970
+    "idc": 3350,  # 2,680
+    "two_way": 1400,  # 1,120
+    "gradientnet": 1420,  # 1,130
 }
 FULL_WIDTH = 32  # MIMO-UNet's, IDC's and Two-Way's full ``base_channels`` / ``channels``
 # Models whose full width is not FULL_WIDTH (GradientNet GAN: c = base_channels = 64, spec 2).
 FULL_WIDTHS = {"gradientnet": 64}
 WIDTH_KWARGS = ("base_channels", "channels")  # the width argument of every registered model
-MIN_BYTES_PER_PIXEL = 100  # input, padded copy and output images of any model
-# The blind deblurring framework (SEN + K + CG + G; inference/framework_io.py), not measured as a
-# whole: building K peaks at ~4,000 bytes per pixel for flow-46 flows (3.7 GB above the process at
-# 720x1280, deconvolution/blur_operator.py) and the networks run one after the other, so K's
-# peak plus the largest network entry above. Independent of the networks' widths (K dominates).
-FRAMEWORK_BYTES_PER_PIXEL = 4000 + 3700
-GB = 1e9
+MIN_BYTES_PER_PIXEL = 100  # input, padded copy and output tensors of any model
+# The blind deblurring framework (SEN + K + CG + G, inference/framework_io.py), full-width SEN and
+# G with random weights, SEN's flow replaced by a smooth flow-46 field (|u|, |v| <= 46 px; K's taps
+# grow with the flow, and a random SEN's flow is near zero). Its base holds SEN's 77 M parameters.
+FRAMEWORK_BASE_BYTES = 1.20e9
+FRAMEWORK_BYTES_PER_PIXEL = 5000
+# Beside the forward: the (tile + align - 1) x width float32 band, its carried overlap and the
+# conversion of finished rows to the file's type (bytes per band pixel), and the tile's own
+# float32 copies (input, output, weighted output; bytes per tile pixel).
+BAND_BYTES_PER_PIXEL = 24
+TILE_COPY_BYTES_PER_PIXEL = 48
+# The whole-image path: the float32 input and output images and their copies (bytes per pixel).
+WHOLE_BYTES_PER_PIXEL = 48
+GB = 1e9  # --memory_budget_gb's unit
 
 
 def full_width(name) -> int:
@@ -180,8 +203,18 @@ def full_width(name) -> int:
     return FULL_WIDTHS.get(name, FULL_WIDTH)
 
 
+def base_bytes(source: dict) -> float:
+    """Estimated resident bytes of the process before its first large forward: Python,
+    TensorFlow, the full-width model's weights and its traced forward (widths below full cost
+    less; the full entry errs on the safe side). An unknown model gets the largest entry."""
+    if source.get("framework"):
+        return FRAMEWORK_BASE_BYTES
+    return BASE_BYTES.get(source.get("model"), max(BASE_BYTES.values()))
+
+
 def forward_bytes_per_pixel(source: dict) -> float:
-    """Estimated peak bytes per input pixel of one whole-image forward of the described model.
+    """Estimated marginal peak bytes per input pixel of one forward of the described model
+    (above :func:`base_bytes`).
 
     ``source`` is a restorer's description (``model``, ``model_kwargs``, ``self_ensemble``); an
     unknown model gets the largest entry, the blind deblurring framework (a ``framework`` entry)
@@ -206,10 +239,37 @@ def padded_pixels(height: int, width: int, align: int) -> int:
     return math.ceil(height / align) * align * math.ceil(width / align) * align
 
 
-def auto_tile(height, width, bytes_per_pixel, budget_bytes, overlap, align=1) -> int:
-    """0 (restore whole) when a whole-image forward fits ``budget_bytes``, else the largest tile
-    side (a multiple of ``align``, at least ``2 * overlap + align``) whose forward fits."""
-    if padded_pixels(height, width, align) * bytes_per_pixel <= budget_bytes:
+def whole_bytes(source: dict, height: int, width: int, image_bytes: int, align: int = 1) -> float:
+    """Estimated peak bytes of the process restoring an image whole; ``image_bytes`` is the size
+    of its decoded file array (and again of the output array)."""
+    pixels = padded_pixels(height, width, align)
+    forward = pixels * (forward_bytes_per_pixel(source) + WHOLE_BYTES_PER_PIXEL)
+    return base_bytes(source) + forward + 2 * image_bytes
+
+
+def tiled_bytes(source, height, width, image_bytes, tile, align=1) -> float:
+    """Estimated peak bytes of the process restoring an image in tiles of side ``tile``: one tile's
+    forward and copies, one band of rows, and the one file array the result is written into."""
+    side = min(tile + align - 1, max(height, width))  # a last tile may be align - 1 px longer
+    tile_pixels = padded_pixels(min(side, height), min(side, width), align)
+    per_tile = tile_pixels * (forward_bytes_per_pixel(source) + TILE_COPY_BYTES_PER_PIXEL)
+    band = min(side, height) * width * BAND_BYTES_PER_PIXEL
+    return base_bytes(source) + per_tile + band + image_bytes
+
+
+def auto_tile(source, height, width, image_bytes, budget_bytes, overlap, align=1) -> int:
+    """0 (restore whole) when the whole-image estimate (:func:`whole_bytes`) fits
+    ``budget_bytes``, else the largest tile side (a multiple of ``align``, at least
+    ``2 * overlap + align``) whose :func:`tiled_bytes` fits; the smallest such side when none fits
+    (the image arrays alone may exceed a small budget)."""
+    if whole_bytes(source, height, width, image_bytes, align) <= budget_bytes:
         return 0
-    side = int(math.sqrt(budget_bytes / bytes_per_pixel)) // align * align
-    return max(side, 2 * overlap + align)
+
+    def fits(side):
+        return tiled_bytes(source, height, width, image_bytes, side, align) <= budget_bytes
+
+    smallest = -(-(2 * overlap + align) // align) * align
+    side = max(height, width) // align * align
+    while side > smallest and not fits(side):
+        side -= align
+    return max(side, smallest)

@@ -158,15 +158,18 @@ def test_unsupported_and_damaged_images_are_refused_clearly(tmp_path):
 
 
 def test_auto_tiling_for_a_small_budget_matches_the_whole_image(tiny):
-    """--tile auto: a budget below the whole-image estimate tiles; the result equals the whole."""
+    """--tile auto: a budget below the whole-image estimate tiles; the result equals the whole,
+    and writing it into the input array itself gives the same values."""
     model = tiny[0].model
     restorer = sources.keras_restorer(model, source={"model": "mimo_unet", "model_kwargs": TINY})
     per_pixel = tiling.forward_bytes_per_pixel(restorer.source)
-    assert per_pixel == pytest.approx(3600 * (0.25 + 0.75 * 8 / 32))  # scaled by the width
+    full = tiling.FORWARD_BYTES_PER_PIXEL["mimo_unet"]
+    assert per_pixel == pytest.approx(full * (0.25 + 0.75 * 8 / 32))  # scaled by the width
     rgb = np.random.default_rng(4).integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    budget_gb = 41 * 41 * per_pixel / tiling.GB  # room for a 41 x 41 forward, not 64 x 80
+    # Room for the process with 40-px tiles (the model's multiple is 4), not 44 nor the whole.
+    budget_gb = tiling.tiled_bytes(restorer.source, 64, 80, rgb.nbytes, 40, 4) / tiling.GB
     assert deblur.choose_tile(restorer, 64, 80, "auto", 12, budget_gb=100) == 0
-    side = deblur.choose_tile(restorer, 64, 80, "auto", 12, budget_gb=budget_gb)
+    side = deblur.choose_tile(restorer, 64, 80, "auto", 12, budget_gb, rgb.nbytes)
     assert side == 40
     assert deblur.choose_tile(restorer, 64, 80, 0, 12) == 0
     assert deblur.choose_tile(restorer, 64, 80, 100, 12) == 0
@@ -176,6 +179,21 @@ def test_auto_tiling_for_a_small_budget_matches_the_whole_image(tiny):
     assert tiled.dtype == np.uint8 and tiled.shape == rgb.shape
     assert np.abs(tiled.astype(int) - whole).max() <= 3
     assert metrics.psnr(tiled, whole) > 45
+    in_place = deblur.deblur_values(restorer, rgb, layout, side, 12, out=rgb)
+    assert in_place is rgb
+    np.testing.assert_array_equal(in_place, tiled)
+
+
+def test_in_place_tiling_keeps_alpha_and_gray(tmp_path):
+    """The tiled path writes into the decoded array: alpha rows are copied before they are
+    overwritten, and grayscale stays exact (identity restorer)."""
+    rng = np.random.default_rng(7)
+    for shape in ((45, 70, 4), (45, 70)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        values, layout = image.copy(), {"dtype": np.dtype(np.uint8), "gray": len(shape) == 2}
+        layout["alpha"] = values[..., 3] if len(shape) == 3 else None
+        out = deblur.deblur_values(identity(), values, layout, 24, 8, out=values)
+        np.testing.assert_array_equal(out, image)
 
 
 def test_forward_memory_estimate_scales_with_each_models_full_width():
@@ -187,11 +205,39 @@ def test_forward_memory_estimate_scales_with_each_models_full_width():
     half = {"model": "gradientnet", "model_kwargs": {"base_channels": 32}}
     assert estimate(half) == pytest.approx(full * (0.25 + 0.75 / 2))
     assert estimate({**half, "self_ensemble": "rot4"}) == pytest.approx(2 * estimate(half))
-    assert estimate({"model": "mimo_unet", "model_kwargs": {"base_channels": 32}}) == 3600
+    mimo = {"model": "mimo_unet", "model_kwargs": {"base_channels": 32}}
+    assert estimate(mimo) == table["mimo_unet"]
     assert estimate({"model": "two_way", "model_kwargs": {"channels": 8}}) == pytest.approx(
-        2900 * (0.25 + 0.75 * 8 / 32)
+        table["two_way"] * (0.25 + 0.75 * 8 / 32)
     )
     assert estimate({"model": "unknown"}) == max(table.values())
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"model": name} for name in models.model_names()]
+    + [{"model": "rpgan_generator", "framework": {"levels": 3}}],
+    ids=lambda source: "framework" if "framework" in source else source["model"],
+)
+def test_default_plan_keeps_a_10000x8000_photo_within_2_gib(source):
+    """The issue's bound: --tile auto under the default --memory_budget_gb plans the whole
+    process (TensorFlow, weights, a tile's forward, the band, the image array) within 2 GiB, for
+    every restorer and the framework, with tiles large enough to be efficient."""
+    height, width = 8000, 10000
+    restorer = sources.Restorer(lambda x: x, source, None)
+    if "framework" in source:
+        restorer.source.update(tile_multiple=4, min_tile_overlap=96)
+    overlap = deblur.auto_overlap(restorer, "auto", 32)
+    budget = deblur.DeblurConfig.memory_budget_gb
+    side = deblur.choose_tile(restorer, height, width, "auto", overlap, budget, 3 * height * width)
+    assert side >= 256
+    align = deblur.restorer_multiple(restorer)
+    estimate = tiling.tiled_bytes(source, height, width, 3 * height * width, side, align)
+    assert estimate <= 2 * 2**30
+    # and the next larger aligned tile would not have fitted the budget
+    assert tiling.tiled_bytes(source, height, width, 3 * height * width, side + align, align) > (
+        budget * tiling.GB
+    )
 
 
 def test_banded_tiling_equals_the_two_dimensional_weights():
