@@ -193,21 +193,38 @@ def default_shards() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_SHARDS))
 
 
-def _row_blocks(indices, weights, size, shards):
-    """The (size x size) matrix of (row-sorted) int64 ``indices`` and ``weights`` as ``shards``
-    ``tf.SparseTensor`` blocks of consecutive rows (rows re-based to each block; some may be
-    empty), and their row counts (int64 (shards,))."""
-    if shards == 1:
-        return [tf.SparseTensor(indices, weights, tf.stack([size, size]))], tf.stack([size])
-    edges = tf.range(shards + 1, dtype=tf.int64) * size // shards
-    bounds = tf.searchsorted(indices[:, 0], edges)  # first tap of each block's first row
+def _row_blocks(rows, cols, weights, size, shards):
+    """The (size x size) matrix of the row-sorted tap table (int32 ``rows``, ``cols``, float32
+    ``weights``) as ``shards`` blocks of consecutive rows with about the same number of taps
+    each (a product's cost is per tap, and the blocks run on one thread each, so equal rows
+    would leave a core idle where the blur is short); some blocks may be empty.
+
+    Returns a list of ``(indices, weights, shape, rows)`` per block: int32 (taps, 2) indices with
+    the rows re-based to the block (``tf.raw_ops.SparseTensorDenseMatMul`` takes int32 indices:
+    8 bytes per tap instead of int64's 16, and no widening pass), its weights, its int64 dense
+    shape (block rows, size) and its int32 row count (for splitting a vector into the blocks).
+    """
+    taps = tf.size(rows)
+    cut = tf.range(1, shards) * taps // shards  # < taps, so a valid tap index when taps > 0
+    inner = tf.gather(rows, cut)  # the row of each cut tap starts a block
+    edges = tf.concat([[0], inner, [tf.cast(size, tf.int32)]], 0)
+    bounds = tf.searchsorted(rows, edges)  # first tap of each block
     blocks = []
     for i in range(shards):
         start, end = bounds[i], bounds[i + 1]
-        rebased = indices[start:end] - tf.stack([edges[i], 0])[None]
-        shape = tf.stack([edges[i + 1] - edges[i], size])
-        blocks.append(tf.SparseTensor(rebased, weights[start:end], shape))
-    return blocks, edges[1:] - edges[:-1]
+        indices = tf.stack([rows[start:end] - edges[i], cols[start:end]], axis=1)
+        count = edges[i + 1] - edges[i]
+        shape = tf.stack([tf.cast(count, tf.int64), size])
+        blocks.append((indices, weights[start:end], shape, count))
+    return blocks
+
+
+def _block_product(block, x, adjoint=False):
+    """One row block (``_row_blocks``) times x (block rows x C), or its adjoint times x."""
+    indices, weights, shape, _ = block
+    return tf.raw_ops.SparseTensorDenseMatMul(
+        a_indices=indices, a_values=weights, a_shape=shape, b=x, adjoint_a=adjoint
+    )
 
 
 class BlurOperator:
@@ -254,14 +271,12 @@ class BlurOperator:
         if method == "gather":
             self._taps = rows, cols, weights
             return
-        # Stack, then widen (the ops want int64 indices): 8 bytes per tap less at the peak.
+        if method == "sparse":
+            self._blocks = _row_blocks(rows, cols, weights, size, shards or default_shards())
+            return
+        # Stack, then widen (the CSR op wants int64 indices): 8 bytes per tap less at the peak.
         indices = tf.cast(tf.stack([rows, cols], axis=1), tf.int64)
         del rows, cols  # eagerly, the references would keep 8 bytes per tap alive
-        if method == "sparse":
-            self._blocks, self._block_rows = _row_blocks(
-                indices, weights, size, shards or default_shards()
-            )
-            return
         self._matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
             indices=indices, values=weights, dense_shape=tf.stack([size, size])
         )
@@ -275,7 +290,7 @@ class BlurOperator:
         if self.method == "csr":
             out = tf.raw_ops.SparseMatrixMatMul(a=self._matrix, b=flat)
         elif self.method == "sparse":
-            parts = [tf.sparse.sparse_dense_matmul(block, flat) for block in self._blocks]
+            parts = [_block_product(block, flat) for block in self._blocks]
             out = tf.concat(parts, 0) if len(parts) > 1 else parts[0]
         else:
             rows, cols, weights = self._taps
@@ -289,9 +304,10 @@ class BlurOperator:
         if self.method == "csr":
             out = tf.raw_ops.SparseMatrixMatMul(a=self._transpose, b=flat)
         elif self.method == "sparse":
-            rows = tf.split(flat, self._block_rows, num=len(self._blocks))
+            counts = [block[3] for block in self._blocks]
+            rows = tf.split(flat, tf.stack(counts), num=len(self._blocks))
             parts = [
-                tf.sparse.sparse_dense_matmul(block, part, adjoint_a=True)
+                _block_product(block, part, adjoint=True)
                 for block, part in zip(self._blocks, rows, strict=True)
             ]
             out = tf.add_n(parts) if len(parts) > 1 else parts[0]
@@ -300,6 +316,20 @@ class BlurOperator:
             taps = tf.gather(flat, rows) * weights[:, None]
             out = tf.math.unsorted_segment_sum(taps, cols, tf.shape(flat)[0])
         return tf.reshape(out, shape)
+
+    def normal(self, x):
+        """KᵀK x, the data step's operator (float32 (N, H, W, C) -> the same shape); equal to
+        ``adjoint(forward(x))``. With ``"sparse"`` each row block B_i computes B_iᵀ(B_i x) on
+        its own and the blocks' results are summed: Kᵀ(Kx) = Σ_i B_iᵀ B_i x, since B_i x is
+        exactly block i of Kx. That skips the concatenation of Kx and its split again (two
+        copies of the vector per CG iteration) and lets the blocks run K and Kᵀ in parallel
+        without waiting for each other in between."""
+        if self.method != "sparse" or len(self._blocks) == 1:
+            return self.adjoint(self.forward(x))
+        flat, shape = self._flat(x)
+        self._check_context()
+        parts = [_block_product(b, _block_product(b, flat), adjoint=True) for b in self._blocks]
+        return tf.reshape(tf.add_n(parts), shape)
 
     __call__ = forward
 

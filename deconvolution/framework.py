@@ -43,6 +43,7 @@ So its users (evaluation, export, training validation, the cache's and buffer's 
 
 from __future__ import annotations
 
+import functools
 import time
 
 import tensorflow as tf
@@ -151,7 +152,7 @@ class BlindDeblurFramework:
         """
         # Clocks mean nothing while a graph is traced: timings only eagerly.
         timings = tf.executing_eagerly() and (timings is None or bool(timings))
-        blurred = tf.convert_to_tensor(blurred, tf.float32)
+        blurred = _float32(blurred)
         if self.flow_source == "true" and true_flow is None:
             raise ValueError("flow_source='true' needs the true_flow argument.")
         results = []
@@ -166,7 +167,7 @@ class BlindDeblurFramework:
         """One global iteration on O = ``blurred`` (SEN's flow, or ``true_flow`` when given), as
         one dict of :meth:`intermediates` without timings: a caller that stamps or traces each
         global iteration itself (experiments_rpgan.py) chains them with O <- Z_N."""
-        return self._global_iteration(tf.convert_to_tensor(blurred, tf.float32), true_flow, False)
+        return self._global_iteration(_float32(blurred), true_flow, False)
 
     def _global_iteration(self, blurred, true_flow, timings, identity_prior=False):
         """One pass of SEN, K and the HQS ladder on O = ``blurred`` (and, with
@@ -181,19 +182,20 @@ class BlindDeblurFramework:
                 seconds[part] += time.perf_counter() - start
             return out
 
-        if true_flow is None:
-            flow = timed("sen", self._flow, blurred)
-        else:
-            flow = tf.convert_to_tensor(true_flow, tf.float32)
+        flow = timed("sen", self._flow, blurred) if true_flow is None else _float32(true_flow)
         op = timed("operator", BlurOperator, flow, self.method)
+        # KᵀO does not depend on the level: once per global iteration, not once per solve.
+        adjoint = timed("cg", op.adjoint, blurred)
         z, istars, zs, counts, identity = blurred, [], [], [], []
         for n, beta in enumerate(self.betas):
             # Level 1 starts both ladders from Z_0 = O: one solve serves both.
             shared = identity_prior and n > 0
             right = tf.concat([z, identity[-1]], -1) if shared else z
             observed = tf.concat([blurred, blurred], -1) if shared else blurred
+            given = tf.concat([adjoint, adjoint], -1) if shared else adjoint
+            solve = functools.partial(solve_data_term, adjoint_blurred=given)
             solved, count = timed(
-                "cg", solve_data_term, observed, right, op, beta, self.cg_tol, self.cg_max_iter
+                "cg", solve, observed, right, op, beta, self.cg_tol, self.cg_max_iter
             )
             istar, own = tf.split(solved, 2, axis=-1) if shared else (solved, solved)
             z = istar if self.generator is None else timed("g", self._prior, istar, blurred)
@@ -209,10 +211,20 @@ class BlindDeblurFramework:
         return out
 
     def _flow(self, blurred):
-        """U = SEN(O), real-valued (§10.2: no rounding at inference)."""
-        return tf.cast(self.sen(blurred, training=False), tf.float32)
+        """U = SEN(O), real-valued (§10.2: no rounding at inference), float32 whatever SEN's
+        compute dtype: K is built from it in float32."""
+        return _float32(self.sen(blurred, training=False))
 
     def _prior(self, istar, blurred):
-        """Z_n = clip(G(concat(I*_n, O)), 0, 1) (register #13)."""
+        """Z_n = clip(G(concat(I*_n, O)), 0, 1) (register #13), float32: it is the next CG's
+        warm start and right-hand side. G's input is float32; under a mixed policy G casts it
+        to its compute dtype itself (a Keras layer's inputs are cast to its compute dtype)."""
         restored = self.generator(tf.concat([istar, blurred], axis=-1), training=False)
-        return tf.clip_by_value(tf.cast(restored, tf.float32), 0.0, 1.0)
+        return tf.clip_by_value(_float32(restored), 0.0, 1.0)
+
+
+def _float32(value):
+    """``value`` as a float32 tensor: a cast, not ``convert_to_tensor(..., tf.float32)``, which
+    refuses a bfloat16 / float16 tensor (a network's output under a mixed policy). K, Kᵀ and CG
+    are float32 whatever the networks compute in: the data step is a linear solve."""
+    return tf.cast(tf.convert_to_tensor(value), tf.float32)

@@ -139,7 +139,7 @@ class NormalOperator(tf.linalg.LinearOperator):
 
     def apply_images(self, x):
         """Kᵀ(Kx) + βx on (N, H, W, C) images."""
-        return self._op.adjoint(self._op.forward(x)) + self._beta * x
+        return self._op.normal(x) + self._beta * x
 
     def _shape(self):
         return tf.TensorShape([None, None, None, None])
@@ -155,7 +155,9 @@ class NormalOperator(tf.linalg.LinearOperator):
         return self._matvec(x[..., 0])[..., None]
 
 
-def solve_data_term(blurred, z, op, beta, tol=1e-5, max_iter=100, solver="cg"):
+def solve_data_term(
+    blurred, z, op, beta, tol=1e-5, max_iter=100, solver="cg", adjoint_blurred=None
+):
     """I* = argmin (β/2)‖I − Z‖² + ½‖KI − O‖², by CG on (KᵀK + β𝕀) I = βZ + KᵀO (eq. 4, §6).
 
     Args:
@@ -167,6 +169,9 @@ def solve_data_term(blurred, z, op, beta, tol=1e-5, max_iter=100, solver="cg"):
         max_iter: iteration limit (100, §6).
         solver: ``"cg"`` (guarded, default) or ``"tf"`` (``tf.linalg.experimental``; see the
             module docstring for why it is not the default).
+        adjoint_blurred: KᵀO (float32, O's shape) when the caller has it already: it does not
+            depend on β or Z, so an HQS ladder computes it once for all its levels (one Kᵀ per
+            level saved, the same numbers); ``None`` = computed here.
 
     Returns:
         (x, iterations): x float32 (N, H, W, C) clamped to [0, 1]; iterations an int32 scalar.
@@ -176,10 +181,11 @@ def solve_data_term(blurred, z, op, beta, tol=1e-5, max_iter=100, solver="cg"):
     blurred = tf.convert_to_tensor(blurred, tf.float32)
     z = tf.convert_to_tensor(z, tf.float32)
     beta = tf.cast(beta, tf.float32)
-    b = beta * z + op.adjoint(blurred)
-    if solver == "cg":
-        normal_map = lambda x: op.adjoint(op.forward(x))  # noqa: E731  (β𝕀 added by CG)
-        x, iterations = conjugate_gradient(normal_map, b, z, tol, max_iter, shift=beta)
+    if adjoint_blurred is None:
+        adjoint_blurred = op.adjoint(blurred)
+    b = beta * z + tf.convert_to_tensor(adjoint_blurred, tf.float32)
+    if solver == "cg":  # β𝕀 is added by CG
+        x, iterations = conjugate_gradient(op.normal, b, z, tol, max_iter, shift=beta)
     else:
         normal = NormalOperator(op, beta, tf.shape(blurred))
         state = tf.linalg.experimental.conjugate_gradient(
@@ -219,9 +225,10 @@ def hqs_identity_prior(
     blurred = tf.convert_to_tensor(blurred, tf.float32)
     # Built here, so that the operator lives where it is used (eagerly: CSR; in a graph: sparse).
     op = BlurOperator(flows, method)
+    adjoint = op.adjoint(blurred)  # KᵀO: the same at every level
     z, images, iterations = blurred, [], []
     for beta in betas:
-        z, count = solve_data_term(blurred, z, op, beta, tol, max_iter)
+        z, count = solve_data_term(blurred, z, op, beta, tol, max_iter, adjoint_blurred=adjoint)
         images.append(z)
         iterations.append(count)
     return (images, iterations) if with_iterations else images
