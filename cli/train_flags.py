@@ -255,6 +255,7 @@ def _define_run_flags():
         "multi_worker (cluster from TF_CONFIG).",
         enum_values=list(STRATEGIES),
     )
+    define_precision_flag()
     define_once(
         flags.DEFINE_enum,
         "preset",
@@ -267,6 +268,19 @@ def _define_run_flags():
 # --------------------------------------------------------------------------------------------------
 # Flags -> TrainConfig, read once at a script's entry point
 # --------------------------------------------------------------------------------------------------
+
+
+def define_precision_flag():
+    """``--precision float32|bfloat16|float16`` (:mod:`precision`), shared by every command."""
+    import precision
+
+    define_once(
+        flags.DEFINE_enum,
+        "precision",
+        "float32",
+        precision.HELP,
+        enum_values=list(precision.PRECISIONS),
+    )
 
 
 def given_values(names) -> dict:

@@ -1,7 +1,8 @@
 """Layers shared by several papers.
 
 Everything here uses ``keras.layers`` and ``keras.ops`` only, so the models run under the
-TensorFlow, JAX and PyTorch backends of Keras 3. Tensors are NHWC float32.
+TensorFlow, JAX and PyTorch backends of Keras 3. Tensors are NHWC, float32 or the
+mixed-precision policy's compute dtype inside a model; every model's outputs are float32.
 
 Initialisation presets (``init`` argument):
 
@@ -41,6 +42,9 @@ class DeblurModel(keras.Model):
             self.compute_output_spec(keras.KerasTensor(tuple(shape), dtype=self.compute_dtype))
         super().build(input_shape)
 
+    def get_config(self):
+        return precision_free(super().get_config())
+
     def check_input_size(self, x):
         """Raises a clear ``ValueError`` if a static side is not a multiple of ``size_multiple``."""
         for side, size in (("height", x.shape[1]), ("width", x.shape[2])):
@@ -50,6 +54,24 @@ class DeblurModel(keras.Model):
                     f"{self.size_multiple}, got {side} {size}. Use "
                     "models.inference.restore(model, x), which pads and crops back."
                 )
+
+
+def float32_outputs(outputs):
+    """A model's output (a tensor, or a list / tuple of them) cast to float32.
+
+    Every model ends with this: under a mixed-precision policy (:mod:`precision`) the network
+    computes in bfloat16 / float16, and whatever reads its outputs (losses, metrics, the blur
+    operator, conjugate gradients, image files) gets float32. A no-op in float32.
+    """
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(float32_outputs(output) for output in outputs)
+    return ops.cast(outputs, "float32")
+
+
+def precision_free(config: dict) -> dict:
+    """A model's ``get_config`` without its dtype policy: a model saved (``.keras``) under one
+    precision loads under the policy in force when it is loaded, like its weight files."""
+    return {key: value for key, value in config.items() if key != "dtype"}
 
 
 def initializers(init: str, fan_in: int) -> dict:

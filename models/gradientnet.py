@@ -15,7 +15,7 @@ import keras
 from keras import layers, ops
 
 from models import blocks, flops
-from models.blocks import DeblurModel
+from models.blocks import DeblurModel, float32_outputs, precision_free
 from models.scale_recurrent import channels_shape
 
 INITS = ("normal", "torch")
@@ -590,8 +590,10 @@ class GradientNetGAN(DeblurModel):
         return ops.concatenate([decoded, skip], axis=-1)
 
     def generate(self, blurry, training=False):
-        """G on [-1, 1] images: (N, H, W, 3) -> (N, H, W, 3) in [-1, 1] (H, W multiples of 4)."""
+        """G on [-1, 1] images: (N, H, W, 3) -> (N, H, W, 3) float32 in [-1, 1] (H, W multiples
+        of 4), computed in the model's compute dtype (a direct call skips Keras' autocast)."""
         self.check_input_size(blurry)
+        blurry = ops.cast(blurry, self.compute_dtype)
         e0 = ops.relu(self.norms[0](self.e0(blurry)))
         e1 = ops.relu(self.norms[1](self.e1(e0)))
         b = ops.relu(self.norms[2](self.e2(e1)))
@@ -605,14 +607,14 @@ class GradientNetGAN(DeblurModel):
                 b = g
         d = self._merge(self.d1(b), e1)
         d = self._merge(self.d0(d), e0)
-        out = ops.tanh(self.out(d))
-        if self.global_residual:
-            out = ops.clip(blurry + out, -1.0, 1.0)
+        out = float32_outputs(ops.tanh(self.out(d)))
+        if self.global_residual:  # the image skip in float32 (blurry is rounded only in G's input)
+            out = ops.clip(ops.cast(blurry, "float32") + out, -1.0, 1.0)
         return out
 
     def call(self, blurry, training=False):
         """[0, 1] in, ``[restored]`` in [0, 1] out (the registry's contract)."""
-        return [(self.generate(2.0 * blurry - 1.0, training=training) + 1.0) * 0.5]
+        return [(self.generate(2.0 * blurry - 1.0, training=training) + 1.0) * 0.5]  # float32
 
     def get_config(self):
         return {
@@ -701,11 +703,11 @@ class PatchGANCritic(keras.Model):
                 x = norm(x)
             if i < 4:
                 x = ops.leaky_relu(x, negative_slope=self.slope)
-        return ops.sigmoid(x) if self.sigmoid else x
+        return float32_outputs(ops.sigmoid(x) if self.sigmoid else x)
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **precision_free(super().get_config()),
             "base_channels": self.base_channels,
             "in_channels": self.in_channels,
             "norm": self.norm,

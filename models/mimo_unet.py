@@ -30,6 +30,7 @@ from models.blocks import (
     SymmetricStridedConv,
     conv,
     deconv,
+    float32_outputs,
     repeat2,
     subsample2,
 )
@@ -198,7 +199,7 @@ class MIMOUNet(DeblurModel):
         if self.drop1 is not None:
             f1 = self.drop1(f1, training=training)
             f2 = self.drop2(f2, training=training)
-        return self._decode(e3, f1, f2, (blurry_4, blurry_2, blurry))
+        return float32_outputs(self._decode(e3, f1, f2, (blurry_4, blurry_2, blurry)))
 
     def _encode(self, blurry, blurry_2, blurry_4):
         e1 = self.encoders[0](self.feat_extract[0](blurry))

@@ -74,7 +74,7 @@ import keras
 from keras import layers, ops
 
 from models import blocks, flops, inference
-from models.blocks import spatial_size
+from models.blocks import float32_outputs, precision_free, spatial_size
 from models.scale_recurrent import channels_shape
 from models.sen import BN_EPSILON, BN_MOMENTUM, CBR, INITS, Res2Out
 
@@ -271,14 +271,14 @@ class RPGANGenerator(keras.Model):
         x = self.out(ops.concatenate([x, padded], axis=-1), training=training)
         if self.global_residual:
             x = x + padded[..., IMAGE_CHANNELS:]  # + O
-        return inference.crop_to(x, height, width)
+        return float32_outputs(inference.crop_to(x, height, width))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (IMAGE_CHANNELS,)
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **precision_free(super().get_config()),
             "g_up_widths": list(self.g_up_widths),
             "width_divisor": self.width_divisor,
             "init": self.init,
@@ -412,7 +412,7 @@ class RPGANDiscriminator(keras.Model):
         x = ops.cast(ops.convert_to_tensor(x), self.compute_dtype)
         for block in self.body:
             x = block(x, training=training)
-        return self.head(x)
+        return float32_outputs(self.head(x))
 
     def compute_output_shape(self, input_shape):
         def out(size):
@@ -422,7 +422,7 @@ class RPGANDiscriminator(keras.Model):
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **precision_free(super().get_config()),
             "conditional": self.conditional,
             "d_style": self.d_style,
             "width_divisor": self.width_divisor,

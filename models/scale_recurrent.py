@@ -29,6 +29,7 @@ from models.blocks import (
     ResGroup,
     conv,
     deconv,
+    float32_outputs,
     image_pyramid,
     resize_bilinear,
     spatial_size,
@@ -250,7 +251,7 @@ class ScaleRecurrent(DeblurModel):
 
     def call(self, blurry, training=False):
         results = self.coarse_to_fine(blurry)
-        return [r[0] if isinstance(r, (tuple, list)) else r for r in results]
+        return float32_outputs([r[0] if isinstance(r, (tuple, list)) else r for r in results])
 
     def get_config(self):
         return {

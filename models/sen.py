@@ -69,7 +69,7 @@ import keras
 from keras import layers, ops
 
 from models import blocks, flops, inference
-from models.blocks import repeat2, resize_bilinear, spatial_size
+from models.blocks import float32_outputs, precision_free, repeat2, resize_bilinear, spatial_size
 from models.scale_recurrent import channels_shape
 
 SKIPS = ("concat", "none")
@@ -460,7 +460,7 @@ class SEN(keras.Model):
     def call(self, images, training=None):
         height, width = spatial_size(images)
         _, flow = self._forward(images, training)
-        return inference.crop_to(flow, height, width)
+        return float32_outputs(inference.crop_to(flow, height, width))
 
     def stack_outputs(self, images, training=None):
         """Every stack's output, cropped back: (N, H, W, 2) each for ``sen_output="full"``,
@@ -470,14 +470,14 @@ class SEN(keras.Model):
         if self.sen_output == "quarter":
             height, width = (height + 3) // 4, (width + 3) // 4
         outputs, _ = self._forward(images, training)
-        return [inference.crop_to(out, height, width) for out in outputs]
+        return float32_outputs([inference.crop_to(out, height, width) for out in outputs])
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (FLOW_CHANNELS,)
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **precision_free(super().get_config()),
             "num_stacks": self.num_stacks,
             "sen_skips": self.sen_skips,
             "sen_output": self.sen_output,

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from models import flops
-from models.blocks import ResGroup
+from models.blocks import ResGroup, float32_outputs
 from models.scale_recurrent import ScaleRecurrent, SRNDecoder, SRNEncoder, channels_shape
 
 
@@ -170,7 +170,7 @@ class TwoWay(ScaleRecurrent):
         if not return_branches:
             return super().call(blurry, training=training)
         results = self.coarse_to_fine(blurry, step=lambda x: self.step(x, return_branches=True))
-        return tuple([r[k] for r in results] for k in range(3))
+        return float32_outputs(tuple([r[k] for r in results] for k in range(3)))
 
     def get_config(self):
         return {

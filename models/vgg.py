@@ -145,7 +145,11 @@ def build_vgg_features(
     name = f"{architecture}_{layer}"
     features = keras.Model(backbone.input, backbone.get_layer(layer).output, name=name)
     inputs = keras.Input((None, None, 3), name="image")
-    outputs = features(CaffePreprocess(input_range, name="caffe_preprocess")(inputs))
+    # Preprocessing and the features in float32 whatever the policy: the content loss reads them.
+    outputs = features(
+        CaffePreprocess(input_range, name="caffe_preprocess", dtype="float32")(inputs)
+    )
+    outputs = keras.layers.Activation("linear", dtype="float32", name="float32_features")(outputs)
     model = keras.Model(inputs, outputs, name=f"{name}_features")
     model.trainable = False
     return model

@@ -27,6 +27,17 @@ def _seed():
 
 
 @pytest.fixture(autouse=True)
+def _float32_policy():
+    """Every test starts and ends in float32: a training run or command under test sets Keras'
+    process-wide mixed-precision policy (``--precision``), which must not leak into the next."""
+    yield
+    import keras
+
+    if keras.mixed_precision.global_policy().name != "float32":
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(autouse=True)
 def _eager_marker(request):
     """``@pytest.mark.eager``: every ``tf.function`` of the test runs its Python body eagerly.
 

@@ -300,4 +300,6 @@ def test_mixed_precision_policy_is_respected():
         flow = model(model_checks.random_images(64, 64, seed=12))
     finally:
         keras.config.set_dtype_policy("float32")
-    assert flow.dtype == "bfloat16" and model.stacks[0].front[0].conv.kernel.dtype == "float32"
+    # Computes in bfloat16, variables and the flow it returns in float32 (precision.py).
+    assert model.stacks[0].compute_dtype == "bfloat16" and flow.dtype == "float32"
+    assert model.stacks[0].front[0].conv.kernel.dtype == "float32"

@@ -92,7 +92,7 @@ def interpolate(real, other, epsilon):
     return epsilon * real + (1.0 - epsilon) * other
 
 
-def critic_input_gradient_norms(critic, x_hat, training=True):
+def critic_input_gradient_norms(critic, x_hat, training=True, loss_scale=None):
     """||grad_x D(x_i)||_2 over H x W x C for every sample of ``x_hat``; returns (N,) float32.
 
     D is the **mean** of the patch map (:func:`losses.critic_value`), not DeblurGAN's sum: the
@@ -100,13 +100,22 @@ def critic_input_gradient_norms(critic, x_hat, training=True):
 
     Nested ``tf.GradientTape``: when called under an outer tape, the norms (and anything computed
     from them) are differentiable with respect to the critic's variables.
+
+    ``loss_scale`` (float16 training: the critic optimizer's scale) seeds the nested backward pass,
+    which runs in the critic's float16, so that its values do not underflow; the input gradient
+    is unscaled in float32 before the norm (the outer, scaled backward pass then sees the penalty
+    as in float32).
     """
     x_hat = tf.convert_to_tensor(x_hat, dtype=tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x_hat)
         # Samples are independent in the critic, so d(sum_j D(x_j)) / d x_i = d D(x_i) / d x_i.
         total = tf.reduce_sum(losses.critic_value(critic(x_hat, training=training)))
-    gradients = tape.gradient(total, x_hat)
+    if loss_scale is None:
+        gradients = tape.gradient(total, x_hat)
+    else:
+        scale = tf.cast(loss_scale, tf.float32)
+        gradients = tape.gradient(total, x_hat, output_gradients=scale) / scale
     return tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + GP_NORM_EPSILON)
 
 
@@ -121,7 +130,15 @@ def _endpoint_images(fake, blurred, endpoint):
 
 
 def penalty_and_norms(
-    critic, real, fake, blurred=None, endpoint="generated", epsilon=None, seed=None, training=True
+    critic,
+    real,
+    fake,
+    blurred=None,
+    endpoint="generated",
+    epsilon=None,
+    seed=None,
+    training=True,
+    loss_scale=None,
 ):
     """The gradient penalty ``mean_i (||grad D(x_i)||_2 - 1)^2`` and the (N,) norms.
 
@@ -134,13 +151,14 @@ def penalty_and_norms(
         epsilon: optional (N, 1, 1, 1) weights (e.g. this replica's slice of a global draw);
             otherwise drawn per sample by :func:`draw_epsilon` with ``seed``.
         training: the critic's mode (training mode in the critic update, gradientnet.md 5).
+        loss_scale: float16's loss scale, see :func:`critic_input_gradient_norms`.
     """
     real = tf.convert_to_tensor(real, dtype=tf.float32)
     other = tf.cast(_endpoint_images(fake, blurred, endpoint), tf.float32)
     if epsilon is None:
         epsilon = draw_epsilon(tf.shape(real)[0], seed=seed)
     x_hat = interpolate(real, other, tf.cast(epsilon, tf.float32))
-    norms = critic_input_gradient_norms(critic, x_hat, training=training)
+    norms = critic_input_gradient_norms(critic, x_hat, training=training, loss_scale=loss_scale)
     return tf.reduce_mean(tf.square(norms - 1.0)), norms
 
 
@@ -159,10 +177,12 @@ def critic_loss(
     epsilon=None,
     seed=None,
     training=True,
+    loss_scale=None,
 ):
     """WGAN-GP critic objective on one batch: :func:`losses.wgan_critic_loss` plus the penalty.
 
-    ``restored`` (G(b)) is treated as a constant. Call under the critic's tape.
+    ``restored`` (G(b)) is treated as a constant. Call under the critic's tape. ``loss_scale``:
+    float16's, for the penalty's nested gradient (:func:`critic_input_gradient_norms`).
 
     Returns:
         dict of scalars: ``critic_real``, ``critic_fake``, ``wasserstein``, ``gradient_penalty``
@@ -180,6 +200,7 @@ def critic_loss(
         epsilon=epsilon,
         seed=seed,
         training=training,
+        loss_scale=loss_scale,
     )
     terms = losses.wgan_critic_loss(critic_real, critic_fake, penalty, gp_weight=gp_weight)
     terms["gradient_norm"] = tf.reduce_mean(norms)
@@ -214,6 +235,7 @@ def artifact_critic_loss(
     epsilon=None,
     seed=None,
     training=True,
+    loss_scale=None,
 ):
     """D_p objective on one batch: :func:`losses.artifact_critic_loss` (+ WGAN-GP for ``"gp"``).
 
@@ -227,6 +249,7 @@ def artifact_critic_loss(
     Args:
         critic: D_p, ``critic(x, training=...)`` -> (N, h, w, 1) patch map.
         deconvolved: I*, (N, H, W, 3) in [0, 1]. blurred: O, same shape.
+        loss_scale: float16's, for the ``"gp"`` penalty (:func:`critic_input_gradient_norms`).
 
     Returns:
         dict of float32 scalars: ``critic_deconvolved``, ``critic_blurred``, ``wasserstein`` and
@@ -241,7 +264,13 @@ def artifact_critic_loss(
     if lipschitz == "clip":
         return losses.artifact_critic_loss(critic_deconvolved, critic_blurred)
     penalty, norms = penalty_and_norms(
-        critic, deconvolved, blurred, epsilon=epsilon, seed=seed, training=training
+        critic,
+        deconvolved,
+        blurred,
+        epsilon=epsilon,
+        seed=seed,
+        training=training,
+        loss_scale=loss_scale,
     )
     terms = losses.artifact_critic_loss(
         critic_deconvolved, critic_blurred, gradient_penalty=penalty, gp_weight=gp_weight

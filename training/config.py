@@ -66,7 +66,8 @@ class ScheduleConfig:
 @dataclasses.dataclass(frozen=True)
 class LoopOptions:
     """Where and how the one loop runs (:class:`training.loop.LoopConfig`): run folder, resume,
-    checkpoints, logging, distribution strategy."""
+    checkpoints, logging, distribution strategy, and the networks' compute ``precision``
+    (:mod:`precision`; a resume may change it: checkpoints hold float32 variables)."""
 
     run_dir: str | None = None
     resume: bool = True
@@ -76,6 +77,7 @@ class LoopOptions:
     log_every: int = 50
     summary_images: int = 2
     strategy: str = "default"
+    precision: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from training import optimizers
-from training.step import TrainStep, minimize
+from training.step import TrainStep, loss_scale_terms, minimize
 
 
 class AdversarialTrainStep(TrainStep):
@@ -138,10 +138,10 @@ class AdversarialTrainStep(TrainStep):
             self.build_loss_networks()
 
     def checkpoint_items(self):
-        items = {"model": self.model, "optimizer": self.optimizer}
+        items = {"model": self.model, "optimizer": optimizers.checkpointed(self.optimizer)}
         for name, critic in self.critics.items():
             items[name] = critic
-            items[f"{name}_optimizer"] = self.critic_optimizers[name]
+            items[f"{name}_optimizer"] = optimizers.checkpointed(self.critic_optimizers[name])
         return items
 
     # ---- the step --------------------------------------------------------------------------------
@@ -171,25 +171,39 @@ class AdversarialTrainStep(TrainStep):
     def minimize_generator(self, tape, terms, fake):
         """One update of G from ``tape`` (which recorded :meth:`generate`, whose output is
         ``fake``, and :meth:`generator_loss`) and the loss ``terms``; returns further scalars to
-        log (none here). A subclass that reads several gradients of the tape sets
+        log (float16: the loss-scale bookkeeping, :func:`training.step.loss_scale_terms`). A
+        subclass that reads several gradients of the tape sets
         :attr:`persistent_generator_tape`."""
-        minimize(tape, terms["loss"], self.model.trainable_variables, self.optimizer)
-        return {}
+        grads = minimize(tape, terms["loss"], self.model.trainable_variables, self.optimizer)
+        return self.generator_scale_terms(grads)
+
+    def generator_scale_terms(self, grads):
+        """:func:`training.step.loss_scale_terms` of G's update (empty unless float16)."""
+        return loss_scale_terms({"optimizer": grads}, {"optimizer": self.optimizer})
+
+    def critic_loss_scale(self, name):
+        """The loss scale of critic ``name``'s optimizer (float16), else ``None``: a gradient
+        penalty seeds its nested input gradient with it (:mod:`training.adversarial`)."""
+        return optimizers.loss_scale(self.critic_optimizers[name])
 
     def update_critics(self, inputs, fake):
         """``critic_steps`` updates of every critic; returns the terms of the last update of each,
         prefixed with the critic's name (``critic_loss``, ``critic_wasserstein``, ``critic_real``
         for a critic named ``critic``)."""
         fake = tf.stop_gradient(fake)
-        logged = {}
+        logged, skipped = {}, []
         for update in range(self.critic_steps):
             for name, critic in self.critics.items():
                 with tf.GradientTape() as tape:
                     terms = self.critic_loss(name, inputs, fake, update)
-                minimize(
-                    tape, terms["loss"], critic.trainable_variables, self.critic_optimizers[name]
-                )
+                optimizer = self.critic_optimizers[name]
+                grads = minimize(tape, terms["loss"], critic.trainable_variables, optimizer)
                 logged.update({_prefixed(name, key): value for key, value in terms.items()})
+                scale_terms = loss_scale_terms({name: grads}, {name: optimizer})
+                if scale_terms:
+                    skipped.append(scale_terms["skipped_updates"])
+        if skipped:  # float16: G's terms add its own skip; the loop logs the sum
+            logged["critic_skipped_updates"] = tf.add_n(skipped)
         return logged
 
     # ---- seeded randomness -----------------------------------------------------------------------

@@ -628,6 +628,7 @@ class Trainer:
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
             self._non_finite(bad)
+        self._report_skipped(values)
         self.step += 1
         self.epoch_step += 1
         interval = self._interval
@@ -649,6 +650,18 @@ class Trainer:
                 f"({self.epoch_label()}); checkpoint saved. Run the same command again to resume."
             )
             raise KeyboardInterrupt(f"signal {self._stop.signum}")
+
+    def _report_skipped(self, values):
+        """float16: says when an optimizer skipped its update (non-finite scaled gradients; the
+        loss scale was halved, :mod:`training.optimizers`)."""
+        skipped = values.get("skipped_updates", 0.0) + values.get("critic_skipped_updates", 0.0)
+        if skipped > 0:
+            scale = values.get("loss_scale")
+            scale_text = f"; loss scale now {scale:g}" if scale is not None else ""
+            self.progress.message(
+                f"Step {self.step + 1}: non-finite float16 gradients, {skipped:g} update(s) "
+                f"skipped{scale_text}."
+            )
 
     def _shown(self, values):
         """The terms of the progress line: the step object's ``progress_terms`` (default the

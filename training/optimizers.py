@@ -22,6 +22,14 @@ The two formulas keep the same moments ``m``, ``v`` and differ only in where eps
 ``strategy.run`` under ``tf.distribute`` and under the other backends); its slots are created the
 way Keras Adam creates them (``momentum``, ``velocity``), so checkpoints hold them under the same
 paths and :meth:`build` before a restore keeps them. :func:`make_adam` picks a formula by name.
+
+**float16** (``--precision float16``, :mod:`precision`): under Keras' ``mixed_float16`` policy
+:func:`make_adam` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer`` (dynamic scaling:
+starts at 2^15, halves and skips the update on non-finite gradients, doubles after 2000 finite
+steps), as ``keras.Model.compile`` does. :func:`training.step.minimize` seeds the backward pass
+with the scale; the wrapper unscales, checks and applies (all replicas skip together under
+``tf.distribute``). Checkpoints hold the inner Adam (:func:`checkpointed`), so a run's checkpoints
+do not depend on its precision; the loss scale is not saved and restarts at 2^15 on a resume.
 """
 
 from __future__ import annotations
@@ -91,16 +99,37 @@ class PyTorchAdam(keras.optimizers.Optimizer):
 
 def make_adam(formula, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
     """Adam with ``formula`` ``"pytorch"`` (:class:`PyTorchAdam`) or ``"keras"``
-    (``keras.optimizers.Adam``, TF1's formula). Raises ``ValueError`` for another name."""
+    (``keras.optimizers.Adam``, TF1's formula), wrapped in a ``LossScaleOptimizer`` when Keras'
+    global policy is ``mixed_float16`` (module docstring). Raises ``ValueError`` for another
+    name."""
     if formula == "pytorch":
-        return PyTorchAdam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
-    if formula == "keras":
-        return keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
-    raise ValueError(f"Unknown Adam formula {formula!r}; expected one of {FORMULAS}.")
+        adam = PyTorchAdam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+    elif formula == "keras":
+        adam = keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+    else:
+        raise ValueError(f"Unknown Adam formula {formula!r}; expected one of {FORMULAS}.")
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(adam)
+    return adam
+
+
+def checkpointed(optimizer):
+    """What a checkpoint holds of ``optimizer``: the inner optimizer of a ``LossScaleOptimizer``
+    (so checkpoints do not depend on the precision), else the optimizer itself."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def loss_scale(optimizer):
+    """The current loss scale (float32 scalar variable) of a ``LossScaleOptimizer``, else
+    ``None``."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.dynamic_scale
+    return None
 
 
 def adam_formula(optimizer):
     """``"pytorch"`` or ``"keras"`` for an optimizer :func:`make_adam` built, else ``None``."""
+    optimizer = checkpointed(optimizer)
     if isinstance(optimizer, PyTorchAdam):
         return "pytorch"
     if isinstance(optimizer, keras.optimizers.Adam) and not optimizer.amsgrad:

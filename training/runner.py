@@ -154,9 +154,14 @@ def build_trainer(
         default_run_dir: run directory when ``config.loop.run_dir`` is None.
         out: stream for the run summary and progress (stdout).
         data_factory: ``config -> TrainingData`` (default: the image pairs of ``config.data``).
-    Raises :class:`ConfigError` for a strategy or batch that cannot run.
+    Sets Keras' global dtype policy for ``config.loop.precision`` (process-wide, as Keras mixed
+    precision is) before anything is built. Raises :class:`ConfigError` for a strategy or batch
+    that cannot run.
     """
+    import precision
     from training import loop, strategy
+
+    precision.set_precision(config.loop.precision)
 
     try:
         dist = strategy.make_strategy(config.loop.strategy)

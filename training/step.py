@@ -63,7 +63,8 @@ class TrainStep:
         return restore(self.inference_model, blur)
 
     def optimizers(self) -> dict:
-        """Name -> Keras optimizer; default: the checkpoint items with an ``iterations`` counter."""
+        """Name -> Keras optimizer (as checkpointed: the inner Adam of a loss-scaling wrapper);
+        default: the checkpoint items with an ``iterations`` counter."""
         items = self.checkpoint_items().items()
         return {k: v for k, v in items if hasattr(v, "iterations") and hasattr(v, "apply")}
 
@@ -187,15 +188,15 @@ class SingleModelTrainStep(TrainStep):
         self.loss_options = {name: getattr(self.model, name) for name in self.loss_model_options}
 
     def checkpoint_items(self):
-        return {"model": self.model, "optimizer": self.optimizer}
+        return {"model": self.model, "optimizer": optimizers.checkpointed(self.optimizer)}
 
     def train_step(self, blur, sharp):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             predictions = self.model(blur, training=True)
             terms = self.loss_fn(predictions, sharp, **self.loss_options)
-        minimize(tape, terms["loss"], variables, self.optimizer)
-        return terms
+        grads = minimize(tape, terms["loss"], variables, self.optimizer)
+        return {**terms, **loss_scale_terms({"optimizer": grads}, {"optimizer": self.optimizer})}
 
     def describe(self):
         # Not "optimizer": that key is run_config()'s identity entry, which describe() must not
@@ -259,17 +260,50 @@ class PolynomialDecayTrainStep(SingleModelTrainStep):
         )
 
 
-def minimize(tape, loss, variables, optimizer):
+def minimize(tape, loss, variables, optimizer, output_gradients=None):
     """Applies one update for a per-replica mean ``loss`` recorded on ``tape``.
 
     Keras 3's optimizer all-reduces (sums) the gradients over replicas in ``apply_gradients``, so
     each replica's gradients are first divided by the number of replicas R: with equal per-replica
     batches (the loop drops remainders) the sum is the gradient of the mean over the global batch,
-    as on one device. Returns the (per-replica, scaled) gradients.
+    as on one device. A loss-scaling optimizer (float16, :mod:`training.optimizers`) gets the
+    gradients of ``scale * loss`` (the backward pass seeded with the scale, so float16 gradients
+    do not underflow); it unscales them, and skips the update if any is not finite.
+    ``output_gradients``: the seed when ``loss`` is not a scalar (e.g. a cotangent of G's output);
+    it is multiplied by the scale too. Returns the gradients as applied (per replica, scaled).
     """
-    grads = tape.gradient(loss, variables)
+    seed = output_gradients
+    scale = optimizers.loss_scale(optimizer)
+    if scale is not None:
+        seed = tf.cast(scale, loss.dtype) * (1.0 if seed is None else seed)
+    grads = tape.gradient(loss, variables, output_gradients=seed)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     if replicas > 1:
         grads = [None if g is None else g / replicas for g in grads]
     optimizer.apply_gradients(zip(grads, variables, strict=True))
     return grads
+
+
+def loss_scale_terms(named_grads: dict, optimizers_by_name: dict) -> dict:
+    """The float16 bookkeeping to log for one step: ``skipped_updates`` (updates whose scaled
+    gradients were not finite, so the optimizer skipped them and halved its scale) and
+    ``loss_scale`` (the first optimizer's scale after the step). Empty when no optimizer scales
+    its loss (float32, bfloat16), so other precisions log nothing more."""
+    scaled = {k: o for k, o in optimizers_by_name.items() if optimizers.loss_scale(o) is not None}
+    if not scaled:
+        return {}
+    skipped = [
+        1.0 - tf.cast(_all_finite(named_grads[name]), tf.float32)
+        for name in scaled
+        if name in named_grads
+    ]
+    first = next(iter(scaled.values()))
+    return {
+        "skipped_updates": tf.add_n(skipped) if skipped else tf.constant(0.0),
+        "loss_scale": tf.identity(optimizers.loss_scale(first)),
+    }
+
+
+def _all_finite(grads):
+    present = [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
+    return tf.reduce_all(tf.stack(present)) if present else tf.constant(True)

@@ -167,6 +167,7 @@ class GradientNetTrainStep(AdversarialTrainStep):
             endpoint=self.gp_endpoint,
             gp_weight=self.gp_weight,
             epsilon=epsilon,
+            loss_scale=self.critic_loss_scale(name),
         )
 
     def generator_loss(self, inputs, fake):

@@ -57,7 +57,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 import losses
-from training import adversarial
+from training import adversarial, optimizers
 from training import strategy as strategy_lib
 from training.gan_step import AdversarialTrainStep
 
@@ -317,6 +317,7 @@ class RPGANTrainStep(AdversarialTrainStep):
             lipschitz=self.dp_lipschitz,
             gp_weight=self.dp_gp_weight,
             epsilon=epsilon,
+            loss_scale=self.critic_loss_scale(name),
         )
 
     def generator_loss(self, inputs, fake):
@@ -351,11 +352,17 @@ class RPGANTrainStep(AdversarialTrainStep):
         others = [
             terms[k] for k in losses.RPGAN_LOSS_PARTS if k in terms and k != "penalty_weighted"
         ]
+        # float16: every backward pass seeded with the loss scale (training.step.minimize); the
+        # optimizer unscales the update, and the ratio does not depend on the scale.
+        scale = optimizers.loss_scale(self.optimizer)
+        seed = None if scale is None else tf.cast(scale, tf.float32)
         penalty_out, others_out = (
-            _or_zeros(tape.gradient(target, fake), fake) for target in (penalty_term, others)
+            _or_zeros(tape.gradient(target, fake, output_gradients=seed), fake)
+            for target in (penalty_term, others)
         )
         grads = tape.gradient(fake, variables, output_gradients=penalty_out + others_out)
         penalty = tape.gradient(fake, variables, output_gradients=penalty_out)
+        scale_terms = self.generator_scale_terms(grads)
         rest = [None if g is None else g - p for g, p in zip(grads, penalty, strict=True)]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if replicas > 1:  # as training.step.minimize: Keras' all-reduce then sums the replicas
@@ -364,7 +371,9 @@ class RPGANTrainStep(AdversarialTrainStep):
         ratio = tf.math.divide_no_nan(
             tf.linalg.global_norm(_present(penalty)), tf.linalg.global_norm(_present(rest))
         )
-        return {"lp_grad_ratio": tf.cast(ratio, tf.float32)}
+        # A float16 step whose scaled gradients overflowed is skipped: no ratio (0), not NaN.
+        ratio = tf.where(tf.math.is_finite(ratio), ratio, tf.zeros_like(ratio))
+        return {"lp_grad_ratio": tf.cast(ratio, tf.float32), **scale_terms}
 
     # ---- records ---------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from training import optimizers
-from training.step import TrainStep, minimize
+from training.step import TrainStep, loss_scale_terms, minimize
 
 LEARNING_RATE_STAGE1 = 1.25e-3
 LEARNING_RATE_END = 1.25e-5
@@ -162,7 +162,7 @@ class SENTrainStep(TrainStep):
             target.assign(value.numpy())
 
     def checkpoint_items(self):
-        return {"model": self.model, "optimizer": self.optimizer}
+        return {"model": self.model, "optimizer": optimizers.checkpointed(self.optimizer)}
 
     def train_step(self, blur, flow):
         """Eq. 1 on the last stack's output (float32), one Adam update of the trainable stacks."""
@@ -170,8 +170,8 @@ class SENTrainStep(TrainStep):
         with tf.GradientTape() as tape:
             outputs = self.model.stack_outputs(blur, training=True)
             loss = tf.reduce_mean(flow_mse(outputs[-1], label))
-        minimize(tape, loss, self.model.trainable_variables, self.optimizer)
-        terms = {"loss": loss}
+        grads = minimize(tape, loss, self.model.trainable_variables, self.optimizer)
+        terms = {"loss": loss, **loss_scale_terms({"g": grads}, {"g": self.optimizer})}
         if len(outputs) > 1:  # how far stack 2 has moved from the stack it refines
             terms["stack1_mse"] = tf.reduce_mean(flow_mse(tf.stop_gradient(outputs[0]), label))
         return terms
