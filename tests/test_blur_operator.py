@@ -176,3 +176,33 @@ def test_row_blocks_give_the_same_operator_in_a_graph(shards):
         forward, adjoint = apply(flows, x)
         np.testing.assert_allclose(forward, reference.forward(x), atol=1e-6)
         np.testing.assert_allclose(adjoint, reference.adjoint(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_normal_is_the_adjoint_of_the_forward(shards):
+    """KᵀK x (each row block's Bᵀ(B x) summed, no concatenation in between) equals Kᵀ(K x),
+    in a graph and eagerly (CSR)."""
+    flows, x = random_flows(12, False, 9.0), np.random.default_rng(12).random((*SHAPE, 3))
+    x = x.astype(np.float32)
+
+    @tf.function
+    def apply(flows, x):
+        op = BlurOperator(flows, "sparse", shards=shards)
+        return op.normal(x), op.adjoint(op.forward(x))
+
+    normal, composed = apply(flows, x)
+    np.testing.assert_allclose(normal, composed, atol=1e-5)
+    eager = BlurOperator(flows)
+    np.testing.assert_allclose(eager.normal(x), normal, atol=1e-5)
+
+
+def test_row_blocks_hold_about_the_same_number_of_taps():
+    """The blocks are cut at tap quantiles (a product's cost is per tap), each at a row start."""
+    flows = random_flows(13, False, 20.0)
+    flows[0] *= 0.05  # one image of short kernels, one of long ones: equal rows would be unequal
+    op = BlurOperator(flows, "sparse", shards=3)
+    rows, _, _ = build_taps(tf.constant(flows))
+    longest = int(np.bincount(rows.numpy()).max())
+    taps = [int(tf.shape(block[1])[0]) for block in op._blocks]
+    assert sum(taps) == int(op.num_taps)
+    assert max(taps) - min(taps) <= 2 * longest

@@ -157,3 +157,43 @@ def test_eager_equals_tf_function_true_flow(tiny_g):
     eager = fw.intermediates(blurred, flows)[0]
     assert all(int(count) > 1 for count in eager["cg_iterations"])
     np.testing.assert_allclose(traced(blurred, flows).numpy(), eager["z"][-1].numpy(), atol=1e-4)
+
+
+class HalfPrecision:
+    """Wraps a stand-in so that its output is bfloat16 (a network under a mixed policy whose
+    output is not cast back)."""
+
+    def __init__(self, part):
+        self.part = part
+
+    def __call__(self, inputs, training=None):
+        return tf.cast(self.part(inputs, training=training), tf.bfloat16)
+
+
+def test_networks_in_bfloat16_leave_the_data_step_in_float32():
+    """SEN's and G's bfloat16 outputs are cast to float32 before K and CG (and before the clip):
+    every intermediate is float32, and equals the float32 stand-ins' run to bfloat16 rounding."""
+    blurred = _images(20, 24)
+    half = framework.BlindDeblurFramework(HalfPrecision(CountingSEN()), HalfPrecision(CountingG()))
+    full = framework.BlindDeblurFramework(CountingSEN(), CountingG())
+    ours, theirs = half.intermediates(blurred)[0], full.intermediates(blurred)[0]
+    assert ours["flow"].dtype == tf.float32
+    for key in ("istar", "z"):
+        assert all(image.dtype == tf.float32 for image in ours[key])
+    np.testing.assert_allclose(ours["z"][-1], theirs["z"][-1], atol=0.02)
+
+
+def test_a_mixed_bfloat16_generator_inside_the_traced_framework():
+    """G built under the mixed_bfloat16 policy takes the framework's float32 concat(I*, O) and
+    the traced framework returns float32 in [0, 1]."""
+    import precision
+
+    with precision.precision_scope("bfloat16"):
+        generator = rpgan_generator(width_divisor=16)
+        generator(tf.zeros([1, 8, 8, 6]))
+        fw = framework.BlindDeblurFramework(None, generator, levels=2, flow_source="true")
+        specs = [tf.TensorSpec([None, None, None, c], tf.float32) for c in (3, 2)]
+        traced = tf.function(fw.__call__, input_signature=specs, autograph=False)
+        restored = traced(_images(20, 24), _flows(20, 24))
+    assert restored.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(restored)) <= float(tf.reduce_max(restored)) <= 1.0

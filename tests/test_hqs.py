@@ -137,3 +137,14 @@ def test_the_ladder_runs_inside_a_tf_function_as_eagerly():
     graph = tf.function(hqs.hqs_identity_prior, input_signature=spec)(o, flows)  # SparseTensor
     for a, b in zip(eager, graph, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_a_given_adjoint_of_the_blurred_image_gives_the_same_solve():
+    """KᵀO computed once by the caller (the ladder, the framework) is the solve's own KᵀO."""
+    rng = np.random.default_rng(5)
+    o = rng.random((1, 20, 24, 3)).astype(np.float32)
+    op = BlurOperator(rng.uniform(-5, 5, (1, 20, 24, 2)).astype(np.float32), "sparse")
+    own = hqs.solve_data_term(o, o, op, 0.1)
+    given = hqs.solve_data_term(o, o, op, 0.1, adjoint_blurred=op.adjoint(o))
+    np.testing.assert_array_equal(own[0], given[0])
+    assert int(own[1]) == int(given[1]) > 1
