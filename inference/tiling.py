@@ -185,9 +185,11 @@ WIDTH_KWARGS = ("base_channels", "channels")  # the width argument of every regi
 MIN_BYTES_PER_PIXEL = 100  # input, padded copy and output tensors of any model
 # The blind deblurring framework (SEN + K + CG + G, inference/framework_io.py), full-width SEN and
 # G with random weights, SEN's flow replaced by a smooth flow-46 field (|u|, |v| <= 46 px; K's taps
-# grow with the flow, and a random SEN's flow is near zero). Its base holds SEN's 77 M parameters.
-FRAMEWORK_BASE_BYTES = 1.20e9
-FRAMEWORK_BYTES_PER_PIXEL = 5000
+# grow with the flow, and a random SEN's flow is near zero), traced as deblur.py runs it, peaks of
+# 256x256 and 384x384 tiles: 1,452 and 1,614 MiB, so 2,070 bytes per pixel (x 1.25) over a base
+# of 1,322 MiB (SEN's 77 M parameters, G's 8.8 M, the traced graph, K's XLA-compiled tap kernel).
+FRAMEWORK_BASE_BYTES = 1.45e9
+FRAMEWORK_BYTES_PER_PIXEL = 2600
 # Beside the forward: the (tile + align - 1) x width float32 band, its carried overlap and the
 # conversion of finished rows to the file's type (bytes per band pixel), and the tile's own
 # float32 copies (input, output, weighted output; bytes per tile pixel).
