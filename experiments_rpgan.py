@@ -100,10 +100,11 @@ def _define_flags():
 
 
 _define_flags()
+cli.define_precision_flag()
 cli.declare_key_flags(
     ["table", "checkpoint", "sen_checkpoint", "no_dp_checkpoint", "data_dir", "split"]
     + ["blur_variant", "max_images", "levels", "iterations_list", "levels_list", "out"]
-    + ["overwrite"]
+    + ["overwrite", "precision"]
 )
 
 # sen_rpgan.md §11: Wu et al.'s numbers, (PSNR, SSIM, seconds on an NVIDIA 1080 Ti) per setting.
@@ -163,6 +164,7 @@ class ExperimentConfig:
     levels_list: tuple[str, ...] = ("1", "2", "3", "4", "5")
     out: str | None = None
     overwrite: bool = False
+    precision: str = "float32"
 
 
 def config_from_flags() -> ExperimentConfig:
@@ -651,8 +653,12 @@ def load_runs(config: ExperimentConfig, settings):
 
 
 def run(config: ExperimentConfig, settings):
-    """Loads, runs and prints one table; returns the JSON-able result."""
+    """Loads, runs and prints one table; returns the JSON-able result. The networks compute in
+    ``config.precision`` (:mod:`precision`)."""
     cli.import_tensorflow()
+    import precision
+
+    precision.set_precision(config.precision)
     u_max = 23.0 if config.data_dir else default_u_max(config.checkpoint)
     source, data_info, labels = open_data(config.data_dir, config.split, config.blur_variant, u_max)
     runs = load_runs(config, settings)

@@ -405,7 +405,16 @@ def check_config(config: ExportConfig) -> None:
 
 
 def run(config: ExportConfig):
-    """Loads the model of ``config`` and exports it; returns (out, source description)."""
+    """Loads the model of ``config`` and exports it; returns (out, source description). The
+    networks are built under ``--precision`` (the export computes in it behind the same float32 /
+    uint8 signatures; its metadata records it)."""
+    from inference import sources
+
+    with sources.precision_scope_of(config.source):
+        return _load_and_export(config)
+
+
+def _load_and_export(config: ExportConfig):
     from inference import framework_io, model_io, sources
 
     source = config.source
@@ -420,6 +429,7 @@ def run(config: ExportConfig):
     model, info = sources.load_keras_model(
         source.checkpoint, source.weights, source.model, source.model_kwargs
     )
+    info = dict(info, precision=source.precision)
     out = export(model, config.out, source.self_ensemble, info, config.overwrite, config.verify)
     return out, info
 
@@ -446,6 +456,7 @@ def _export_framework(config: ExportConfig):
         config.source.self_ensemble, False, f"--checkpoint {checkpoint}"
     )
     fw, source = framework_io.load_framework(checkpoint, **config.framework.given())
+    source = dict(source, precision=config.source.precision)
     return export_framework(fw, config.out, source, config.overwrite, config.verify), source
 
 

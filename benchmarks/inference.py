@@ -2,6 +2,7 @@
 with and without XLA.
 
     python benchmarks/inference.py [--models mimo_unet,idc] [--size 720x1280] [--xla both|on|off]
+        [--precision float32,bfloat16] [--json rows.json]
 
 Every (model, XLA on/off) pair runs in a fresh subprocess (peak memory is then the model's own),
 the two settings of one model back to back, in alternating order (so that a change in the
@@ -32,6 +33,13 @@ transposed convolutions by input pixels; :mod:`models.flops`), seconds, effectiv
 which setting is faster. Timings depend on the other jobs of the machine: the load average is
 printed at the start and the end, and fractions of a peak measured at the same moment are the
 numbers to compare across machines.
+
+``--precision`` (a comma list of float32, bfloat16, float16; :mod:`precision`) runs every row in
+each precision, each in its own process with the Keras policy set before the model is built, and
+prints each precision's speed-up over float32 measured in the same run. bfloat16 is native on CPUs
+with ``avx512_bf16`` or ``amx_bf16`` (the first line prints the CPU's flags) and emulated, slower
+than float32, elsewhere. ``--json FILE`` writes one object per row with ``model``,
+``precision``, ``xla``, ``seconds`` (median), ``fraction_of_peak`` and the rest of the row.
 """
 
 from __future__ import annotations
@@ -59,22 +67,32 @@ flags.DEFINE_list(
 flags.DEFINE_string("size", "720x1280", "Image size HEIGHTxWIDTH (GoPro: 720x1280).")
 flags.DEFINE_integer("repeats", 3, "Timed forwards after the warm-up (median reported).")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "Time with XLA, without, or both.")
+flags.DEFINE_list(
+    "precision",
+    ["float32"],
+    "Comma list of float32, bfloat16, float16, each row in each (bfloat16 is native only with "
+    "avx512_bf16 / amx_bf16; emulated, slower than float32, on other CPUs).",
+)
 flags.DEFINE_integer("peak_n", 4096, "Side of the fp32 matmul that measures the peak.")
 flags.DEFINE_integer("peak_repeats", 5, "Timed matmuls of the peak measurement (best kept).")
 flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 flags.DEFINE_string("child", None, "Internal: 'name:0|1', benchmark one model and print JSON.")
-cli.declare_key_flags(["models", "size", "repeats", "xla", "peak_n", "peak_repeats", "json"])
+cli.declare_key_flags(
+    ["models", "size", "repeats", "xla", "precision", "peak_n", "peak_repeats", "json"]
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class InferenceBenchmarkConfig:
     """One inference.py run, read from the flags once (:func:`config_from_flags`); ``models``
-    None: every registered model; ``child``: the internal 'name:0|1' of a child process."""
+    None: every registered model; ``child``: the internal 'name:0|1:precision' of a child
+    process."""
 
     models: tuple[str, ...] | None = None
     size: str = "720x1280"
     repeats: int = 3
     xla: str = "both"
+    precision: tuple[str, ...] = ("float32",)
     peak_n: int = 4096
     peak_repeats: int = 5
     json: str | None = None
@@ -87,16 +105,26 @@ def config_from_flags() -> InferenceBenchmarkConfig:
     values = {name: FLAGS[name].value for name in names}
     if values["models"] is not None:
         values["models"] = tuple(values["models"])
+    values["precision"] = tuple(values["precision"])
     return InferenceBenchmarkConfig(**values)
 
 
 def measure(
-    config: InferenceBenchmarkConfig, name: str, height: int, width: int, jit_compile: bool
+    config: InferenceBenchmarkConfig,
+    name: str,
+    height: int,
+    width: int,
+    jit_compile: bool,
+    dtype: str = "float32",
 ) -> dict:
-    """Peak, then ``name``'s forward, then the peak again, all in this process."""
+    """Peak, then ``name``'s forward in precision ``dtype``, then the peak again, all in this
+    process."""
     import numpy as np
     import tensorflow as tf
 
+    import precision
+
+    precision.set_precision(dtype)
     load_start = peak.load_average()
     peak_before = peak.matmul_peak(config.peak_n, config.peak_repeats)
     model, forward, macs = build_forward(name, height, width, jit_compile)
@@ -115,6 +143,7 @@ def measure(
     gflops = 2 * macs / median / 1e9
     return {
         "model": name,
+        "precision": dtype,
         "xla": jit_compile,
         "parameters": int(model.count_params()),
         "gmac": macs / 1e9,
@@ -154,19 +183,31 @@ def flow_estimator_names() -> list[str]:
     return sorted(getattr(models, "FLOW_ESTIMATOR_BUILDERS", {}))
 
 
-def run_child(config: InferenceBenchmarkConfig, name: str, jit_compile: bool) -> dict:
+def run_child(
+    config: InferenceBenchmarkConfig, name: str, jit_compile: bool, dtype: str = "float32"
+) -> dict:
     """Runs :func:`measure` in a fresh interpreter (its flags from ``config``); an error row if
     it fails."""
     command = [
         sys.executable,
         os.path.abspath(__file__),
-        f"--child={name}:{int(jit_compile)}",
+        f"--child={name}:{int(jit_compile)}:{dtype}",
         f"--size={config.size}",
         f"--repeats={config.repeats}",
         f"--peak_n={config.peak_n}",
         f"--peak_repeats={config.peak_repeats}",
     ]
-    return peak.run_json_child(command, {"model": name, "xla": jit_compile})
+    return peak.run_json_child(command, {"model": name, "xla": jit_compile, "precision": dtype})
+
+
+def check_precisions(names) -> None:
+    """Raises ``ValueError`` naming ``--precision`` values that are not precisions."""
+    import precision
+
+    unknown = sorted(set(names) - set(precision.PRECISIONS))
+    if unknown or not names:
+        choices = list(precision.PRECISIONS)
+        raise ValueError(f"--precision: unknown {unknown}; choose from {choices}")
 
 
 def settings(xla: str) -> list[bool]:
@@ -175,20 +216,22 @@ def settings(xla: str) -> list[bool]:
 
 
 def run_all(config: InferenceBenchmarkConfig, names) -> list[dict]:
-    """Every model under every setting; the two settings of a model in alternating order."""
+    """Every model under every setting and precision; the settings of a model in alternating
+    order."""
     rows = []
     for index, name in enumerate(names):
         order = settings(config.xla) if index % 2 == 0 else settings(config.xla)[::-1]
         for jit_compile in order:
-            row = run_child(config, name, jit_compile)
-            rows.append(row)
-            print(f"  {_summary(row)}", file=sys.stderr, flush=True)
+            for dtype in config.precision:
+                row = run_child(config, name, jit_compile, dtype)
+                rows.append(row)
+                print(f"  {_summary(row)}", file=sys.stderr, flush=True)
     return rows
 
 
 def _summary(row) -> str:
     """One progress line of a row."""
-    setting = "XLA" if row["xla"] else "no XLA"
+    setting = ("XLA" if row["xla"] else "no XLA") + f", {row.get('precision', 'float32')}"
     if "error" in row:
         return f"{row['model']} ({setting}): failed: {row['error']}"
     return (
@@ -200,17 +243,19 @@ def _summary(row) -> str:
 def print_table(rows, height, width, repeats):
     """The rows as a markdown table, after a line naming the size and ``repeats``."""
     print(f"Inference at {height}x{width}, batch 1, median of {repeats} after a warm-up")
-    header = ["model", "XLA", "parameters", "GMAC", "first s", "seconds", "GFLOP/s"]
+    header = ["model", "precision", "XLA", "parameters", "GMAC", "first s", "seconds", "GFLOP/s"]
     header += ["peak GFLOP/s", "of peak", "peak RSS GiB", "load"]
     lines = [header]
     for row in rows:
         setting = "on" if row["xla"] else "off"
+        dtype = row.get("precision", "float32")
         if "error" in row:
-            lines.append([row["model"], setting, "failed", row["error"]] + [""] * 7)
+            lines.append([row["model"], dtype, setting, "failed", row["error"]] + [""] * 7)
             continue
         lines.append(
             [
                 row["model"],
+                dtype,
                 setting,
                 f"{row['parameters']:,}",
                 f"{row['gmac']:,.2f}",
@@ -227,10 +272,11 @@ def print_table(rows, height, width, repeats):
 
 
 def print_comparison(rows):
-    """Per model: seconds without and with XLA and which is faster; then the verdict."""
+    """Per model (float32 rows): seconds without and with XLA and which is faster; then the
+    verdict."""
     by_model = {}
     for row in rows:
-        if "error" not in row:
+        if "error" not in row and row.get("precision", "float32") == "float32":
             by_model.setdefault(row["model"], {})[row["xla"]] = row
     pairs = {name: r for name, r in by_model.items() if len(r) == 2}
     if not pairs:
@@ -263,13 +309,14 @@ def print_comparison(rows):
 FRAMEWORK = "framework"  # SEN + K + CG + G of Wu et al.: benchmarks/framework.py
 
 
-def run_framework_benchmark(size: str):
-    """The framework's row (``--models framework``): ``benchmarks/framework.py`` at ``size``
-    (``--size``), levels 3, one global iteration, in its own process (seconds and the shares of
-    SEN, K, CG, G)."""
+def run_framework_benchmark(size: str, precisions=("float32",)):
+    """The framework's rows (``--models framework``): ``benchmarks/framework.py`` at ``size``
+    (``--size``), levels 3, one global iteration, in each precision, in its own process (seconds
+    and the shares of SEN, K, CG, G)."""
     script = os.path.join(ROOT, "benchmarks", "framework.py")
     print("\nThe blind deblurring framework (benchmarks/framework.py):", flush=True)
-    subprocess.run([sys.executable, script, "--size", size], check=False)
+    command = [sys.executable, script, "--size", size, "--precision", ",".join(precisions)]
+    subprocess.run(command, check=False)
 
 
 def main(argv):
@@ -279,12 +326,13 @@ def main(argv):
         height, width = peak.parse_size(config.size)
         if config.repeats < 1 or config.peak_n < 1 or config.peak_repeats < 1:
             raise ValueError("--repeats, --peak_n and --peak_repeats must be positive")
+        check_precisions(config.precision)
     except ValueError as error:
         sys.exit(f"inference.py: error: {error}")
     if config.child:
-        name, jit_compile = config.child.split(":")
+        name, jit_compile, dtype = config.child.split(":")
         cli.import_tensorflow()
-        print(json.dumps(measure(config, name, height, width, bool(int(jit_compile)))))
+        print(json.dumps(measure(config, name, height, width, bool(int(jit_compile)), dtype)))
         return
     cli.import_tensorflow()
     import models
@@ -304,8 +352,10 @@ def main(argv):
         rows = run_all(config, models_only)
         print_table(rows, height, width, config.repeats)
         print_comparison(rows)
+        xla = {False: "XLA off", True: "XLA on"}
+        peak.print_speedups(rows, key=lambda r: (r["model"], xla[r["xla"]]))
     if FRAMEWORK in names:
-        run_framework_benchmark(config.size)
+        run_framework_benchmark(config.size, config.precision)
     peak.print_end_load()
     if config.json:
         from fileio import atomic_write_json

@@ -112,8 +112,40 @@ def describe_machine(info: dict | None = None) -> str:
     flags = ", ".join(info["flags"]) or "none of " + ", ".join(ISA_FLAGS)
     return (
         f"CPU: {info['model']}, {info['cores']} logical cores; flags: {flags}; "
-        f"load average {load_average():.2f}"
+        f"{bfloat16_note(info)}; load average {load_average():.2f}"
     )
+
+
+def bfloat16_note(info: dict | None = None) -> str:
+    """Whether this CPU computes bfloat16 natively (``avx512_bf16`` / ``amx_bf16``) or emulates
+    it (slower than float32)."""
+    import precision
+
+    info = info or cpu_info()
+    native = [flag for flag in precision.NATIVE_BF16_FLAGS if flag in info["flags"]]
+    if native:
+        return f"bfloat16 native ({', '.join(native)})"
+    return "bfloat16 emulated (no avx512_bf16 / amx_bf16: slower than float32 here)"
+
+
+def print_speedups(rows, key) -> None:
+    """For rows of several precisions: each non-float32 row's speed-up over the float32 row with
+    the same ``key(row)`` (model and settings), measured in this run. Prints nothing otherwise."""
+    reference = {key(r): r for r in rows if r.get("precision") == "float32" and "error" not in r}
+    lines = [["model", "setting", "precision", "seconds", "float32 seconds", "speed-up"]]
+    for row in rows:
+        base = reference.get(key(row))
+        if row.get("precision", "float32") == "float32" or base is None or "error" in row:
+            continue
+        setting = ", ".join(str(part) for part in key(row)[1:])
+        speedup = base["seconds"] / row["seconds"]
+        lines.append(
+            [row["model"], setting, row["precision"], f"{row['seconds']:.2f}"]
+            + [f"{base['seconds']:.2f}", f"{speedup:.2f}x"]
+        )
+    if len(lines) > 1:
+        print(f"\nSpeed-up over float32 (same run; {bfloat16_note()}):")
+        print_markdown(lines)
 
 
 def fraction(gflops: float, peak: dict) -> float:

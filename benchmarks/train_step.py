@@ -1,5 +1,6 @@
-"""Seconds per training step, fraction of the machine's fp32 matmul peak and peak memory of
-MIMO-UNet(+), the GradientNet GAN and RP-GAN on this machine's CPU (or GPU).
+"""Seconds per training step, fraction of the machine's fp32 matmul peak and peak memory of every
+paper's step (MIMO-UNet(+), IDC, Two-Way, SEN, the GradientNet GAN, RP-GAN) on this machine's CPU
+(or GPU), in each ``--precision`` (float32, bfloat16, float16: :mod:`precision`).
 
 Runs the real training step inside a ``tf.function`` under the default strategy (``--xla on``
 compiles it with XLA, which the training scripts do not) on random (blur, sharp) batches, discards
@@ -10,7 +11,9 @@ after the steps (:mod:`benchmarks.peak`; the larger is kept) and the process's p
 miss it). Each configuration runs in a fresh subprocess, so peaks do not mix.
 
 ``--variants`` names the steps: ``mimo_unet`` / ``mimo_unet_plus``
-(``training.steps.mimo_unet_step.MimoUnetTrainStep``) and ``gradientnet``
+(``training.steps.mimo_unet_step.MimoUnetTrainStep``), ``idc`` and ``two_way`` (their paper steps,
+polynomial decay over 1000 steps), ``sen`` (stage 1 of SEN, both stacks trained, on random
+(blur, flow) batches) and ``gradientnet``
 (``training.steps.gradientnet_step.GradientNetTrainStep``: the paper configuration, full width, 5
 WGAN-GP critic updates then one generator update, VGG19 ``block4_conv3`` content term with seeded
 random VGG weights, ``vgg_weights_path=None``; nothing is downloaded) and ``rpgan``
@@ -21,11 +24,18 @@ sharp image; the HQS data step that makes I* is not part of the step: see
 ``benchmarks/framework.py``). The paper trains RP-GAN with batch 16 of 256x256 crops: ``--variants
 rpgan --batch 16``.
 
+``--precision float32,bfloat16`` runs every configuration in each precision (its own process, the
+Keras policy set before the networks are built); the rows then give bfloat16's speed-up over
+float32 measured in the same run. bfloat16 is native only on CPUs with ``avx512_bf16`` or
+``amx_bf16`` (the first line prints the CPU's flags); elsewhere it is emulated and slower.
+``--json FILE`` writes one object per row with at least ``model``, ``precision``, ``xla``,
+``seconds`` (median per step) and ``fraction_of_peak``.
+
 Work per step (analytic multiply-adds of :mod:`models.flops`, convolution weights only, x batch;
 losses, norms, activations and the optimizers are not counted):
 
-* MIMO-UNet: 3 x the forward (the forward, the gradient with respect to the activations and the
-  one with respect to the weights each cost about one forward).
+* MIMO-UNet, IDC, Two-Way, SEN: 3 x the forward (the forward, the gradient with respect to the
+  activations and the one with respect to the weights each cost about one forward).
 * GradientNet GAN, with G, D, V the forward MACs of the generator, the critic and the VGG19 cut:
   each critic update is 12 D: 3 D for the sharp images and 3 D for G(b) (forward, gradients
   w.r.t. activations and weights), 6 D for the gradient penalty (forward 1, the nested tape's
@@ -73,8 +83,10 @@ sys.path.insert(0, ROOT)
 from benchmarks import peak  # noqa: E402
 
 MIMO_VARIANTS = ("mimo_unet", "mimo_unet_plus")
+SINGLE_VARIANTS = (*MIMO_VARIANTS, "idc", "two_way", "sen")  # one network, one Adam
 GAN_VARIANTS = ("gradientnet", "rpgan")
-VARIANTS = MIMO_VARIANTS + GAN_VARIANTS
+VARIANTS = SINGLE_VARIANTS + GAN_VARIANTS
+PRECISIONS = ("float32", "bfloat16", "float16")
 SIZE_MULTIPLE = 4  # every network here needs crops that are multiples of 4
 MIN_GAN_CROP = 32  # Keras VGG16's and VGG19's smallest input
 
@@ -122,25 +134,60 @@ def _set_threads(threads):
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def measure(variant, batch, crop, steps, warmup, threads, xla=False, peak_n=4096):
-    """Times ``steps`` training steps after ``warmup`` ones; returns a dict of results."""
+def single_step(variant):
+    """The (unbuilt) training step of a one-network variant at the paper's full width."""
+    if variant in MIMO_VARIANTS:
+        from training.steps.mimo_unet_step import MimoUnetTrainStep
+
+        return MimoUnetTrainStep(variant, steps_per_epoch=1000)
+    if variant == "idc":
+        from training.steps.idc_step import IdcTrainStep
+
+        return IdcTrainStep(total_steps=1000)
+    if variant == "two_way":
+        from training.steps.two_way_step import TwoWayTrainStep
+
+        return TwoWayTrainStep(total_steps=1000)
+    from training.steps.sen_step import SENTrainStep
+
+    return SENTrainStep(stage=1)
+
+
+def _single_batch(variant, batch, crop):
+    """(blur, sharp) for a restorer's step; (blur, flow) in pixels for SEN's."""
+    import numpy as np
+    import tensorflow as tf
+
+    blur, sharp = _random_batch(batch, crop)
+    if variant != "sen":
+        return blur, sharp
+    flow = np.random.default_rng(1).uniform(-10, 10, (batch, crop, crop, 2))
+    return blur, tf.constant(flow, tf.float32)
+
+
+def measure(variant, batch, crop, steps, warmup, threads, xla=False, peak_n=4096, dtype=None):
+    """Times ``steps`` training steps after ``warmup`` ones under ``dtype`` (a precision name,
+    default float32); returns a dict of results."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import precision
+
+    precision.set_precision(dtype or "float32")
     if variant in GAN_VARIANTS:
-        return measure_gan(variant, batch, crop, steps, warmup, threads, xla=xla, peak_n=peak_n)
+        row = measure_gan(variant, batch, crop, steps, warmup, threads, xla=xla, peak_n=peak_n)
+        return _with_common_keys(row, dtype)
     import numpy as np
     import tensorflow as tf
 
     _set_threads(threads)
     from models import flops
-    from training.steps.mimo_unet_step import MimoUnetTrainStep
 
     peak_before = peak.matmul_peak(peak_n)
     strategy = tf.distribute.get_strategy()
-    step = MimoUnetTrainStep(variant, steps_per_epoch=1000)
+    step = single_step(variant)
     step.build(strategy)
     macs = flops.count_macs(step.model, crop, crop) * batch * TRAIN_MACS_PER_FORWARD_MAC
     train_fn = tf.function(lambda b, s: step.train_step(b, s), jit_compile=xla)
-    blur, sharp = _random_batch(batch, crop)
+    blur, sharp = _single_batch(variant, batch, crop)
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -151,7 +198,7 @@ def measure(variant, batch, crop, steps, warmup, threads, xla=False, peak_n=4096
     peak_after = peak.matmul_peak(peak_n)
     best_peak = max(peak_before, peak_after, key=lambda p: p["gflops"])
     gflops = 2 * macs / statistics.median(times) / 1e9
-    return {
+    row = {
         "variant": variant,
         "xla": xla,
         "train_gmac": macs / 1e9,
@@ -168,6 +215,18 @@ def measure(variant, batch, crop, steps, warmup, threads, xla=False, peak_n=4096
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "loss": loss,
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+    }
+    return _with_common_keys(row, dtype)
+
+
+def _with_common_keys(row, dtype):
+    """The keys every benchmark row has (``--json``): model, precision, xla, seconds,
+    fraction_of_peak."""
+    return {
+        "model": row["variant"],
+        "precision": dtype or "float32",
+        "seconds": row["median_s"],
+        **row,
     }
 
 
@@ -348,7 +407,15 @@ def check_args(args) -> list[tuple[str, int]]:
         raise ValueError("--batch, --steps and --peak_n must be positive, --warmup >= 0")
     if args.threads < 0:
         raise ValueError("--threads must be >= 0")
+    unknown = sorted(set(precisions(args)) - set(PRECISIONS))
+    if unknown or not precisions(args):
+        raise ValueError(f"--precision: unknown {unknown}; choose from {list(PRECISIONS)}")
     return [(v, c) for v in variants for c in crops]
+
+
+def precisions(args) -> list[str]:
+    """The precisions of ``--precision`` (a comma list), in the order given."""
+    return [p.strip() for p in args.precision.split(",") if p.strip()]
 
 
 def main():
@@ -368,6 +435,12 @@ def main():
         help="compile the step with XLA (off: as the training scripts run it)",
     )
     parser.add_argument("--peak_n", type=int, default=4096, help="side of the peak matmul")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        help="comma list of float32, bfloat16, float16 (each in its own process); bfloat16 is "
+        "native only with avx512_bf16 / amx_bf16, emulated (slower) on other CPUs",
+    )
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args()
@@ -376,7 +449,7 @@ def main():
     except ValueError as error:
         sys.exit(f"train_step.py: error: {error}")
     if args.one:
-        variant, crop, xla = args.one.split(":")
+        variant, crop, xla, dtype = args.one.split(":")
         result = measure(
             variant,
             args.batch,
@@ -386,6 +459,7 @@ def main():
             args.threads,
             xla=bool(int(xla)),
             peak_n=args.peak_n,
+            dtype=dtype,
         )
         print("RESULT " + json.dumps(result))
         return
@@ -394,12 +468,13 @@ def main():
     rows = []
     for variant, crop in pairs:
         for xla in settings:
-            rows.append(_run_child(args, variant, crop, xla))
-    mimo = [r for r in rows if r["variant"] in MIMO_VARIANTS]
+            for dtype in precisions(args):
+                rows.append(_run_child(args, variant, crop, xla, dtype))
+    single = [r for r in rows if r["variant"] in SINGLE_VARIANTS]
     gan = [r for r in rows if r["variant"] in GAN_VARIANTS]
-    if mimo:
-        _print_table(mimo)
-    printed = bool(mimo)
+    if single:
+        _print_table(single)
+    printed = bool(single)
     for variant in GAN_VARIANTS:
         group = [r for r in gan if r["variant"] == variant]
         if group:
@@ -407,6 +482,7 @@ def main():
                 print()
             _print_gan_table(group)
             printed = True
+    peak.print_speedups(rows, key=lambda r: (r["variant"], _setting(r)))
     peak.print_end_load()
     if args.json:
         from fileio import atomic_write_json
@@ -414,12 +490,16 @@ def main():
         atomic_write_json(args.json, rows)
 
 
-def _run_child(args, variant, crop, xla):
+def _setting(row) -> str:
+    return f"{row['batch']} x {row['crop']} px, XLA {'on' if row['xla'] else 'off'}"
+
+
+def _run_child(args, variant, crop, xla, dtype):
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
         "--one",
-        f"{variant}:{crop}:{int(xla)}",
+        f"{variant}:{crop}:{int(xla)}:{dtype}",
         "--variants",
         variant,
         "--crops",
@@ -439,17 +519,18 @@ def _run_child(args, variant, crop, xla):
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    sys.exit(f"benchmark of {variant} at {crop} px failed:\n{proc.stderr[-2000:]}")
+    sys.exit(f"benchmark of {variant} at {crop} px ({dtype}) failed:\n{proc.stderr[-2000:]}")
 
 
 def _print_table(rows):
     print(
-        f"MIMO-UNet training step on {platform.processor() or platform.machine()}, "
+        f"Single-network training steps on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} logical cores; median of the timed steps after warm-up; "
         f"work = {TRAIN_MACS_PER_FORWARD_MAC} x forward MACs x batch."
     )
     header = (
         "model",
+        "precision",
         "params",
         "batch x crop",
         "device",
@@ -466,6 +547,7 @@ def _print_table(rows):
         lines.append(
             (
                 r["variant"],
+                r["precision"],
                 f"{r['params']:,}",
                 f"{r['batch']} x {r['crop']}x{r['crop']}",
                 r["device"],
@@ -482,6 +564,7 @@ def _print_gan_table(rows):
     print(_gan_title(rows[0]))
     header = (
         "model",
+        "precision",
         "params G + critics",
         "batch x crop",
         "device",
@@ -502,6 +585,7 @@ def _print_gan_table(rows):
         lines.append(
             (
                 r["variant"],
+                r["precision"],
                 f"{r['params']:,} + {r['critic_params']:,}",
                 f"{r['batch']} x {r['crop']}x{r['crop']}",
                 r["device"],

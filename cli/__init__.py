@@ -32,6 +32,21 @@ HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
 HELPFULL_ARGS = ("--helpfull", "-helpfull")
 
 
+def define_precision_flag():
+    """``--precision float32|bfloat16|float16`` (:mod:`precision`), the same in every command."""
+    from absl import flags
+
+    import precision
+
+    define_once(
+        flags.DEFINE_enum,
+        "precision",
+        "float32",
+        precision.HELP,
+        enum_values=list(precision.PRECISIONS),
+    )
+
+
 def define_once(define, name, default, help_text, **kwargs):
     """``define(name, default, help_text, **kwargs)`` unless a flag ``name`` already exists
     (several scripts share flag names and may be imported in one process)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from cli import define_once
+from cli import define_once, define_precision_flag
 from inference.source_config import FrameworkSettings, ModelSource
 
 FLAGS = flags.FLAGS
@@ -26,7 +26,9 @@ OUT_HELP = "Output: export.py the SavedModel folder to create; deblur.py the res
 
 
 def define_model_source_flags():
-    """Defines the model-source flags and ``--self_ensemble`` (once per process)."""
+    """Defines the model-source flags, ``--self_ensemble`` and ``--precision`` (once per
+    process)."""
+    define_precision_flag()
     string = flags.DEFINE_string
     define_once(string, "checkpoint", None, "Training run dir, checkpoint dir or prefix.")
     define_once(string, "weights", None, "Keras FILE.weights.h5 (needs --model) or FILE.keras.")
@@ -111,8 +113,12 @@ def define_overwrite_flag():
     )
 
 
-SOURCE_FLAGS = ("checkpoint", "weights", "model", "model_kwargs", "saved_model", "self_ensemble")
-FLOW_SOURCE_FLAGS = SOURCE_FLAGS[:-1]  # no self-ensemble for flow estimators
+SOURCE_FLAGS = (
+    *("checkpoint", "weights", "model", "model_kwargs", "saved_model"),
+    *("self_ensemble", "precision"),
+)
+# No self-ensemble for flow estimators.
+FLOW_SOURCE_FLAGS = tuple(name for name in SOURCE_FLAGS if name != "self_ensemble")
 FRAMEWORK_FLAGS = FrameworkSettings.names()  # levels, global_iterations, betas, ...
 
 define_model_source_flags()
@@ -129,6 +135,7 @@ def model_source():
         saved_model=FLAGS.saved_model,
         self_ensemble=FLAGS.self_ensemble,
         jit_compile="jit_compile" in FLAGS and FLAGS.jit_compile,
+        precision=FLAGS.precision,
     )
 
 

@@ -27,7 +27,7 @@ import sys
 
 from absl import app, flags
 
-from cli import define_once
+from cli import define_once, define_precision_flag
 from config import ConfigError
 from training import model_arguments
 from training.config import PRESETS, STRATEGIES
@@ -268,19 +268,6 @@ def _define_run_flags():
 # --------------------------------------------------------------------------------------------------
 # Flags -> TrainConfig, read once at a script's entry point
 # --------------------------------------------------------------------------------------------------
-
-
-def define_precision_flag():
-    """``--precision float32|bfloat16|float16`` (:mod:`precision`), shared by every command."""
-    import precision
-
-    define_once(
-        flags.DEFINE_enum,
-        "precision",
-        "float32",
-        precision.HELP,
-        enum_values=list(precision.PRECISIONS),
-    )
 
 
 def given_values(names) -> dict:

@@ -76,15 +76,20 @@ def refuse_prior(model, weights):
 
 def restorer_from_source(source, framework=None) -> sources.Restorer:
     """:func:`load_restorer` of an :class:`inference.source_config.ModelSource` and, for an RP-GAN
-    run, its :class:`~inference.source_config.FrameworkSettings` (None: none given)."""
+    run, its :class:`~inference.source_config.FrameworkSettings` (None: none given). The networks
+    are built under ``source.precision`` (:func:`sources.precision_scope_of`); the restorer's
+    ``source`` records it."""
     settings = framework.given() if framework is not None else {}
-    return load_restorer(
-        checkpoint=source.checkpoint,
-        weights=source.weights,
-        model=source.model,
-        model_kwargs=source.model_kwargs,
-        saved_model=source.saved_model,
-        self_ensemble=source.self_ensemble,
-        jit_compile=source.jit_compile,
-        **settings,
-    )
+    with sources.precision_scope_of(source):
+        restorer = load_restorer(
+            checkpoint=source.checkpoint,
+            weights=source.weights,
+            model=source.model,
+            model_kwargs=source.model_kwargs,
+            saved_model=source.saved_model,
+            self_ensemble=source.self_ensemble,
+            jit_compile=source.jit_compile,
+            **settings,
+        )
+    restorer.source.setdefault("precision", source.precision)  # an export's own if recorded
+    return restorer

@@ -25,6 +25,7 @@ class ModelSource:
     saved_model: str | None = None
     self_ensemble: str = "none"
     jit_compile: bool = False
+    precision: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)

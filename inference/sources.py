@@ -201,6 +201,20 @@ def check_framework_options(self_ensemble="none", jit_compile=False, where="--ch
         )
 
 
+def precision_scope_of(source):
+    """The :func:`precision.precision_scope` to build the networks of ``source`` (an
+    :class:`inference.source_config.ModelSource`) in. A SavedModel computes in the precision it
+    was exported with: another ``--precision`` than float32 is refused with it (one line)."""
+    import precision
+
+    if source.saved_model and source.precision != "float32":
+        raise ModelSourceError(
+            f"--precision {source.precision}: a SavedModel computes in the precision it was "
+            "exported with (export.py --precision); give --checkpoint or --weights instead."
+        )
+    return precision.precision_scope(source.precision)
+
+
 def check_ensemble_mode(mode):
     if mode not in model_inference.ENSEMBLE_MODES:
         raise ModelSourceError(

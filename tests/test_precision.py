@@ -200,7 +200,8 @@ def test_float16_overflow_skips_the_update_and_halves_the_scale():
     terms = step.train_step(blur, sharp)
     assert float(terms["skipped_updates"]) == 1.0
     assert float(terms["loss_scale"]) == scale / 2
-    assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, step.model.weights))
+    after = [np.array(w) for w in step.model.weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     assert int(step.optimizer.iterations.numpy()) == 0
     factor.assign(1.0)
     terms = step.train_step(blur, sharp)
@@ -228,9 +229,54 @@ def test_float16_gradient_penalty_is_unscaled():
 def test_bfloat16_checkpoint_resumes_in_float32(tmp_path):
     blur, sharp = _image_pairs()
     with precision.precision_scope("bfloat16"):
-        _loop_run(MimoUnetTrainStep(model_kwargs=TINY, steps_per_epoch=2), (blur, sharp), tmp_path, steps=2)
+        _loop_run(
+            MimoUnetTrainStep(model_kwargs=TINY, steps_per_epoch=2),
+            (blur, sharp),
+            tmp_path,
+            steps=2,
+        )
     step = MimoUnetTrainStep(model_kwargs=TINY, steps_per_epoch=2)
     _, trainer = _loop_run(step, (blur, sharp), tmp_path, steps=3)
     assert step.model.compute_dtype == "float32"
     assert int(optimizers.checkpointed(step.optimizer).iterations.numpy()) == 3
     assert trainer.step == 3
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def test_bfloat16_export_reloads_behind_float32_signatures(tmp_path, capsys):
+    """export.py --precision bfloat16: the SavedModel computes in bfloat16 (equal to the bfloat16
+    Keras model, close to float32), takes float32 / uint8 and returns float32 / uint8, records
+    its precision; --precision with a SavedModel source is refused in one line."""
+    import export
+    from inference import model_io, source_config, sources
+    from models import inference
+    from tests.train_checks import run_main
+
+    model = build_model("mimo_unet", **TINY)
+    model.build((None, None, None, 3))
+    weights = str(tmp_path / "tiny.weights.h5")
+    model.save_weights(weights)
+    out = tmp_path / "bf16"
+    args = ["--weights", weights, "--model", "mimo_unet", "--precision", "bfloat16"]
+    args += ['--model_kwargs={"num_res": 1, "base_channels": 8}']
+    assert run_main(export, *args, "--out", str(out)) == 0
+    restorer = model_io.load_restorer(saved_model=str(out))
+    assert restorer.source["precision"] == "bfloat16"
+    images = np.random.default_rng(1).random((1, 37, 53, 3), dtype=np.float32)
+    got = np.array(restorer(images))
+    with precision.precision_scope("bfloat16"):
+        bf16 = build_model("mimo_unet", **TINY)
+        bf16.build((None, None, None, 3))
+        bf16.load_weights(weights)
+    np.testing.assert_allclose(got, np.array(inference.restore(bf16, images)), atol=1e-5)
+    reference = np.array(inference.restore(model, images))
+    assert got.dtype == np.float32 and np.abs(got - reference).mean() < 0.01
+    uint8 = restorer.fn.loaded.signatures["serving_uint8"]
+    as_uint8 = np.rint(images * 255).astype(np.uint8)
+    assert uint8(images=tf.constant(as_uint8))["restored"].dtype == tf.uint8
+
+    source = source_config.ModelSource(saved_model=str(out), precision="bfloat16")
+    with pytest.raises(sources.ModelSourceError, match="--precision bfloat16: a SavedModel"):
+        model_io.restorer_from_source(source)
