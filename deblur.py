@@ -24,15 +24,18 @@ float or 2-channel images stop the command with ``deblur.py: error: <file>: <pro
 status 1; the outputs written before stay complete. Existing outputs are refused before the model is
 loaded unless ``--overwrite`` is given; every output folder is checked first.
 
-Large images: ``--tile auto`` (default) restores an image whole when the forward pass's estimated
-memory (:func:`inference.tiling.forward_bytes_per_pixel`, from the model and its width) fits
-``--memory_budget_gb``, else in the largest tiles that fit; ``--tile N`` always tiles images larger
-than N, ``--tile 0`` never tiles. Tiles overlap by ``--tile_overlap`` and are blended with a
+Large images: ``--tile auto`` (default) plans the **whole process's** peak memory against
+``--memory_budget_gb`` (default 2 GB): TensorFlow and the model's weights, one forward pass, the
+image arrays (:func:`inference.tiling.whole_bytes` / :func:`~inference.tiling.tiled_bytes`, per
+model and width); an image is restored whole when that fits, else in the largest tiles that do.
+``--tile N`` always tiles images larger than N, ``--tile 0`` never tiles. Tiles overlap by
+``--tile_overlap`` (the framework's auto tiles by at least 96 px) and are blended with a
 raised-cosine window (:mod:`inference.tiling`); the tiled path keeps the image in its file dtype,
-converts one tile at a time and writes finished bands of rows straight into the output array, so
-its memory is the input and output images (6 bytes per pixel for 8-bit colour, plus the encoded
-PNG) and a constant. ``--tile_overlap`` should exceed the model's effective receptive field for
-seamless results. When a folder is given, files already ending in the suffix are skipped.
+converts one tile at a time and writes finished bands of rows back into the decoded array (rows
+already restored are never read again), and the PNG is streamed to its file, so beyond the constant
+its memory is the image itself (3 bytes per pixel for 8-bit colour) and one band of rows.
+``--tile_overlap`` should exceed the model's effective receptive field for seamless results. When a
+folder is given, files already ending in the suffix are skipped.
 """
 
 from __future__ import annotations
