@@ -147,15 +147,20 @@ def _dense_taps(geometry, pixel, total, height, width, k):
 
 
 @tf.function(input_signature=[tf.TensorSpec([None, None, None, 2], tf.float32)])
-def build_taps(flows):
-    """The normalised tap table of K for a batch of flows (N, H, W, 2) (any N, H, W at run time).
+def tap_table(flows):
+    """The normalised tap table of K for a batch of flows (N, H, W, 2) (any N, H, W at run time),
+    in the layout the sparse products take.
 
-    Returns ``(rows, cols, weights)``: int32 flat output pixel n·H·W + i·W + j (ascending; the
-    taps of one pixel are contiguous, in no particular order, as CSR wants them), int32 flat
-    clamped source pixel, float32 weight (each row sums to 1). A row may repeat a source index at
-    the border (the entries add up). Pixels are processed :data:`CHUNK` at a time (the last chunk
-    padded) and the number of major offsets evaluated per chunk is rounded up to a multiple of 8,
-    so that XLA compiles only a handful of shapes.
+    Returns ``(indices, weights, ends)``: int32 (taps, 2) rows [flat output pixel n·H·W + i·W + j,
+    flat clamped source pixel] (output pixels ascending; the taps of one pixel are contiguous,
+    in no particular order, as CSR wants them) and float32 weights (each output pixel's sum to
+    1), int32 (chunks,) the number of taps up to the end of each chunk of whole output pixels
+    (where the table can be cut into row blocks). An output pixel may repeat a source index at
+    the border (the entries add up). Pixels are
+    processed :data:`CHUNK` at a time (the last chunk padded) and the number of major offsets
+    evaluated per chunk is rounded up to a multiple of 8, so that XLA compiles only a handful of
+    shapes. The pairs are stacked per chunk, while they are in cache (stacking the whole table
+    afterwards was a pass of its own over 8 bytes per tap).
     """
     shape = tf.shape(flows)
     height, width = shape[1], shape[2]
@@ -173,58 +178,74 @@ def build_taps(flows):
         size = (tf.reduce_max(part[6]) + 8) // 8 * 8
         wt, src = _dense_taps(part, pixel, total, height, width, tf.range(size))
         keep = tf.where(tf.reshape(wt, [-1]) > 0.0)[:, 0]
-        per_pixel = (2 * size - 1) * 4
-        rows = tf.gather(pixel, tf.cast(keep, tf.int32) // per_pixel)
-        taps = (rows, tf.gather(tf.reshape(src, [-1]), keep), tf.gather(tf.reshape(wt, [-1]), keep))
+        rows = start + tf.cast(keep, tf.int32) // ((2 * size - 1) * 4)  # = pixel[keep // ...]
+        pairs = tf.stack([rows, tf.gather(tf.reshape(src, [-1]), keep)], axis=1)
+        taps = (pairs, tf.gather(tf.reshape(wt, [-1]), keep), tf.shape(keep)[:1])
         return index + 1, [a.write(index, t) for a, t in zip(arrays, taps, strict=True)]
 
+    elements = ((tf.int32, [None, 2]), (tf.float32, [None]), (tf.int32, [1]))
     arrays = [
-        tf.TensorArray(dtype, size=count, infer_shape=False, element_shape=[None])
-        for dtype in (tf.int32, tf.int32, tf.float32)
+        tf.TensorArray(dtype, size=count, infer_shape=False, element_shape=element)
+        for dtype, element in elements
     ]
     _, arrays = tf.while_loop(
         lambda index, _: index < count, body, [tf.constant(0), arrays], parallel_iterations=1
     )
-    return tuple(a.concat() for a in arrays)
+    indices, weights, counts = (a.concat() for a in arrays)
+    return indices, weights, tf.cumsum(counts)
+
+
+def build_taps(flows):
+    """:func:`tap_table` as three vectors ``(rows, cols, weights)``: int32 output pixels
+    (ascending), int32 source pixels, float32 weights."""
+    indices, weights, _ = tap_table(flows)
+    return indices[:, 0], indices[:, 1], weights
 
 
 def default_shards() -> int:
-    """Row blocks of the ``"sparse"`` operator: the CPU count, at most :data:`MAX_SHARDS`."""
+    """Blocks of the ``"sparse"`` operator: the CPU count, at most :data:`MAX_SHARDS`."""
     return max(1, min(os.cpu_count() or 1, MAX_SHARDS))
 
 
-def _row_blocks(rows, cols, weights, size, shards):
-    """The (size x size) matrix of the row-sorted tap table (int32 ``rows``, ``cols``, float32
-    ``weights``) as ``shards`` blocks of consecutive rows with about the same number of taps
-    each (a product's cost is per tap, and the blocks run on one thread each, so equal rows
-    would leave a core idle where the blur is short); some blocks may be empty.
+def _tap_blocks(indices, weights, ends, size, shards):
+    """The (size x size) matrix of the tap table (:func:`tap_table`'s int32 ``indices``
+    (taps, 2), float32 ``weights`` and chunk ``ends``) as the sum of ``shards`` blocks of
+    consecutive output rows with about the same number of taps (cut at the chunk end nearest
+    above each tap quantile): a product's cost is per tap and each block's runs on one thread,
+    so equal taps keep both cores busy where the blur is short on one side of the image and
+    long on the other (equal rows would not).
 
-    Returns a list of ``(indices, weights, shape, rows)`` per block: int32 (taps, 2) indices with
-    the rows re-based to the block (``tf.raw_ops.SparseTensorDenseMatMul`` takes int32 indices:
-    8 bytes per tap instead of int64's 16, and no widening pass), its weights, its int64 dense
-    shape (block rows, size) and its int32 row count (for splitting a vector into the blocks).
+    Returns a list of ``(indices, weights, dense shape)``, one per block (some may be empty),
+    for :func:`_block_product`: int32 indices (``tf.raw_ops.SparseTensorDenseMatMul`` takes
+    int32, 8 bytes per tap instead of int64's 16, and no widening pass), rows not re-based:
+    every block is a full (size x size) matrix whose other rows are empty, so no vector is
+    ever split or concatenated and B_iᵀ(B_i x) needs no other block (:meth:`BlurOperator.normal`).
     """
-    taps = tf.size(rows)
-    cut = tf.range(1, shards) * taps // shards  # < taps, so a valid tap index when taps > 0
-    inner = tf.gather(rows, cut)  # the row of each cut tap starts a block
-    edges = tf.concat([[0], inner, [tf.cast(size, tf.int32)]], 0)
-    bounds = tf.searchsorted(rows, edges)  # first tap of each block
-    blocks = []
-    for i in range(shards):
-        start, end = bounds[i], bounds[i + 1]
-        indices = tf.stack([rows[start:end] - edges[i], cols[start:end]], axis=1)
-        count = edges[i + 1] - edges[i]
-        shape = tf.stack([tf.cast(count, tf.int64), size])
-        blocks.append((indices, weights[start:end], shape, count))
-    return blocks
+    shape = tf.stack([size, size])
+    if shards == 1:
+        return [(indices, weights, shape)]
+    taps = tf.shape(weights)[0]
+    ends = tf.concat([ends, [taps]], 0)
+    quantiles = tf.range(1, shards) * taps // shards
+    bounds = tf.concat([[0], tf.gather(ends, tf.searchsorted(ends, quantiles)), [taps]], 0)
+    sizes = bounds[1:] - bounds[:-1]
+    parts = zip(
+        tf.split(indices, sizes, num=shards), tf.split(weights, sizes, num=shards), strict=True
+    )
+    return [(i, w, shape) for i, w in parts]
 
 
 def _block_product(block, x, adjoint=False):
-    """One row block (``_row_blocks``) times x (block rows x C), or its adjoint times x."""
-    indices, weights, shape, _ = block
+    """One block (``_tap_blocks``) times x (size x C), or its adjoint times x: (size x C)."""
+    indices, weights, shape = block
     return tf.raw_ops.SparseTensorDenseMatMul(
         a_indices=indices, a_values=weights, a_shape=shape, b=x, adjoint_a=adjoint
     )
+
+
+def _sum(parts):
+    """The blocks' products added (one block: its product)."""
+    return tf.add_n(parts) if len(parts) > 1 else parts[0]
 
 
 class BlurOperator:
@@ -265,18 +286,17 @@ class BlurOperator:
             method = "csr" if self._eager else "sparse"
         self.method = method
         self.shape = tf.shape(flows)[:3]
-        rows, cols, weights = build_taps(flows)
+        indices, weights, ends = tap_table(flows)
         self.num_taps = tf.size(weights)
         size = tf.cast(tf.reduce_prod(self.shape), tf.int64)
         if method == "gather":
-            self._taps = rows, cols, weights
+            self._taps = indices[:, 0], indices[:, 1], weights
             return
         if method == "sparse":
-            self._blocks = _row_blocks(rows, cols, weights, size, shards or default_shards())
+            self._blocks = _tap_blocks(indices, weights, ends, size, shards or default_shards())
             return
-        # Stack, then widen (the CSR op wants int64 indices): 8 bytes per tap less at the peak.
-        indices = tf.cast(tf.stack([rows, cols], axis=1), tf.int64)
-        del rows, cols  # eagerly, the references would keep 8 bytes per tap alive
+        # The CSR op wants int64 indices: widened here, the int32 table dropped at once.
+        indices = tf.cast(indices, tf.int64)
         self._matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
             indices=indices, values=weights, dense_shape=tf.stack([size, size])
         )
@@ -290,8 +310,7 @@ class BlurOperator:
         if self.method == "csr":
             out = tf.raw_ops.SparseMatrixMatMul(a=self._matrix, b=flat)
         elif self.method == "sparse":
-            parts = [_block_product(block, flat) for block in self._blocks]
-            out = tf.concat(parts, 0) if len(parts) > 1 else parts[0]
+            out = _sum([_block_product(block, flat) for block in self._blocks])
         else:
             rows, cols, weights = self._taps
             out = tf.math.segment_sum(tf.gather(flat, cols) * weights[:, None], rows)
@@ -304,13 +323,7 @@ class BlurOperator:
         if self.method == "csr":
             out = tf.raw_ops.SparseMatrixMatMul(a=self._transpose, b=flat)
         elif self.method == "sparse":
-            counts = [block[3] for block in self._blocks]
-            rows = tf.split(flat, tf.stack(counts), num=len(self._blocks))
-            parts = [
-                _block_product(block, part, adjoint=True)
-                for block, part in zip(self._blocks, rows, strict=True)
-            ]
-            out = tf.add_n(parts) if len(parts) > 1 else parts[0]
+            out = _sum([_block_product(block, flat, adjoint=True) for block in self._blocks])
         else:
             rows, cols, weights = self._taps
             taps = tf.gather(flat, rows) * weights[:, None]
@@ -318,18 +331,16 @@ class BlurOperator:
         return tf.reshape(out, shape)
 
     def normal(self, x):
-        """KᵀK x, the data step's operator (float32 (N, H, W, C) -> the same shape); equal to
-        ``adjoint(forward(x))``. With ``"sparse"`` each row block B_i computes B_iᵀ(B_i x) on
-        its own and the blocks' results are summed: Kᵀ(Kx) = Σ_i B_iᵀ B_i x, since B_i x is
-        exactly block i of Kx. That skips the concatenation of Kx and its split again (two
-        copies of the vector per CG iteration) and lets the blocks run K and Kᵀ in parallel
-        without waiting for each other in between."""
+        """KᵀK x, the data step's operator (float32 (N, H, W, C) -> the same shape); the same
+        numbers as ``adjoint(forward(x))``. With ``"sparse"``, K = Σ_i B_i over row blocks with
+        disjoint rows, so KᵀK = Σ_i B_iᵀB_i: each block computes B_iᵀ(B_i x) on its own thread
+        and the results are summed once (one join per CG iteration, not two)."""
         if self.method != "sparse" or len(self._blocks) == 1:
             return self.adjoint(self.forward(x))
         flat, shape = self._flat(x)
         self._check_context()
         parts = [_block_product(b, _block_product(b, flat), adjoint=True) for b in self._blocks]
-        return tf.reshape(tf.add_n(parts), shape)
+        return tf.reshape(_sum(parts), shape)
 
     __call__ = forward
 
