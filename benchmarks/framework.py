@@ -468,8 +468,11 @@ def main(argv):
         cli.import_tensorflow()
         print(json.dumps(measure(config, config.child, height, width)))
         return
-    bf16 = "native" if precision.native_bfloat16() else "emulated (slower than float32)"
-    print(f"{peak.describe_machine()}; bfloat16 {bf16} on this CPU", flush=True)
+    machine = peak.describe_machine()
+    if "bfloat16" not in machine:  # whether it is emulated decides the bfloat16 row
+        bf16 = "native" if precision.native_bfloat16() else "emulated (slower than float32)"
+        machine += f"; bfloat16 {bf16} on this CPU"
+    print(machine, flush=True)
     rows = []
     for name in config.precision:
         row = peak.run_json_child(child_command(config, name), {"precision": name})

@@ -46,11 +46,18 @@ fastest: at 720x1280, 0.04 s (flow-23) / 0.09 s (flow-46) per K or Kᵀ, 3-5x fa
 ``tf.sparse.sparse_dense_matmul`` and 7-18x faster than gather + segment sums
 (``benchmarks/deconvolution.py``). Inside a ``tf.function`` the same CSR kernel ran 3-15x slower
 than eagerly (cause not found; with ``TF_ENABLE_ONEDNN_OPTS=0`` it is slow eagerly too) and no
-faster than ``sparse_dense_matmul``, so the default ``method="auto"`` picks CSR eagerly and the
-``SparseTensor`` inside a graph, split into row blocks that the graph multiplies in parallel
-(``sparse_dense_matmul`` uses one thread: ``shards`` of :class:`BlurOperator`). A CSR matrix
-made eagerly cannot be used inside a ``tf.function`` (its handle loses its shape information; a
-clear ``ValueError``), so build the operator where it is used. Memory at 720x1280, flow-46 (73 M
+faster than ``sparse_dense_matmul``, so the default ``method="auto"`` picks CSR eagerly and
+``SparseTensorDenseMatMul`` inside a graph, on row blocks of equal tap counts that the graph
+multiplies in parallel (the kernel uses one thread: ``shards`` of :class:`BlurOperator`), with
+int32 indices (the raw op takes them; ``tf.SparseTensor`` would force int64) and KᵀK applied
+block by block (:meth:`BlurOperator.normal`). There the products are about three quarters of the
+data step's CPU time (``tf.profiler`` trace of the traced data step at 720x1280, flow-23,
+18.6 M taps): a per-tap loop with index loads and bounds checks (on the loaded AMD EPYC 83 ms
+per product for one column, 124 ms for three, 208 ms for six), which no other TensorFlow
+kernel beat there (XLA-compiled gather + reduce over a table padded to 57 taps per pixel: 12x
+slower; the CSR kernel: 4x slower). A CSR matrix made eagerly cannot be used inside a
+``tf.function`` (its handle loses its shape information; a clear ``ValueError``), so build the
+operator where it is used. Memory at 720x1280, flow-46 (73 M
 taps): the table peaks at ~2 GB while it is concatenated; the CSR pair holds 1.2 GB (peak of the
 build 3.7 GB above the process's)."""
 
@@ -258,19 +265,21 @@ class BlurOperator:
             ``"csr"``: the block-diagonal (N·H·W)² matrix as a ``CSRSparseMatrix``
             (``tf.raw_ops.SparseTensorToCSRSparseMatrix``) and its transpose
             (``SparseMatrixTranspose``, built once), applied with ``SparseMatrixMatMul``;
-            ``"sparse"``: one ``tf.SparseTensor`` and ``tf.sparse.sparse_dense_matmul`` (Kᵀ with
-            ``adjoint_a=True``); ``"gather"``: gather + weights + sorted ``tf.math.segment_sum``
-            (K), gather + ``tf.math.unsorted_segment_sum`` (Kᵀ, the scatter-add of §3);
+            ``"sparse"``: ``tf.raw_ops.SparseTensorDenseMatMul`` on int32 (taps, 2) indices
+            (Kᵀ with ``adjoint_a=True``), in blocks (``shards``); ``"gather"``: gather +
+            weights + sorted ``tf.math.segment_sum`` (K), gather +
+            ``tf.math.unsorted_segment_sum`` (Kᵀ, the scatter-add of §3);
             ``"auto"`` (default): ``"csr"`` when built eagerly, ``"sparse"`` inside a
             ``tf.function``, the fastest of each context on this CPU (measured: TensorFlow's CSR
             product runs 3-4x faster than ``sparse_dense_matmul`` eagerly but 2-3x slower inside a
             graph; both with oneDNN on, the default).
         shards: ``"sparse"`` only: the matrix is split into this many blocks of consecutive rows
-            (output pixels), whose products a graph runs in parallel; ``None`` = the CPU count,
-            at most :data:`MAX_SHARDS`. ``sparse_dense_matmul`` runs on one thread whatever the
-            number of columns (measured at 256², flow-23, 2.5 M taps: 14.5 ms per product for 1-12
-            columns), so on 2 cores two blocks make K and Kᵀ 1.65x faster inside a graph (8.8 ms);
-            eagerly the blocks run one after the other. The result does not depend on it.
+            (output pixels) holding about equally many taps, whose products a graph runs in
+            parallel; ``None`` = the CPU count, at most :data:`MAX_SHARDS`. The sparse product
+            runs on one thread (measured at 256², flow-23, 2.5 M taps: 14.5 ms per product for
+            1-12 columns), so on 2 cores two blocks make K and Kᵀ 1.65x faster inside a graph
+            (8.8 ms); eagerly the blocks run one after the other. The result does not depend on
+            it (but for float32 rounding of Kᵀ's sums).
 
     ``forward(x)`` / ``adjoint(r)`` take float32 (N, H, W, C) images of the flows' N, H and W;
     every channel gets the same K. Gradients flow through both (TensorFlow's own gradients of the

@@ -24,6 +24,13 @@ Per global iteration g = 1..``global_iterations`` (§10):
 ``generator=None`` is the identity prior (Z_n = I*_n): non-blind HQS, the reference rows of the
 experiments (with ``flow_source="true"`` it equals :func:`deconvolution.hqs.hqs_identity_prior`).
 
+Precision: SEN and G may compute in bfloat16 or float16 (a Keras mixed policy,
+``precision.set_precision``); their outputs are cast to float32 here (whatever the models do)
+before K is built and before CG, and the images the framework is given are cast to float32:
+K, Kᵀ and CG are float32 always (the data step is a linear solve; bfloat16's 8-bit significand,
+a relative rounding of 4e-3, is far coarser than CG's 1e-5 tolerance). G takes the float32
+concat(I*_n, O) and casts it to its compute dtype itself.
+
 Runs eagerly (K as TensorFlow's CSR matrix, the fastest single K on a quiet CPU at 720x1280) or
 inside a ``tf.function`` with dynamic N, H, W (K as a ``tf.SparseTensor`` with
 ``sparse_dense_matmul``; see :mod:`deconvolution.blur_operator`), so a ``tf.Module`` wrapping
