@@ -9,8 +9,8 @@ Generates a smooth random JPEG of ``--width`` x ``--height`` in a temporary fold
 weights of each model (``--width_divisor`` divides its width, ``base_channels``; the framework's SEN
 and G get ``width_divisor``), and runs ``deblur.py`` on it in a subprocess (``--tile auto`` under
 the default ``--memory_budget_gb`` unless ``--deblur_args`` says otherwise), then, unless
-``--no_reference``, once more with the same tile side on an image of 2 x 2 tiles (the constant
-part: TensorFlow, the model, one tile's forward). Prints each run's peak resident set size
+``--no_reference``, once more with the same tile side and overlap on an image of 2 x 2 tiles (the
+constant part: TensorFlow, the model, one tile's forward). Prints each run's peak resident set size
 (``/usr/bin/time -f %M``, else ``getrusage`` of the children), seconds, and the marginal bytes per
 pixel ``(peak - reference peak) / extra pixels`` (the image arrays).
 
@@ -281,20 +281,38 @@ def measure(folder, name, height, width, source, extra):
     return name, height, width, top, seconds, tiles[0] if tiles else (forced or "whole")
 
 
+def reference_run(tile, overlap):
+    """(side, deblur.py flags) of the reference: a square of 2 x 2 tiles of side ``tile`` (any size
+    multiple up to 16), or a 256 x 256 image restored whole."""
+    if tile == "whole":
+        return 256, []
+    side = (2 * int(tile) - overlap - 16) // 16 * 16
+    return side, ["--tile", tile, "--tile_overlap", str(overlap)]
+
+
 def measure_model(name, args):
     """The rows of one model: the large image and (unless ``--no_reference``) 2 x 2 tiles."""
     extra = args.deblur_args.split()
     extra_kwargs = json.loads(args.model_kwargs)
     kwargs = model_kwargs(name, args.width_divisor, extra_kwargs)
+    # The overlap deblur.py used (--tile auto raises the framework's to its 96 px).
+    overlap = int(extra[extra.index("--tile_overlap") + 1]) if "--tile_overlap" in extra else 32
+    if name == FRAMEWORK and "--tile" not in extra:
+        overlap = max(overlap, 96)
     with tempfile.TemporaryDirectory(prefix="deblur_memory_") as folder:
         source = source_args(folder, name, kwargs, args)
         rows = [measure(folder, "large", args.height, args.width, source, extra)]
-        tile = rows[0][-1]
         if not args.no_reference:  # the constant: the same tiles on an image of 2 x 2 tiles
-            side = 256 if tile == "whole" else 2 * int(tile)
-            more = [] if tile == "whole" else ["--tile", tile]
-            rows.append(measure(folder, "reference", side, side, source, extra + more))
+            side, more = reference_run(rows[0][-1], overlap)
+            rest = [a for i, a in enumerate(extra) if not _is_tile_flag(extra, i)]
+            rows.append(measure(folder, "reference", side, side, source, rest + more))
     return kwargs, rows
+
+
+def _is_tile_flag(args, index):
+    """Whether ``args[index]`` is ``--tile`` / ``--tile_overlap`` or the value after one."""
+    flags = ("--tile", "--tile_overlap")
+    return args[index] in flags or (index > 0 and args[index - 1] in flags)
 
 
 def print_rows(name, kwargs, rows, args):
