@@ -245,23 +245,27 @@ def build_parts(height: int, width: int, xla: bool):
     return sen, generator, sen_forward, g_forward, sen_macs, g_macs
 
 
-def median_seconds(run, repeats: int) -> float:
-    """The median wall seconds of ``repeats`` calls of ``run`` (which waits for its result)."""
-    seconds = []
+def median_seconds(run, repeats: int) -> tuple[float, float]:
+    """(median wall seconds, median CPU seconds of this process) of ``repeats`` calls of
+    ``run`` (which waits for its result). CPU seconds count every thread of the process and
+    move much less than wall seconds when other jobs share the cores."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def traced_path(config, sen, generator, problems):
     """The framework as the commands run it (:func:`inference.framework_io.framework_restorer`)
     on the warm-up problem (``config.warmup`` times: tracing), then on the measured one.
 
-    Returns ``{"first_seconds", "seconds" (median), "all_seconds", "data_step_alone_seconds"}``;
-    the last is the traced identity-prior ladder alone at the measured size (no networks; it
-    also compiles the XLA kernels of K's construction and CG for that size before the timing).
+    Returns ``{"first_seconds", "seconds" (median), "cpu_seconds" (median),
+    "data_step_alone_seconds", "data_step_alone_cpu_seconds"}``; the last two time the traced
+    identity-prior ladder alone at the measured size (no networks; a first call compiles the XLA
+    kernels of K's construction and CG for that size before the framework is timed).
     """
     import tensorflow as tf
 
@@ -285,16 +289,13 @@ def traced_path(config, sen, generator, problems):
     ladder(blurred, flow).numpy()  # compiles the XLA kernels at this size
     alone = median_seconds(lambda: ladder(blurred, flow).numpy(), 1)
     sen_stand_in.set_flow(flow)
-    seconds = []
-    for _ in range(config.repeats):
-        start = time.perf_counter()
-        restorer(blurred).numpy()
-        seconds.append(time.perf_counter() - start)
+    seconds, cpu = median_seconds(lambda: restorer(blurred).numpy(), config.repeats)
     return {
         "first_seconds": first,
-        "seconds": statistics.median(seconds),
-        "all_seconds": seconds,
-        "data_step_alone_seconds": alone,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "data_step_alone_seconds": alone[0],
+        "data_step_alone_cpu_seconds": alone[1],
     }
 
 
@@ -340,9 +341,9 @@ def measure(config: FrameworkBenchmarkConfig, name: str, height: int, width: int
     traced = traced_path(config, sen, generator, problems)
     (small, _), (blurred, _) = problems
     sen_forward(small).numpy(), g_forward(tf.concat([small, small], -1)).numpy()  # traces
-    sen_seconds = median_seconds(lambda: sen_forward(blurred).numpy(), config.repeats)
+    sen_clock = median_seconds(lambda: sen_forward(blurred).numpy(), config.repeats)
     pair = tf.concat([blurred, blurred], -1)
-    g_pass = median_seconds(lambda: g_forward(pair).numpy(), config.repeats)
+    g_clock = median_seconds(lambda: g_forward(pair).numpy(), config.repeats)
     eager = []
     if config.eager_split:
         wall, results = eager_split(config, sen_forward, g_forward, problems)
@@ -352,11 +353,9 @@ def measure(config: FrameworkBenchmarkConfig, name: str, height: int, width: int
         counts = range(1, len(results) + 1)
         eager = [split_row(results[:g], sen_macs, g_macs, best_peak) for g in counts]
         eager[-1]["wall_seconds"] = wall
-    seconds, passes = traced["seconds"], config.global_iterations
-    networks = {"sen": sen_seconds * passes, "g": g_pass * config.levels * passes}
-    data_step = seconds - networks["sen"] - networks["g"]
-    gflops = 2 * (sen_macs + config.levels * g_macs) * passes / seconds / 1e9
-    return {
+    passes = config.global_iterations
+    gflops = 2 * (sen_macs + config.levels * g_macs) * passes / traced["seconds"] / 1e9
+    row = {
         "model": "framework",
         "precision": name,
         "native_bfloat16": precision.native_bfloat16(),
@@ -368,12 +367,13 @@ def measure(config: FrameworkBenchmarkConfig, name: str, height: int, width: int
         **traced,
         "gflops": gflops,
         "fraction_of_peak": peak.fraction(gflops, best_peak),
-        "sen_seconds": networks["sen"],
-        "g_seconds": networks["g"],
-        "g_pass_seconds": g_pass,
-        "data_step_seconds": data_step,
-        "shares": {part: value / seconds for part, value in networks.items()}
-        | {"data_step": data_step / seconds},
+        "g_pass_seconds": g_clock[0],
+    }
+    for clock in (0, 1):  # wall, then CPU seconds
+        row |= part_seconds(
+            traced, sen_clock[clock] * passes, g_clock[clock] * config.levels * passes, clock
+        )
+    return row | {
         "eager": eager,
         "sen_gmac": sen_macs / 1e9,
         "g_gmac_per_pass": g_macs / 1e9,
@@ -383,6 +383,21 @@ def measure(config: FrameworkBenchmarkConfig, name: str, height: int, width: int
         "load": [load_start, peak.load_average()],
         "cpu": peak.cpu_info(),
         "paper_gpu_seconds": PAPER_GPU_SECONDS.get(passes),
+    }
+
+
+def part_seconds(traced, sen, g, clock) -> dict:
+    """SEN's, G's and the data step's (traced total - SEN - G) seconds and shares of the traced
+    total, in wall (``clock`` 0) or CPU (1) seconds."""
+    suffix = ("seconds", "cpu_seconds")[clock]
+    total = traced[suffix]
+    data_step = total - sen - g
+    shares = {"sen": sen / total, "g": g / total, "data_step": data_step / total}
+    return {
+        f"sen_{suffix}": sen,
+        f"g_{suffix}": g,
+        f"data_step_{suffix}": data_step,
+        ("shares", "cpu_shares")[clock]: shares,
     }
 
 
@@ -416,11 +431,13 @@ def print_table(config: FrameworkBenchmarkConfig, rows):
         f"|v| <= {config.u_max:g} px. s/image: traced, as deblur.py / evaluate.py run it "
         f"(median of {config.repeats}, after {config.warmup} warm-up(s) at 64x128); SEN, G: "
         f"alone, graph (XLA {'on' if config.xla else 'off'}), G x levels; data step = s/image "
-        "- SEN - G (K's construction, CG, glue); data step alone: the traced identity-prior "
+        "- SEN - G (K's construction, CG, glue), its CPU share the same in this process's CPU "
+        "seconds (less sensitive to other jobs); data step alone: the traced identity-prior "
         "ladder without networks; eager K / CG: the eager split."
     )
     header = ["precision", "s/image", "of peak", "SEN s (share)", "G s (share)"]
-    header += ["data step s (share)", "data step alone s", "eager K / CG s", "CG iterations"]
+    header += ["data step s (share)", "data step CPU share", "data step alone s"]
+    header += ["eager K / CG s", "CG iterations"]
     header += ["peak GFLOP/s", "load", "paper s (1080 Ti)"]
     lines = [header]
     for r in rows:
@@ -437,6 +454,7 @@ def print_table(config: FrameworkBenchmarkConfig, rows):
                 f"{r['sen_seconds']:.1f} ({100 * share['sen']:.0f} %)",
                 f"{r['g_seconds']:.1f} ({100 * share['g']:.0f} %)",
                 f"{r['data_step_seconds']:.1f} ({100 * share['data_step']:.0f} %)",
+                f"{100 * r['cpu_shares']['data_step']:.0f} %",
                 f"{r['data_step_alone_seconds']:.1f}",
                 f"{split['operator']:.1f} / {split['cg']:.1f}" if split else "-",
                 " + ".join("/".join(map(str, c)) for c in eager[-1]["cg_iterations"])
