@@ -300,6 +300,7 @@ def summarize(rows, restorer, data_info, convention):
         "metric_input": convention,
         "definitions": definitions(convention),
         "self_ensemble": restorer.source.get("self_ensemble", "none"),
+        "precision": restorer.source.get("precision", "float32"),
         "runtime_median_seconds": statistics.median([r["seconds"] for r in rows]) if rows else None,
         "runtime_note": "forward pass only (batch 1, after warm-up), incl. copy to host",
         "device": device_description(),
@@ -376,10 +377,12 @@ def result_line(summary) -> str:
     def fmt(value, digits=4):
         return "n/a" if value is None else f"{value:.{digits}f}"
 
+    precision = summary.get("precision", "float32")
+    networks = "" if precision == "float32" else f", {precision} networks"
     return (
         f"{summary['num_images']} images: PSNR {fmt(summary['psnr_mean'])} dB, SSIM "
         f"{fmt(summary['ssim_mean'])} (blurred input: {fmt(summary['input_psnr_mean'])} dB, "
-        f"{fmt(summary['input_ssim_mean'])}) ({summary['metric_input']}), median "
+        f"{fmt(summary['input_ssim_mean'])}) ({summary['metric_input']}{networks}), median "
         f"{summary['runtime_median_seconds'] or 0.0:.4f} s/image on {summary['device']}"
     )
 
