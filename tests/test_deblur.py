@@ -130,6 +130,17 @@ def test_alpha_is_kept_and_colour_order_is_rgb(tmp_path):
     assert out[0, 0, :3].tolist() == [0, 255, 255]
 
 
+def test_png_is_streamed_to_a_temporary_and_renamed(tmp_path):
+    """write_image: the same PNG bytes as cv2.imencode, no temporary left, a dead process's
+    temporary removed."""
+    image = np.random.default_rng(5).integers(0, 65536, (9, 11, 4), dtype=np.uint16)
+    stale = tmp_path / ".out.png.tmp-999999999-partial.png"  # no such process
+    stale.write_bytes(b"half a PNG")
+    deblur.write_image(str(tmp_path / "out.png"), image)
+    assert sorted(os.listdir(tmp_path)) == ["out.png"]
+    assert (tmp_path / "out.png").read_bytes() == cv2.imencode(".png", image)[1].tobytes()
+
+
 def test_jpeg_input_gives_png_output_next_to_it(tmp_path):
     image = np.random.default_rng(2).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "photo.jpg"), image)
