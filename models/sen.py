@@ -93,6 +93,32 @@ def _kernel_initializer(init, fan_in):
 
 
 @keras.saving.register_keras_serializable(package="deblur")
+class PhaseConv2D(layers.Conv2D):
+    """CBR's unbiased ``Conv2D``; ``call(x, phases=True)`` also takes the :func:`space_to_batch2`
+    phases of an image and convolves each with dilation d / 2: for an even d that is the dilated
+    conv of the image, each output phase reading only its own input phase, zero padding included
+    (the argument of register #2). Same variables and MAC count (:mod:`models.flops` records
+    this call: 4N x H/2 x W/2 output pixels) as the plain dilated call. NHWC.
+    """
+
+    def call(self, inputs, phases=False):
+        if not phases:
+            return super().call(inputs)
+        dilation = tuple(d // 2 for d in self.dilation_rate)
+        return ops.conv(inputs, self.kernel, 1, self.padding, dilation_rate=dilation)
+
+
+def space_to_batch2(x):
+    """(N, H, W, C) -> (4N, H/2, W/2, C), H and W even: the four pixel phases as batch blocks,
+    block 2p + q holding rows p::2 and columns q::2 (block 0 = ``x[:, ::2, ::2]``)."""
+    height, width = spatial_size(x)
+    channels = x.shape[-1]
+    x = ops.reshape(x, (-1, height // 2, 2, width // 2, 2, channels))
+    x = ops.transpose(x, (2, 4, 0, 1, 3, 5))
+    return ops.reshape(x, (-1, height // 2, width // 2, channels))
+
+
+@keras.saving.register_keras_serializable(package="deblur")
 class CBR(layers.Layer):
     """Appendix A's ``CBR k*k*c:s``: conv (no bias, register #26), BatchNorm, ReLU. NHWC.
 
@@ -132,7 +158,7 @@ class CBR(layers.Layer):
     def build(self, input_shape):
         mode = self.mode
         dilation = self.dilation_rate // 2 if mode == "decimate_conv" else self.dilation_rate
-        self.conv = layers.Conv2D(
+        self.conv = PhaseConv2D(
             self.filters,
             self.kernel_size,
             strides=2 if mode == "pad_strided" else 1,
@@ -147,18 +173,36 @@ class CBR(layers.Layer):
         self.conv.build(channels_shape(input_shape[-1]))
         self.bn.build(channels_shape(self.filters))
 
-    def _convolve(self, x):
+    @property
+    def phased(self):
+        """Whether :meth:`phases` applies: a stride-1 conv with an even dilation."""
+        return self.mode == "conv" and self.dilation_rate % 2 == 0
+
+    def _convolve(self, x, decimated=False):
+        """The conv; ``decimated``: ``x`` is already ``x[:, ::2, ::2]`` (mode decimate_conv)."""
         mode = self.mode
         if mode == "decimate_conv":
-            return self.conv(x[:, ::2, ::2, :])
+            return self.conv(x if decimated else x[:, ::2, ::2, :])
         if mode == "pad_strided":
             pad = self.kernel_size // 2
             return self.conv(ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]]))
         y = self.conv(x)
         return y[:, ::2, ::2, :] if mode == "conv_decimate" else y
 
-    def call(self, x, training=None):
-        return ops.relu(self.bn(self._convolve(x), training=training))
+    def call(self, x, training=None, decimated=False):
+        """``decimated``: ``x`` is the decimated input of a ``decimate_conv`` layer (the
+        stack hands over phase 0 of :meth:`phases`, so the full-resolution tensor is never
+        sliced)."""
+        return ops.relu(self.bn(self._convolve(x, decimated), training=training))
+
+    def phases(self, x, training=None):
+        """:meth:`call` of an even-dilated stride-1 CBR (:attr:`phased`) in the phase layout:
+        (N, H, W, C) -> (4N, H/2, W/2, filters), block 0 = ``call(x)[:, ::2, ::2]`` (H, W even).
+        The same pixels and BN statistics as :meth:`call`, without TensorFlow's space-to-batch
+        round trip of the full-resolution output."""
+        y = self.conv(space_to_batch2(x), phases=True)
+        # One BN over the 4N phases: the same pixels, so the same batch statistics.
+        return ops.relu(self.bn(y, training=training))
 
     def compute_output_shape(self, input_shape):
         return blocks.strided_shape(input_shape, self.strides, self.filters)
@@ -335,9 +379,23 @@ class SENStack(layers.Layer):
         height, width = spatial_size(x)
         return resize_bilinear(x, 2 * height, 2 * width)
 
-    def call(self, x, training=None):
-        for layer in self.front:
+    def _front_layers(self, x, training):
+        """The three front CBRs. When the first is even-dilated at stride 1 and the second
+        decimates its input, the first runs in phases and hands over phase 0 (the only pixels the
+        second reads): no slicing and no space-to-batch round trip of its full-resolution
+        output."""
+        first, second, *rest = self.front
+        if first.phased and second.mode == "decimate_conv":
+            phase0 = first.phases(x, training=training)[: ops.shape(x)[0]]
+            x = second(phase0, training=training, decimated=True)
+        else:
+            x = second(first(x, training=training), training=training)
+        for layer in rest:
             x = layer(x, training=training)
+        return x
+
+    def call(self, x, training=None):
+        x = self._front_layers(x, training)
         skips = []
         for layer in self.down:
             skips.append(x)

@@ -148,6 +148,24 @@ def test_mbrb_applies_each_rgcl_to_its_input_and_adds_it_back():
     assert single.ca.channels == 4 and tuple(single.fuse.kernel.shape) == (1, 1, 4, 4)
 
 
+def test_narrow_padded_conv_is_the_valid_conv_of_the_padded_input():
+    """The 3-channel head runs as a transposed conv (AdjointConv2D): same kernel, same sums."""
+    head = gradientnet.PaddedConv(3, 7, "reflect", name="head")
+    head.build((None, None, None, 8))
+    assert isinstance(head.conv, gradientnet.AdjointConv2D)
+    assert [v.path for v in head.weights] == ["head/conv/kernel", "head/conv/bias"]
+    head.conv.bias.assign(np.arange(3, dtype=np.float32))
+    x = np.random.default_rng(5).normal(size=(2, 12, 20, 8)).astype(np.float32)
+    padded = np.pad(x, [(0, 0), (3, 3), (3, 3), (0, 0)], mode="reflect")
+    reference = keras.layers.Conv2D(3, 7, padding="valid")
+    reference.build((None, None, None, 8))
+    reference.set_weights(head.get_weights())
+    np.testing.assert_allclose(numpy(head(x)), numpy(reference(padded)), atol=1e-5)
+    wide = gradientnet.PaddedConv(8, 7, name="wide")
+    wide.build((None, None, None, 8))
+    assert not isinstance(wide.conv, gradientnet.AdjointConv2D)
+
+
 def test_channel_attention_is_rcan_ca():
     x = model_checks.random_images(5, 7, batch=2, seed=5)
     x = np.concatenate([x] * 11, axis=-1)[..., :32]

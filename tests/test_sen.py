@@ -75,7 +75,8 @@ def test_no_skip_parameter_count():
 def test_multiply_adds_per_stack(full_sen):
     per_gopro, costs = gmac_per_stack(full_sen, 720, 1280)
     assert per_gopro == [310.04, 316.21]
-    assert costs[0].input_shape == (1, 768, 1280, 3)  # padded to 64 as the call does
+    # Padded to 64 as the call does; front1 runs on the four pixel phases (same pixel count).
+    assert costs[0].input_shape == (4, 384, 640, 3)
     # Every layer works at H/k x W/k with k | 64, so MACs scale exactly with the pixel count:
     # 768 x 1280 = 15 x 256^2 (one trace instead of two: tracing 77M parameters is slow).
     per_stack = [sum(c.macs for c in costs if f"/{s.name}/" in c.path) for s in full_sen.stacks]
@@ -202,6 +203,25 @@ def test_strided_dilated_cbr_equals_a_dilated_conv_decimated(dilation, height, w
     np.testing.assert_allclose(numpy(layer(x)), bn_relu, atol=1e-5)
     if dilation == 2:
         assert layer.mode == "decimate_conv" and layer.conv.dilation_rate == (1, 1)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_phased_front_equals_the_dilated_conv_then_decimation(training):
+    """The stack's fast path (front1 on the four pixel phases, phase 0 handed to front2 without
+    slicing) computes what front1 (dilated conv) then front2 (decimate, conv) compute, BN batch
+    statistics included."""
+    stack = sen.SENStack(width_divisor=16)
+    stack.build((None, None, None, 3))
+    first, second, third = stack.front
+    assert first.phased and second.mode == "decimate_conv"
+    x = np.random.default_rng(3).random((2, 64, 128, 3)).astype(np.float32)
+    full = first(x, training=training)
+    np.testing.assert_allclose(
+        numpy(first.phases(x, training=training))[:2], numpy(full)[:, ::2, ::2], atol=1e-5
+    )
+    expected = third(second(full, training=training), training=training)
+    got = stack._front_layers(x, training)
+    np.testing.assert_allclose(numpy(got), numpy(expected), rtol=1e-4, atol=1e-4)
 
 
 def test_front_layers_are_dilated_and_have_no_bias(tiny_sen):
