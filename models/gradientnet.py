@@ -621,8 +621,7 @@ class GradientNetGAN(DeblurModel):
         """G on [-1, 1] images: (N, H, W, 3) -> (N, H, W, 3) float32 in [-1, 1] (H, W multiples
         of 4), computed in the model's compute dtype (a direct call skips Keras' autocast)."""
         self.check_input_size(blurry)
-        blurry = ops.cast(blurry, self.compute_dtype)
-        e0 = ops.relu(self.norms[0](self.e0(blurry)))
+        e0 = ops.relu(self.norms[0](self.e0(ops.cast(blurry, self.compute_dtype))))
         e1 = ops.relu(self.norms[1](self.e1(e0)))
         b = ops.relu(self.norms[2](self.e2(e1)))
         if self.gradientnet is not None:
@@ -636,7 +635,7 @@ class GradientNetGAN(DeblurModel):
         d = self._merge(self.d1(b), e1)
         d = self._merge(self.d0(d), e0)
         out = float32_outputs(ops.tanh(self.out(d)))
-        if self.global_residual:  # the image skip in float32 (blurry is rounded only in G's input)
+        if self.global_residual:  # the image skip in float32, as the input was given
             out = ops.clip(ops.cast(blurry, "float32") + out, -1.0, 1.0)
         return out
 
