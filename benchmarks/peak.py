@@ -207,4 +207,9 @@ def main():
 
 
 if __name__ == "__main__":
+    import sys
+
+    # Run as a script: the repository root (precision.py, for the bfloat16 note) on the path, as
+    # the other benchmarks put it.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()
