@@ -170,26 +170,13 @@ def write_image(path, values):
     ``.<name>.tmp-<pid>-partial.png`` (OpenCV picks the encoder from the suffix) is what
     :func:`fileio.remove_stale_temporaries` removes if the process is killed.
     """
-    folder, base = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fileio.remove_stale_temporaries(folder, base)
-    temp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-partial.png")
-    try:
+    with fileio.atomic_path(path, ".png", sync=True) as temp:
         with cli.stderr_captured() as captured:  # the encoder's own message explains a failure
             ok = cv2.imwrite(temp, values)
             text = captured().strip()
         if not ok:
             detail = f" ({' '.join(text.split())})" if text else ""
             raise ImageError(f"{path}: PNG encoding or writing failed{detail}.")
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data is on disk before the rename makes it the output
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Layout-free: paths are strings; no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -98,19 +99,35 @@ def atomic_write_bytes(path: str, payload) -> None:
             os.remove(temp)
 
 
-def atomic_save_weights(model, path: str) -> None:
-    """``model.save_weights`` to ``path`` through ``.<name>.tmp-<pid>-partial.weights.h5`` (Keras
-    wants the ``.weights.h5`` suffix) renamed into place; stale temporaries of dead processes are
-    removed first."""
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str, sync: bool = False):
+    """Yields a temporary ``.<name>.tmp-<pid>-partial<suffix>`` beside ``path`` for a writer that
+    needs a file name (and a suffix choosing its format); renamed to ``path`` when the block ends
+    normally (after an ``fsync`` with ``sync``), removed otherwise. Creates missing parent folders
+    and removes stale temporaries of dead processes first."""
     folder, base = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder, base)
-    temp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-partial.weights.h5")
+    temp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-partial{suffix}")
     try:
-        model.save_weights(temp)
+        yield temp
+        if sync:
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the data is on disk before the rename makes it the output
+            finally:
+                os.close(fd)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
             os.remove(temp)
+
+
+def atomic_save_weights(model, path: str) -> None:
+    """``model.save_weights`` to ``path`` through :func:`atomic_path` (Keras wants the
+    ``.weights.h5`` suffix)."""
+    with atomic_path(path, ".weights.h5") as temp:
+        model.save_weights(temp)
 
 
 def atomic_write_json(path: str, payload) -> None:

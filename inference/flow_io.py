@@ -114,14 +114,14 @@ def flow_estimator_from_source(source) -> FlowEstimator:
         raise sources.ModelSourceError(
             f"--self_ensemble {source.self_ensemble}: not available for flow estimators."
         )
-    with sources.precision_scope_of(source):
-        estimator = load_flow_estimator(
+    return sources.built_in_precision(
+        source,
+        lambda: load_flow_estimator(
             checkpoint=source.checkpoint,
             weights=source.weights,
             model=source.model,
             model_kwargs=source.model_kwargs,
             saved_model=source.saved_model,
             jit_compile=source.jit_compile,
-        )
-    estimator.source.setdefault("precision", source.precision)  # an export's own if recorded
-    return estimator
+        ),
+    )

@@ -80,8 +80,9 @@ def restorer_from_source(source, framework=None) -> sources.Restorer:
     are built under ``source.precision`` (:func:`sources.precision_scope_of`); the restorer's
     ``source`` records it."""
     settings = framework.given() if framework is not None else {}
-    with sources.precision_scope_of(source):
-        restorer = load_restorer(
+    return sources.built_in_precision(
+        source,
+        lambda: load_restorer(
             checkpoint=source.checkpoint,
             weights=source.weights,
             model=source.model,
@@ -90,6 +91,5 @@ def restorer_from_source(source, framework=None) -> sources.Restorer:
             self_ensemble=source.self_ensemble,
             jit_compile=source.jit_compile,
             **settings,
-        )
-    restorer.source.setdefault("precision", source.precision)  # an export's own if recorded
-    return restorer
+        ),
+    )

@@ -215,6 +215,15 @@ def precision_scope_of(source):
     return precision.precision_scope(source.precision)
 
 
+def built_in_precision(source, load):
+    """``load()`` (a :class:`Restorer` or flow estimator) run in :func:`precision_scope_of`
+    ``source``; the result's ``source`` records the precision (an export's own if it has one)."""
+    with precision_scope_of(source):
+        loaded = load()
+    loaded.source.setdefault("precision", source.precision)
+    return loaded
+
+
 def check_ensemble_mode(mode):
     if mode not in model_inference.ENSEMBLE_MODES:
         raise ModelSourceError(
