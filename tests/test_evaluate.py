@@ -114,7 +114,8 @@ def test_main_with_weights_saves_images_and_traces_once(dataset, tiny, tmp_path)
     assert set(summary["definitions"]) == {"input", "psnr", "ssim"}
     blur = cv2.imread(str(dataset / "test" / "blur" / "b.png"))[..., ::-1][None] / np.float32(255)
     expected = metrics.to_uint8(inference.restore(model, blur.astype(np.float32)).numpy()[0])
-    saved = cv2.imread(str(images / "b.png"))[..., ::-1]
+    # Named by the blurred input's path relative to the data root, as --predictions reads them.
+    saved = cv2.imread(str(images / "test" / "blur" / "b.png"))[..., ::-1]
     assert saved.shape == (23, 31, 3) and np.abs(saved.astype(int) - expected).max() <= 1
 
 
@@ -238,8 +239,8 @@ def test_outputs_are_checked_before_the_model_is_loaded(dataset, tmp_path):
     done.mkdir()
     (done / "summary.json").write_text("{}")
     saved = tmp_path / "saved"
-    saved.mkdir()
-    (saved / "b.png").write_bytes(b"an earlier image")
+    (saved / "test" / "blur").mkdir(parents=True)
+    (saved / "test" / "blur" / "b.png").write_bytes(b"an earlier image")
     source = ["--weights", str(tmp_path / "missing.weights.h5"), "--model", "mimo_unet"]
     cases = {
         "--out_dir " + str(tmp_path / "file") + ": is a file, not a folder": [
@@ -257,7 +258,7 @@ def test_outputs_are_checked_before_the_model_is_loaded(dataset, tmp_path):
     code = run_main(evaluate, *source, "--data_dir", str(dataset), "--save_images", str(saved),
                     "--limit", "1")  # fmt: skip
     assert "missing.weights.h5" in code  # only a.png would be written: no conflict
-    assert (saved / "b.png").read_bytes() == b"an earlier image"
+    assert (saved / "test" / "blur" / "b.png").read_bytes() == b"an earlier image"
 
 
 def test_weights_beside_a_run_config_load_with_its_model(tiny, tmp_path):

@@ -51,6 +51,7 @@ from absl import logging as absl_logging
 
 import fileio
 import metrics
+import progress as progress_lib
 import rundir
 from config import ConfigError  # noqa: F401  (a run that cannot start as configured)
 from data.errors import DataError, iterate
@@ -174,7 +175,7 @@ class Progress:
         epochs = f"/{self.total_epochs}" if self.total_epochs else ""
         parts = [f"step {step}/{self.total} ({pct:5.1f}%)", f"epoch {epoch}{epochs}"]
         parts += [f"{k} {_fmt(v)}" for k, v in values.items()]
-        parts += [f"{rate:.2f} step/s", f"ETA {_duration(eta)}"]
+        parts += [f"{rate:.2f} step/s", f"ETA {progress_lib.duration(eta)}"]
         return " | ".join(parts)
 
     def update(self, step, epoch, rate, values, final=False):
@@ -201,14 +202,6 @@ def _fmt(value) -> str:
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4)
         else f"{value:.4f}"
     )
-
-
-def _duration(seconds) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 class SegmentedData:
@@ -825,8 +818,9 @@ class Trainer:
             if self.epoch_step
             else " completed"
         )
+        took = progress_lib.duration(seconds)
         self.progress.message(
-            f"Done: step {self.step}, {self.epoch_label()}{progress}, in {_duration(seconds)}. "
+            f"Done: step {self.step}, {self.epoch_label()}{progress}, in {took}. "
             f"Outputs in {where}: checkpoints/, best/, tensorboard/ (tensorboard --logdir "
             f"{where}/tensorboard), final.weights.h5."
         )
