@@ -9,7 +9,10 @@ deblurring framework (SEN + K + CG + G) with ``--levels``, ``--global_iterations
 
 Each output is a PNG named ``<stem><suffix>.png`` (``--suffix``, default ``_deblurred``), written
 atomically next to its input or into ``--out``; each ``input -> output`` line and the final count
-are printed on stdout.
+are printed on stdout, a progress line with a count and ETA on stderr (several images).
+``--compare`` adds ``<stem><suffix>_compare.png`` beside it: blurred | restored side by side,
+scaled to fit 1536 px, over a full-resolution 256-px crop of both where the restoration changed
+most (:mod:`inference.report`).
 
 What is read (``cv2.IMREAD_UNCHANGED``) and written:
 
@@ -53,8 +56,9 @@ from absl import app, flags, logging
 
 import cli
 import fileio
+import progress as progress_lib
 from cli import inference_flags
-from inference import outputs, tiling
+from inference import outputs, report, tiling
 from inference.source_config import FrameworkSettings, ModelSource
 
 FLAGS = flags.FLAGS
@@ -80,10 +84,18 @@ _define(
     "that fits, else in the largest tiles that do.",
 )
 _define(flags.DEFINE_string, "suffix", "_deblurred", "Appended to the input's stem for outputs.")
+_define(
+    flags.DEFINE_bool,
+    "compare",
+    False,
+    "Also write <output stem>_compare.png: blurred | restored side by side (scaled to fit) over "
+    "a full-resolution crop of both where the restoration changed most.",
+)
 inference_flags.define_jit_flag()
 inference_flags.define_overwrite_flag()
 inference_flags.define_framework_flags()
-KEY_FLAGS = ["input", "out", "tile", "tile_overlap", "memory_budget_gb", "suffix", "overwrite"]
+KEY_FLAGS = ["input", "out", "tile", "tile_overlap", "memory_budget_gb", "suffix", "compare"]
+KEY_FLAGS += ["overwrite"]
 cli.declare_key_flags(
     [*KEY_FLAGS, *inference_flags.SOURCE_FLAGS, "jit_compile", *inference_flags.FRAMEWORK_FLAGS]
 )
@@ -212,8 +224,14 @@ def output_path(path, out_dir, suffix):
     return target
 
 
-def plan_outputs(inputs, out_dir, suffix, overwrite=False):
-    """``[(input, target), ...]`` after checking every output before any work.
+def compare_path(target) -> str:
+    """``--compare``'s picture beside ``target``: ``<target stem>_compare.png``."""
+    return os.path.splitext(target)[0] + "_compare.png"
+
+
+def plan_outputs(inputs, out_dir, suffix, overwrite=False, compare=False):
+    """``[(input, target), ...]`` after checking every output before any work (with
+    ``compare``, the :func:`compare_path` of every target too).
 
     Refuses (:class:`ImageError` / :class:`inference.outputs.OutputError`): an input OpenCV has no
     reader for, two inputs with one target (``a.jpg`` and ``a.png``), an output folder that is a
@@ -237,7 +255,8 @@ def plan_outputs(inputs, out_dir, suffix, overwrite=False):
             outputs.check_folder(os.path.dirname(key), "--input")
         outputs.check_file_target(target, "--out" if out_dir else "--input")
         plan.append((path, target))
-    outputs.refuse_existing([t for _, t in plan], "--out" if out_dir else "--input", overwrite)
+    targets = [t for _, t in plan] + ([compare_path(t) for _, t in plan] if compare else [])
+    outputs.refuse_existing(targets, "--out" if out_dir else "--input", overwrite)
     return plan
 
 
@@ -315,12 +334,14 @@ def deblur_values(restorer, values, layout, tile=0, overlap=32, out=None):
     return output
 
 
-def deblur_file(restorer, path, target, tile=0, overlap=32, budget_gb=2.0):
-    """Reads, deblurs and writes one image; returns the tile side used (0 = whole).
+def deblur_file(restorer, path, target, tile=0, overlap=32, budget_gb=2.0, compare=False):
+    """Reads, deblurs and writes one image (and its :func:`compare_path` picture with
+    ``compare``); returns the tile side used (0 = whole).
 
     Raises :class:`ImageError` naming the file.
     """
     values, layout = read_image(path)
+    before = preview(values, layout) if compare else None
     height, width = values.shape[:2]
     overlap = auto_overlap(restorer, tile, overlap)
     side = choose_tile(restorer, height, width, tile, overlap, budget_gb, values.nbytes)
@@ -332,17 +353,58 @@ def deblur_file(restorer, path, target, tile=0, overlap=32, budget_gb=2.0):
         hint = "" if side else " (for large images try --tile 512 or a smaller --memory_budget_gb)"
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ImageError(f"{path}: restoration failed{hint}: {first}") from error
-    del values, layout  # the tiled result is ``values`` itself; the whole one replaced it
+    del values  # the tiled result is ``values`` itself; the whole one replaced it
+    after = box = restored_crop = None
+    if compare:
+        after = preview(restored, layout)
+        box = full_box(before, after, restored.shape[:2])
+        restored_crop = rgb_uint8(restored[box], layout)
     write_image(target, restored)
+    del restored
+    if compare:
+        blurred_crop = rgb_uint8(read_image(path)[0][box], layout)
+        top = report.strip([before, after])
+        picture = report.stacked(top, report.strip([blurred_crop, restored_crop]))
+        with cli.stderr_captured():
+            report.write_png(compare_path(target), picture)
     return side
 
 
-def run(restorer, plan, tile="auto", overlap=32, budget_gb=2.0) -> int:
-    """Deblurs every ``(input, target)`` of ``plan`` in order, printing ``input -> target``;
-    stops at the first bad file (:class:`ImageError`). Returns the number written."""
-    for path, target in plan:
-        deblur_file(restorer, path, target, tile, overlap, budget_gb)
+def rgb_uint8(values, layout) -> np.ndarray:
+    """File ``values`` (any depth, gray / BGR(A)) as RGB uint8 for a picture."""
+    return np.rint(rgb_float(values, layout) * 255.0).astype(np.uint8)
+
+
+def preview(values, layout) -> np.ndarray:
+    """RGB uint8 of ``values`` scaled down (area) to half of a comparison strip's width."""
+    width = (report.MAX_STRIP_WIDTH - report.GAP) // 2
+    return rgb_uint8(report.fitted(values, width), layout)
+
+
+def full_box(before, after, shape) -> tuple[slice, slice]:
+    """The full-resolution crop (rows, cols) where ``before`` -> ``after`` (previews of an image
+    of ``shape``) changed most: :func:`inference.report.crop_box` at the preview's scale."""
+    height, width = shape
+    scale = before.shape[1] / width
+    side = min(report.CROP, height, width)
+    top, left, _, _ = report.crop_box(before, after, size=max(1, round(side * scale)))
+    top = min(round(top / scale), height - side)
+    left = min(round(left / scale), width - side)
+    return slice(top, top + side), slice(left, left + side)
+
+
+def run(restorer, plan, tile="auto", overlap=32, budget_gb=2.0, compare=False) -> int:
+    """Deblurs every ``(input, target)`` of ``plan`` in order, printing ``input -> target``
+    (and a progress line on stderr for several images); stops at the first bad file
+    (:class:`ImageError`). Returns the number written."""
+    show = progress_lib.CountProgress(len(plan), "image") if len(plan) > 1 else None
+    for count, (path, target) in enumerate(plan, 1):
+        deblur_file(restorer, path, target, tile, overlap, budget_gb, compare)
+        if show:
+            show.clear()
         print(f"{path} -> {target}", flush=True)
+        if show:
+            show.update(count)
     return len(plan)
 
 
@@ -422,6 +484,7 @@ class DeblurConfig:
     tile_overlap: int = 32
     memory_budget_gb: float = 2.0
     suffix: str = "_deblurred"
+    compare: bool = False
     overwrite: bool = False
 
 
@@ -436,6 +499,7 @@ def config_from_flags() -> DeblurConfig:
         tile_overlap=FLAGS.tile_overlap,
         memory_budget_gb=FLAGS.memory_budget_gb,
         suffix=FLAGS.suffix,
+        compare=FLAGS.compare,
         overwrite=FLAGS.overwrite,
     )
 
@@ -459,7 +523,8 @@ def check_config(config: DeblurConfig):
     inputs = list_inputs(config.input, config.suffix)
     if not inputs:
         raise ImageError(f"--input {config.input}: no image files found.")
-    return plan_outputs(inputs, config.out, config.suffix, config.overwrite), tile
+    plan = plan_outputs(inputs, config.out, config.suffix, config.overwrite, config.compare)
+    return plan, tile
 
 
 def main(argv):
@@ -472,7 +537,9 @@ def main(argv):
         from inference import model_io
 
         restorer = model_io.restorer_from_source(config.source, config.framework)
-        count = run(restorer, plan, tile, config.tile_overlap, config.memory_budget_gb)
+        count = run(
+            restorer, plan, tile, config.tile_overlap, config.memory_budget_gb, config.compare
+        )
     except (ValueError, OSError, cv2.error) as error:  # ImageError, OutputError, ModelSourceError
         sys.exit(f"deblur.py: error: {error}")
     print(f"Deblurred {count} image(s).")

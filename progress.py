@@ -60,6 +60,12 @@ class CountProgress:
         self.last_draw = now
         self.out.flush()
 
+    def clear(self) -> None:
+        """Clears the line on a terminal (before another stream writes to it)."""
+        if self.tty:
+            self.out.write("\r\033[K")
+            self.out.flush()
+
     def message(self, text: str) -> None:
         """A line of its own (a per-image line), above the progress line on a terminal."""
         self.out.write(("\r\033[K" if self.tty else "") + text + "\n")

@@ -86,14 +86,12 @@ def write_png(path, rgb) -> None:
     fileio.atomic_write_bytes(path, encoded.tobytes())
 
 
-def write_comparison(path, images: dict) -> None:
-    """``deblur.py --compare``: the strip of ``images`` (blurred | restored) over the strip of
-    their full-resolution crops, as one PNG at ``path``."""
-    full, crops = comparison(images)
-    width = max(full.shape[1], crops.shape[1])
+def stacked(top, bottom) -> np.ndarray:
+    """``top`` over ``bottom`` (RGB uint8) with a white gap, left-aligned."""
+    width = max(top.shape[1], bottom.shape[1])
     rows = [np.pad(x, ((0, 0), (0, width - x.shape[1]), (0, 0)), constant_values=255)
-            for x in (full, np.full((GAP, 1, 3), 255, np.uint8), crops)]  # fmt: skip
-    write_png(path, np.concatenate(rows, axis=0))
+            for x in (top, np.full((GAP, 1, 3), 255, np.uint8), bottom)]  # fmt: skip
+    return np.concatenate(rows, axis=0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -399,3 +399,35 @@ def test_the_three_commands_run_as_subprocesses(tmp_path):
             timeout=300,
         )
         assert done.returncode != 0 and message in done.stderr, (script, done.stderr[-2000:])
+
+
+def test_compare_writes_blurred_and_restored_side_by_side(tmp_path):
+    """--compare: <stem>_compare.png holds the two previews over the two full-resolution crops,
+    the crop where the image changed; it is planned (refused if present) like the output."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (300, 1800, 3), dtype=np.uint8)
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), image)
+
+    def restorer(x):  # changes only a patch at rows 100-160, columns 1500-1560
+        x = np.array(x)
+        x[:, 100:160, 1500:1560] = 0.5
+        return x
+
+    target = str(tmp_path / "photo_deblurred.png")
+    plan = deblur.plan_outputs([str(path)], None, "_deblurred", compare=True)
+    assert plan == [(str(path), target)]
+    fake = sources.Restorer(restorer, {"kind": "test"}, None)
+    deblur.run(fake, plan, tile=0, compare=True)
+    picture = cv2.imread(str(tmp_path / "photo_deblurred_compare.png"))[..., ::-1]
+    half = (1536 - 8) // 2
+    preview_height = round(300 * half / 1800)
+    assert picture.shape == (preview_height + 8 + 256, 2 * half + 8, 3)
+    crop_blurred, crop_restored = picture[-256:, :256], picture[-256:, 264:520]
+    # The restored crop holds the whole grey patch, the blurred one the noise there.
+    grey = (crop_restored == 128).all(axis=2)
+    assert grey.sum() >= 60 * 60
+    assert not (crop_blurred[grey] == 128).all(axis=1).any()
+    with pytest.raises(outputs.OutputError, match="photo_deblurred_compare.png exists"):
+        os.remove(target)
+        deblur.plan_outputs([str(path)], None, "_deblurred", compare=True)
