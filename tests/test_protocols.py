@@ -129,3 +129,124 @@ def test_kohler_shift_wraps_past_half_the_size():
     output[3, 4] = 255.0
     shift = kohler.registration_shift(kohler.mean_fft(frame), kohler.mean_fft(output), shape)
     assert shift == (-2, -3)
+
+
+# ---- Köhler: the fast path against the procedure step by step --------------------------------
+
+
+def reference_frame_scores(output, frame) -> dict:
+    """The procedure of ``protocols/kohler.py``'s docstring, step by step on whole arrays (the
+    implementation before the fast path): the numbers the fast path must reproduce."""
+    output, sharp = np.asarray(output, np.float64), np.asarray(frame, np.float64)
+    gain = kohler.intensity_gain(output, sharp)
+    shift = kohler.registration_shift(
+        kohler.mean_fft(sharp), kohler.mean_fft(output), sharp.shape[:2]
+    )
+    mask = kohler.shifted(np.ones(sharp.shape[:2]), shift)
+    test = kohler.luminance(kohler.shifted(gain * output, shift))
+    reference = kohler.luminance(sharp) * mask
+    multi_scale, single_scale = kohler.structural_scores(reference, test)
+    return {
+        "psnr": kohler.psnr(reference, test),
+        "msssim": multi_scale,
+        "ssim": single_scale,
+        "shift": list(shift),
+    }
+
+
+def reference_best(output, frames) -> dict:
+    best = {"psnr": -np.inf, "msssim": -np.inf, "ssim": -np.inf}
+    best_frame = None
+    for name, frame in frames:
+        scores = reference_frame_scores(output, frame)
+        if scores["psnr"] > best["psnr"]:
+            best_frame = {"frame": name, "shift": scores["shift"]}
+        for key in best:
+            best[key] = max(best[key], scores[key])
+    return {**best, "frames": len(frames), "best_frame": best_frame}
+
+
+@pytest.fixture(scope="module")
+def shot(photo):
+    """A 176 x 200 shot (MS-SSIM's fifth scale is 11 x 13, with odd sizes on the way): two
+    images and frames shifted (up to past the window and far), rescaled, noisy, and one exact."""
+    rng = np.random.default_rng(4)
+    sharp = photo[:176, :200]
+    restored = cv2.GaussianBlur(sharp, (0, 0), 1.0)
+    blurred = cv2.blur(sharp, (9, 3))
+    frames = []
+    for index, shift in enumerate([(0, 0), (2, -3), (-6, 11), (13, 4), (-31, -47), (70, -90)]):
+        moved = kohler.shifted(sharp.astype(np.float64), shift) * (1.0 - 0.04 * index)
+        noisy = np.clip(moved + rng.normal(0, 4, moved.shape), 0, 255).astype(np.uint8)
+        frames.append((f"GroundTruth1_1_{index + 1}.png", noisy))
+    frames.append(("exact.png", restored))
+    return {"restored": restored, "blurred": blurred}, frames
+
+
+def assert_scores_equal(found, expected):
+    assert found["shift"] == expected["shift"]
+    for key in ("psnr", "msssim", "ssim"):
+        assert found[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-9), key
+
+
+def test_kohler_frame_scores_equal_the_procedure(shot):
+    images, frames = shot
+    for output in images.values():
+        scorer = kohler.ShotScorer(output)
+        for _, frame in frames:
+            assert_scores_equal(scorer.frame_scores(frame), reference_frame_scores(output, frame))
+    # Shifts from the registration (large ones included), not only the ones the frames were made
+    # with: the zero-filled borders of both sides are exercised.
+    shifts = {tuple(reference_frame_scores(images["blurred"], f)["shift"]) for _, f in frames}
+    assert max(abs(v) for s in shifts for v in s) > 40
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kohler_score_shot_equals_the_procedure_for_every_label(shot, workers):
+    images, frames = shot
+    found = kohler.score_shot(images, iter(frames), workers=workers)
+    assert list(found) == ["restored", "blurred"]
+    for label, output in images.items():
+        expected = reference_best(output, frames)
+        assert found[label]["frames"] == expected["frames"] == len(frames)
+        assert found[label]["best_frame"] == expected["best_frame"]
+        for key in ("psnr", "msssim", "ssim"):
+            assert found[label][key] == pytest.approx(expected[key], rel=1e-9, abs=1e-9)
+    assert found["restored"]["psnr"] == float("inf")  # the exact frame
+    assert found["restored"]["best_frame"]["frame"] == "exact.png"
+    assert kohler.ShotScorer(images["blurred"]).best(frames) == found["blurred"]
+
+
+def test_kohler_score_shot_refuses_other_sizes_and_no_frames(shot):
+    images, frames = shot
+    with pytest.raises(ValueError, match="differs"):
+        kohler.score_shot(images, [("small", frames[0][1][:-1])])
+    with pytest.raises(ValueError, match="no sharp frame"):
+        kohler.score_shot(images, [])
+
+
+@pytest.mark.parametrize("box", [(0, 40, 0, 36), (3, 40, 0, 33), (12, 29, 7, 36), (0, 5, 2, 9),
+                                 (25, 40, 30, 36), (0, 0, 0, 0)])  # fmt: skip
+def test_kohler_masked_filtering_redoes_only_the_edges(box):
+    """The masked frame's filtered statistics from the unmasked ones: equal to filtering it."""
+    image = np.random.default_rng(5).uniform(0, 255, (40, 36))
+    mask = np.zeros_like(image)
+    mask[box[0] : box[1], box[2] : box[3]] = 1.0
+    found = kohler._masked_valid(image, kohler._filter_valid(image), box)
+    np.testing.assert_allclose(found, kohler._filter_valid(image * mask), rtol=0, atol=1e-10)
+
+
+def test_kohler_read_frames_decodes_in_order_and_names_a_bad_file(tmp_path, shot):
+    _, frames = shot
+    paths = []
+    for name, frame in frames[:3]:
+        paths.append(str(tmp_path / name))
+        cv2.imwrite(paths[-1], cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    read = list(kohler.read_frames(paths))
+    assert [name for name, _ in read] == [name for name, _ in frames[:3]]
+    for (_, found), (_, frame) in zip(read, frames[:3], strict=True):
+        np.testing.assert_array_equal(found, frame)  # RGB, as written
+    bad = tmp_path / "GroundTruth1_1_9.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ValueError, match="GroundTruth1_1_9.png: cannot decode"):
+        list(kohler.read_frames([*paths, str(bad)], workers=1))
