@@ -192,9 +192,10 @@ _THREAD = threading.local()
 
 
 def _scratch(name: str, shape) -> np.ndarray:
-    """An uninitialised float64 array of ``shape`` kept by this thread under ``name``: the large
-    per-frame arrays reuse their memory (fresh ones are new pages from the kernel: ~6600 page
-    faults a frame at 800 x 800, a fifth of the time). Names live until the thread's next use."""
+    """An uninitialised float64 array of ``shape`` kept by this thread under ``name`` (the next
+    use of the name in this thread overwrites it): the large per-frame arrays reuse their memory,
+    where fresh ones are new pages from the kernel (~6600 page faults a frame at 800 x 800, a
+    fifth of the time). :func:`_release_scratch` frees them."""
     arrays = _THREAD.__dict__.setdefault("arrays", {})
     array = arrays.get(name)
     if array is None or array.shape != tuple(shape):
