@@ -69,23 +69,24 @@ def shifted(image, shift):
 
 
 @pytest.fixture(scope="module")
-def kohler_set(tmp_path_factory, photo):
-    """Köhler-like root: shots 1_1 and 1_3; frame 2 of shot 1_3 is absent (as frame 30 of the
-    real image 1, kernel 3). Predictions: shot 1_1's is its frame 2 moved by (3, -2) pixels,
-    shot 1_3's is its frame 3 exactly."""
+def kohler_set(tmp_path_factory):
+    """Köhler-like root: shots 1_1 and 1_3, each frame a noisy crop of the astronaut moved by
+    its number; frame 2 of shot 1_3 is absent (as frame 30 of the real image 1, kernel 3).
+    Predictions: shot 1_1's is its frame 2 moved by (3, -2) pixels (zero fill), shot 1_3's is
+    its frame 3 exactly."""
     root = tmp_path_factory.mktemp("kohler")
     predictions = tmp_path_factory.mktemp("kohler_predictions")
+    scene = skimage.data.astronaut()
     rng = np.random.default_rng(0)
     frames = {}
     for shake, numbers in ((1, (1, 2, 3)), (3, (1, 3, 4))):
         for number in numbers:
-            frame = shifted(photo, (number - 2, 1 - number))
-            noise = rng.integers(-3, 4, photo.shape)
-            frame = np.clip(frame.astype(int) + noise, 0, 255).astype(np.uint8)
+            top, left = 60 + 2 * number, 160 - 3 * number
+            frame = scene[top : top + 176, left : left + 192].astype(int)  # 5 MS-SSIM scales
+            frame = np.clip(frame + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
             frames[(shake, number)] = frame
-            write_png(
-                root / "Image1" / f"Kernel{shake}" / f"GroundTruth1_{shake}_{number}.png", frame
-            )
+            folder = root / "Image1" / f"Kernel{shake}"
+            write_png(folder / f"GroundTruth1_{shake}_{number}.png", frame)
         write_png(root / f"Blurry1_{shake}.png", cv2.GaussianBlur(frames[(shake, 1)], (9, 9), 3))
     write_png(predictions / "Blurry1_1.png", shifted(frames[(1, 2)], (3, -2)))
     write_png(predictions / "Blurry1_3.png", frames[(3, 3)])

@@ -1,6 +1,6 @@
 """Cost of the benchmark authors' evaluation protocols (``protocols/``) on this machine.
 
-    python benchmarks/protocols.py [--frames 20] [--workers 2] [--reference 2] [--no-png]
+    python benchmarks/protocol_cost.py [--frames 20] [--workers 2] [--reference 2] [--no-png]
         [--opencv_threads N] [--size 680x773] [--kohler_size 800x800]
 
 Köhler (:func:`protocols.kohler.score_shot`): two images of one shot (a "restored" one and the
