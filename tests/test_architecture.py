@@ -39,7 +39,7 @@ def project_modules() -> dict[str, str]:
 def is_command(module: str) -> bool:
     top = module.split(".")[0]
     script = "." not in module and os.path.isfile(os.path.join(REPO_ROOT, module + ".py"))
-    library_scripts = {"config", "rundir", "fileio", "losses", "metrics", "precision"}
+    library_scripts = {"config", "rundir", "fileio", "losses", "metrics", "precision", "progress"}
     return (
         (script and module not in library_scripts)
         or top in COMMAND_PACKAGES
