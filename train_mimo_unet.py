@@ -58,7 +58,10 @@ def paper_config() -> TrainConfig:
 def quick(config: TrainConfig) -> TrainConfig:
     """--preset quick: full-width (32-channel) MIMO-UNet with 2 residual blocks per EB/DB instead
     of 8, 64 px crops, 300 steps on the embedded synthetic set, validation on 4 full-size test
-    images."""
+    images. Measured on the 50 embedded test images: 22.98 dB vs 22.82 dB blurred (+0.16 dB).
+    Neither 128 px crops with 16 channels and lr 1e-3 (300 steps: +0.17 dB, ~40 % more CPU time)
+    nor, with those settings, a set blurred along 3-12 px paths instead of 3-30 px (+0.36 dB on
+    its own test split) reaches +1 dB in a few CPU minutes."""
     return replace(
         config,
         preset="quick",
