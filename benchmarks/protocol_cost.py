@@ -74,21 +74,6 @@ def kohler_shot(count: int, size: tuple[int, int], seed: int = 0):
     return {"restored": restored, "blurred": blurred}, frames
 
 
-def reference_frame_scores(output, frame) -> dict:
-    """One image against one frame, step by step on whole arrays (the procedure as the module
-    docstring reads it; tests/test_protocols.py keeps the same as the check of the fast path)."""
-    output, sharp = np.asarray(output, np.float64), np.asarray(frame, np.float64)
-    gain = kohler.intensity_gain(output, sharp)
-    shift = kohler.registration_shift(
-        kohler.mean_fft(sharp), kohler.mean_fft(output), sharp.shape[:2]
-    )
-    mask = kohler.shifted(np.ones(sharp.shape[:2]), shift)
-    test = kohler.luminance(kohler.shifted(gain * output, shift))
-    reference = kohler.luminance(sharp) * mask
-    multi_scale, single_scale = kohler.structural_scores(reference, test)
-    return {"psnr": kohler.psnr(reference, test), "msssim": multi_scale, "ssim": single_scale}
-
-
 def timed(function, *args, **kwargs):
     """(result, wall seconds, CPU seconds of this process, load average at the end)."""
     wall, cpu = time.perf_counter(), cpu_seconds()
@@ -166,7 +151,9 @@ def main():
 
         def reference():
             return [
-                reference_frame_scores(image, f) for _, f in subset for image in images.values()
+                kohler.procedure_frame_scores(image, f)
+                for _, f in subset
+                for image in images.values()
             ]
 
         _, ref_wall, ref_cpu, load = timed(reference)

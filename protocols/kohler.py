@@ -536,6 +536,21 @@ class _Best:
         return {**self.best, "frames": self.count, "best_frame": self.best_frame}
 
 
+def procedure_frame_scores(output, frame) -> dict:
+    """One image against one frame, the module docstring's procedure step by step on whole
+    arrays (slow; the fast path of :class:`ShotScorer` and :func:`score_shot` must give its
+    numbers): ``{"psnr", "msssim", "ssim", "shift"}``."""
+    output, sharp = np.asarray(output, np.float64), np.asarray(frame, np.float64)
+    gain = intensity_gain(output, sharp)
+    shift = registration_shift(mean_fft(sharp), mean_fft(output), sharp.shape[:2])
+    mask = shifted(np.ones(sharp.shape[:2]), shift)
+    test = luminance(shifted(gain * output, shift))
+    reference = luminance(sharp) * mask
+    multi_scale, single_scale = structural_scores(reference, test)
+    return {"psnr": psnr(reference, test), "msssim": multi_scale, "ssim": single_scale,
+            "shift": list(shift)}  # fmt: skip
+
+
 class ShotScorer:
     """Scores one restored image against the frames of its shot (module docstring).
 

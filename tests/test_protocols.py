@@ -134,24 +134,7 @@ def test_kohler_shift_wraps_past_half_the_size():
 # ---- Köhler: the fast path against the procedure step by step --------------------------------
 
 
-def reference_frame_scores(output, frame) -> dict:
-    """The procedure of ``protocols/kohler.py``'s docstring, step by step on whole arrays (the
-    implementation before the fast path): the numbers the fast path must reproduce."""
-    output, sharp = np.asarray(output, np.float64), np.asarray(frame, np.float64)
-    gain = kohler.intensity_gain(output, sharp)
-    shift = kohler.registration_shift(
-        kohler.mean_fft(sharp), kohler.mean_fft(output), sharp.shape[:2]
-    )
-    mask = kohler.shifted(np.ones(sharp.shape[:2]), shift)
-    test = kohler.luminance(kohler.shifted(gain * output, shift))
-    reference = kohler.luminance(sharp) * mask
-    multi_scale, single_scale = kohler.structural_scores(reference, test)
-    return {
-        "psnr": kohler.psnr(reference, test),
-        "msssim": multi_scale,
-        "ssim": single_scale,
-        "shift": list(shift),
-    }
+reference_frame_scores = kohler.procedure_frame_scores
 
 
 def reference_best(output, frames) -> dict:
