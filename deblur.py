@@ -386,7 +386,7 @@ def full_box(before, after, shape) -> tuple[slice, slice]:
     of ``shape``) changed most: :func:`inference.report.crop_box` at the preview's scale."""
     height, width = shape
     scale = before.shape[1] / width
-    side = min(report.CROP, height, width)
+    side = report.crop_side(height, width)
     top, left, _, _ = report.crop_box(before, after, size=max(1, round(side * scale)))
     top = min(round(top / scale), height - side)
     left = min(round(left / scale), width - side)

@@ -32,11 +32,16 @@ class CountProgress:
         self.tty = hasattr(self.out, "isatty") and self.out.isatty()
         self.every = every or max(1, (total or 100) // 10)
         self.start = time.monotonic()
+        self.first = None  # when the first item was done
         self.last_draw = 0.0
 
     def line(self, count: int, detail: str = "") -> str:
-        elapsed = time.monotonic() - self.start
-        per_item = elapsed / count if count else float("nan")
+        now = time.monotonic()
+        elapsed = now - self.start
+        if count > 1 and self.first is not None:  # the first item carries start-up and warm-up
+            per_item = (now - self.first) / (count - 1)
+        else:
+            per_item = elapsed / count if count else float("nan")
         if self.total:
             head = f"{self.what} {count}/{self.total} ({100.0 * count / self.total:5.1f}%)"
             eta = f"ETA {duration((self.total - count) * per_item)}"
@@ -49,6 +54,8 @@ class CountProgress:
         """Shows ``count`` items done (``detail``: e.g. the running mean PSNR)."""
         done = self.total is not None and count >= self.total
         now = time.monotonic()
+        if self.first is None:
+            self.first = now
         if self.tty:
             if not done and now - self.last_draw < 0.5:
                 return

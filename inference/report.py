@@ -6,7 +6,8 @@ Top to bottom the page shows what was scored (protocol, model, data, number of i
 of the restored images against the blurred input's with the gain and the papers' numbers for the
 set, the best, median and worst images by PSNR gain over their blurred input as blurred | restored
 | sharp strips (scaled to fit, linked to the full-size strip) with a full-resolution crop where the
-restoration changed most, the table of every image, and the metric definitions.
+restoration changed most (256 px, or half a small image's side; drawn enlarged, square pixels),
+the table of every image, and the metric definitions.
 
 Images are (H, W, 3) RGB: uint8, or float in [0, 1] (clamped, x255, rounded as a saved PNG).
 """
@@ -69,12 +70,19 @@ def crop_box(before, after, reference=None, size=CROP) -> tuple[int, int, int, i
     return int(row), int(col), int(row) + side, int(col) + side
 
 
+def crop_side(height, width) -> int:
+    """The crop's side: :data:`CROP`, or half the image's shorter side for small images (a crop
+    of the whole image would show nothing new)."""
+    return max(1, min(CROP, height // 2, width // 2))
+
+
 def comparison(images: dict) -> tuple[np.ndarray, np.ndarray]:
     """(full-size strip, strip of full-resolution crops) of ``images`` ({label: RGB}, in
     order: blurred, restored[, sharp]); the crop is where the restoration helped most."""
     panels = [to_uint8(image) for image in images.values()]
     reference = panels[2] if len(panels) > 2 else None
-    top, left, bottom, right = crop_box(panels[0], panels[1], reference)
+    side = crop_side(*panels[0].shape[:2])
+    top, left, bottom, right = crop_box(panels[0], panels[1], reference, side)
     return strip(panels), strip([panel[top:bottom, left:right] for panel in panels])
 
 
@@ -142,25 +150,32 @@ def write_report(out_dir, summary, rows, chosen, pictures) -> str:
         if row["name"] not in pictures:
             continue
         full, crops = comparison(pictures[row["name"]])
-        names = {f"{kind}.png": full, f"{kind}_shown.png": fitted(full), f"{kind}_crop.png": crops}
+        names = {f"{kind}.png": full, f"{kind}_crop.png": crops}
+        if full.shape[1] > MAX_STRIP_WIDTH:
+            names[f"{kind}_shown.png"] = fitted(full)
         for file_name, image in names.items():
             write_png(os.path.join(folder, file_name), image)
-        sections.append(_example_html(kind, row, list(pictures[row["name"]])))
+        zoom = max(1, min(4, MAX_STRIP_WIDTH // crops.shape[1]))
+        shown = f"{kind}_shown.png" if f"{kind}_shown.png" in names else f"{kind}.png"
+        labels = list(pictures[row["name"]])
+        sections.append(_example_html(kind, row, labels, shown, crops.shape[1] * zoom))
     page = _page(summary, rows, sections)
     path = os.path.join(out_dir, PAGE)
     fileio.atomic_write_bytes(path, page.encode("utf-8"))
     return path
 
 
-def _example_html(kind, row, labels) -> str:
+def _example_html(kind, row, labels, shown, crop_width) -> str:
+    """One example: the strip (``shown``, linked to the full-size strip) and the crops, drawn
+    ``crop_width`` px wide with square pixels (a zoom of a small crop stays pixel-exact)."""
     name = html.escape(row["name"])
     caption = " | ".join(html.escape(label) for label in labels)
     return (
         f"<section><h3>{kind.capitalize()}: {name} ({gain(row):+.2f} dB over blurred; PSNR "
-        f"{row['psnr']:.2f} dB)</h3>\n<p class=cap>{caption} (scaled to fit; click for full "
-        f'size)</p>\n<a href="{FOLDER}/{kind}.png"><img src="{FOLDER}/{kind}_shown.png" '
-        f'alt="{kind}: {caption}"></a>\n<p class=cap>{caption}, full-resolution crop where the '
-        f'restoration changed most</p>\n<img src="{FOLDER}/{kind}_crop.png" '
+        f"{row['psnr']:.2f} dB)</h3>\n<p class=cap>{caption} (click for the full-size file)</p>"
+        f'\n<a href="{FOLDER}/{kind}.png"><img src="{FOLDER}/{shown}" alt="{kind}: {caption}">'
+        f"</a>\n<p class=cap>{caption}: a crop where the restoration changed most, pixels "
+        f'enlarged</p>\n<img class=zoom src="{FOLDER}/{kind}_crop.png" width={crop_width} '
         f'alt="{kind} crop: {caption}">\n</section>'
     )
 
@@ -170,6 +185,7 @@ STYLE = (
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
     "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
     ".cap{color:#555;margin:.3em 0}.good{color:#080}.bad{color:#a00}section{margin:2em 0}"
+    ".zoom{image-rendering:pixelated;max-width:none}"
 )
 
 
