@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -290,12 +291,26 @@ def _run_args(flow_root, sen_run, cache, run, *extra):
     )
 
 
+def _killed_copy(source, target, number):
+    """A copy of run folder ``source`` as a run killed right after saving ``ckpt-<number>``."""
+    (target / "checkpoints").mkdir(parents=True)
+    shutil.copy(source / "run_config.json", target / "run_config.json")
+    for path in (source / "checkpoints").glob(f"ckpt-{number}.*"):
+        shutil.copy(path, target / "checkpoints" / path.name)
+    (target / "checkpoints" / "checkpoint").write_text(
+        f'model_checkpoint_path: "ckpt-{number}"\nall_model_checkpoint_paths: "ckpt-{number}"\n'
+    )
+
+
 @pytest.mark.slow
 def test_run_directory_contract_and_exact_resume(flow_root, sen_run, tmp_path):
     cache = tmp_path / "cache"
     # 8 images / batch 2: 4 steps an epoch; 4 of pre-training, then two 2-step buffer cycles.
+    # The checkpoint of step 5 (inside cycle 0) is the one the resume below starts from.
     straight = tmp_path / "straight"
-    assert run_main(train_rpgan, *_run_args(flow_root, sen_run, cache, straight)) == 0
+    args = _run_args(flow_root, sen_run, cache, straight, "--checkpoint_every=5")
+    assert run_main(train_rpgan, *args) == 0
+    assert tf.train.latest_checkpoint(str(straight / "checkpoints")).endswith("ckpt-8")
     config = json.loads((straight / "run_config.json").read_text())
     assert config["model"] == "rpgan_generator" and config["paper"] == "rpgan"
     assert config["sen"]["weights"] == "sen.weights.h5" and config["sen"]["u_max"] == 23
@@ -312,11 +327,14 @@ def test_run_directory_contract_and_exact_resume(flow_root, sen_run, tmp_path):
     restored = np.asarray(restorer(np.full((1, 37, 45, 3), 0.5, np.float32)))
     assert restored.shape == (1, 37, 45, 3) and np.isfinite(restored).all()
 
-    # Stopped inside cycle 0 (step 5), then resumed to step 8 (validation changes no weight).
+    # Stopped inside cycle 0 (killed right after the checkpoint of step 5), then resumed to step 8
+    # in a new trainer: G, both critics, the optimizers and the snapshot come from the checkpoint,
+    # the buffer of cycle 0 is rebuilt (validation changes no weight).
     resumed = tmp_path / "resumed"
-    args = _run_args(flow_root, sen_run, cache, resumed, "--val_images=0")
-    assert run_main(train_rpgan, *args, "--max_steps=5") == 0
+    _killed_copy(straight, resumed, 5)
+    args = _run_args(flow_root, sen_run, cache, resumed, "--checkpoint_every=5", "--val_images=0")
     assert run_main(train_rpgan, *args) == 0
+    assert json.loads((resumed / "run_config.json").read_text())["resumed_from_step"] == 5
 
     import models
 
