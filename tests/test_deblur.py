@@ -422,11 +422,12 @@ def test_compare_writes_blurred_and_restored_side_by_side(tmp_path):
     picture = cv2.imread(str(tmp_path / "photo_deblurred_compare.png"))[..., ::-1]
     half = (1536 - 8) // 2
     preview_height = round(300 * half / 1800)
-    assert picture.shape == (preview_height + 8 + 256, 2 * half + 8, 3)
-    crop_blurred, crop_restored = picture[-256:, :256], picture[-256:, 264:520]
+    side = 150  # half the image's shorter side (below 256)
+    assert picture.shape == (preview_height + 8 + side, 2 * half + 8, 3)
+    crop_blurred, crop_restored = picture[-side:, :side], picture[-side:, side + 8 : 2 * side + 8]
     # The restored crop holds the whole grey patch, the blurred one the noise there.
     grey = (crop_restored == 128).all(axis=2)
-    assert grey.sum() >= 60 * 60
+    assert grey.sum() >= 0.9 * 60 * 60  # the box is found on the previews: a few px off
     assert not (crop_blurred[grey] == 128).all(axis=1).any()
     with pytest.raises(outputs.OutputError, match="photo_deblurred_compare.png exists"):
         os.remove(target)
