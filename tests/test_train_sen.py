@@ -162,9 +162,10 @@ def test_quick_preset_of_each_stage():
     assert quick.data.val_images == 0 and quick.data.crop_size == 128
     assert (quick.schedule.epochs, quick.schedule.learning_rate, quick.paper.lr_end) == (
         12,
-        2e-3,
-        2e-5,
+        1e-3,
+        1e-5,
     )
+    assert (quick.paper.lr_hold_epochs, quick.paper.lr_decay_epochs) == (6, 6)
     assert train_sen.model_kwargs(quick)["width_divisor"] == 8
     quick2 = train_sen.quick(train_sen.paper_config(2))
     assert quick2.paper.stage == 2 and quick2.schedule.epochs == 4
