@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -379,9 +380,22 @@ def list_flow_examples(root: str, split: str) -> list[tuple[str, str]]:
     return sorted(examples)
 
 
+# numpy parses a .npy header with ast.literal_eval, which CPython 3.11 cannot run in parallel
+# threads (python/cpython#106905: "SystemError: AST constructor recursion depth mismatch", seen
+# in tf.data's parallel map of the flow pipeline); the headers are read one at a time.
+_NPY_LOCK = threading.Lock()
+
+
+def load_npy(path: str, mmap: bool = False) -> np.ndarray:
+    """``np.load`` of a ``.npy`` file (no pickles; memory-mapped read-only with ``mmap``), safe
+    to call from several threads."""
+    with _NPY_LOCK:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
 def _load_label(path: str, mmap: bool) -> np.ndarray:
     try:
-        label = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        label = load_npy(path, mmap)
     except FileNotFoundError:
         raise DataError(f"{path}: flow label not found.") from None
     except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:

@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 import fileio
+from data import readers
 
 FLOW_SOURCES = ("sen", "true")
 DTYPES = ("float16", "float32")
@@ -265,7 +266,7 @@ class DeconvCache:
         arrays = []
         for path, channels in zip(paths, (2, 3), strict=True):
             try:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                array = readers.load_npy(path, mmap=True)  # thread-safe header parse
                 if array.shape != (*hw, channels) or array.dtype != np.dtype(self.dtype):
                     raise ValueError(f"{array.dtype} {array.shape}, expected {(*hw, channels)}")
                 if not np.isfinite(array).all():
