@@ -320,6 +320,25 @@ class EvalData:
             return iterate_shots(self.shots)
         return iterate_pairs(self.source, split)
 
+    def items_named(self, names, split="test"):
+        """:meth:`items` of ``names`` only: decoding just those where the files are listed."""
+        if self.shots is not None:
+            return iterate_shots([shot for shot in self.shots if shot.name in names])
+        if not hasattr(self.source, "load_pair"):  # TFDS: read through, keep the named ones
+            return (item for item in self.items(split) if item[0] in names)
+        return self._load_pairs(names)
+
+    def _load_pairs(self, names):
+        import data
+
+        for index, pair in enumerate(self.source.pairs):
+            if pair.name in names:
+                try:
+                    blur, sharp = self.source.load_pair(index)
+                except data.DataError as error:
+                    raise EvaluationError(str(error)) from error
+                yield pair.name, (blur[None] / np.float32(255)), sharp / np.float32(255)
+
 
 def relative_name(path, root, fallback) -> str:
     relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
@@ -807,7 +826,7 @@ def run(config: EvaluateConfig, restorer, data=None):
     print(result_line(summary), flush=True)
     for line in summary["paper_reference"]:
         print(f"  {line}", flush=True)
-    if config.report:
+    if config.report and config.out_dir:
         print(f"Report: {os.path.join(config.out_dir, 'report.html')}", flush=True)
     return summary
 
@@ -821,9 +840,7 @@ def write_report(config, data, restorer, rows, summary, labels=None):
     chosen = report.pick_examples(rows)
     wanted = {row["name"]: kind for kind, row in chosen}
     pictures = {}
-    for name, blur, reference in data.items(config.split):
-        if name not in wanted:
-            continue
+    for name, blur, reference in data.items_named(wanted, config.split):
         output, _ = restore(restorer, name, blur, 0, labels)
         row = next(r for r in rows if r["name"] == name)
         pictures[name] = report.example_images(blur[0], output, reference_image(reference, row))

@@ -226,11 +226,19 @@ def test_saved_images_score_the_same_as_predictions(tmp_path):
         write_png(root / "test" / "sharp" / f"{name}.png", sharp)
     restorer = sources.Restorer(lambda x: x * 0.9 + 0.05, {"kind": "test"}, None)
     config = evaluate.EvaluateConfig(
-        source=ModelSource(), data_dir=str(root), save_images=str(saved), warmup=0
+        source=ModelSource(),
+        data_dir=str(root),
+        save_images=str(saved),
+        warmup=0,
+        out_dir=str(tmp_path / "out"),
+        report=True,
     )
     first = evaluate.run(config, restorer)
     assert sorted(os.listdir(saved / "test" / "blur")) == ["a.png", "b.png"]
-    again = dataclasses.replace(config, save_images=None, predictions=str(saved))
+    assert_report_links_resolve(tmp_path / "out")
+    again = dataclasses.replace(
+        config, save_images=None, predictions=str(saved), out_dir=None, report=False
+    )
     second = evaluate.run(again, None)
     assert first["protocol"] == second["protocol"] == "plain"
     assert second["psnr_mean"] == pytest.approx(first["psnr_mean"], abs=1e-9)

@@ -6,7 +6,6 @@ GAN run equal to an uninterrupted one."""
 
 import io
 import json
-import shutil
 import textwrap
 
 import keras
@@ -16,6 +15,7 @@ import tensorflow as tf
 
 import losses
 import train_gradientnet
+from tests import train_checks
 from tests.conftest import eager_functions
 from tests.process_checks import result_json, run_python
 from tests.train_checks import (
@@ -322,24 +322,13 @@ def _gan_run(run_dir, max_steps, data):
     return trainer.last_values, state
 
 
-def _keep_checkpoint(source, target, number):
-    """A copy of run folder ``source`` as a run killed right after saving ``ckpt-<number>``."""
-    (target / "checkpoints").mkdir(parents=True)
-    shutil.copy(source / "run_config.json", target / "run_config.json")
-    for path in (source / "checkpoints").glob(f"ckpt-{number}.*"):
-        shutil.copy(path, target / "checkpoints" / path.name)
-    (target / "checkpoints" / "checkpoint").write_text(
-        f'model_checkpoint_path: "ckpt-{number}"\nall_model_checkpoint_paths: "ckpt-{number}"\n'
-    )
-
-
 def test_resumed_gan_run_equals_an_uninterrupted_one(tmp_path):
     rng = np.random.default_rng(0)
     sharp = rng.uniform(0, 1, (4, 32, 32, 3)).astype(np.float32)
     blur = (0.5 * sharp + 0.5 * np.roll(sharp, 2, axis=2)).astype(np.float32)
     keras.utils.set_random_seed(1)
     straight_values, straight = _gan_run(tmp_path / "straight", 3, (blur, sharp))
-    _keep_checkpoint(tmp_path / "straight", tmp_path / "resumed", 2)
+    train_checks.killed_run_copy(tmp_path / "straight", tmp_path / "resumed", 2)
     keras.utils.set_random_seed(99)  # a new process initialises differently: all is restored
     resumed_values, resumed = _gan_run(tmp_path / "resumed", 3, (blur, sharp))
     assert len(straight) == len(resumed)

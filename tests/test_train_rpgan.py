@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 
 import keras
 import numpy as np
@@ -18,7 +17,7 @@ import tensorflow as tf
 
 import train_rpgan
 from config import ConfigError
-from tests.train_checks import parsed_flags, run_main
+from tests.train_checks import killed_run_copy, parsed_flags, run_main
 from training.config import replace
 from training.rpgan import deconv_cache, rpgan_data, rpgan_run
 from training.steps.rpgan_step import RPGANTrainStep
@@ -291,17 +290,6 @@ def _run_args(flow_root, sen_run, cache, run, *extra):
     )
 
 
-def _killed_copy(source, target, number):
-    """A copy of run folder ``source`` as a run killed right after saving ``ckpt-<number>``."""
-    (target / "checkpoints").mkdir(parents=True)
-    shutil.copy(source / "run_config.json", target / "run_config.json")
-    for path in (source / "checkpoints").glob(f"ckpt-{number}.*"):
-        shutil.copy(path, target / "checkpoints" / path.name)
-    (target / "checkpoints" / "checkpoint").write_text(
-        f'model_checkpoint_path: "ckpt-{number}"\nall_model_checkpoint_paths: "ckpt-{number}"\n'
-    )
-
-
 @pytest.mark.slow
 def test_run_directory_contract_and_exact_resume(flow_root, sen_run, tmp_path):
     cache = tmp_path / "cache"
@@ -331,7 +319,7 @@ def test_run_directory_contract_and_exact_resume(flow_root, sen_run, tmp_path):
     # in a new trainer: G, both critics, the optimizers and the snapshot come from the checkpoint,
     # the buffer of cycle 0 is rebuilt (validation changes no weight).
     resumed = tmp_path / "resumed"
-    _killed_copy(straight, resumed, 5)
+    killed_run_copy(straight, resumed, 5)
     args = _run_args(flow_root, sen_run, cache, resumed, "--checkpoint_every=5", "--val_images=0")
     assert run_main(train_rpgan, *args) == 0
     assert json.loads((resumed / "run_config.json").read_text())["resumed_from_step"] == 5

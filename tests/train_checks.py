@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -174,3 +175,14 @@ def round_trip(run_dir, data_dir, tmp_path, model_name, model_kwargs):
     cv2.imwrite(str(photo), np.rint(image[0, ..., ::-1] * 255).astype(np.uint8))
     assert run_main(deblur, "--input", str(photo), "--saved_model", str(saved)) == 0
     assert cv2.imread(str(tmp_path / "photo_deblurred.png")).shape == (37, 53, 3)
+
+
+def killed_run_copy(source, target, number):
+    """A copy of run folder ``source`` as a run killed right after saving ``ckpt-<number>``."""
+    (target / "checkpoints").mkdir(parents=True)
+    shutil.copy(source / "run_config.json", target / "run_config.json")
+    for path in (source / "checkpoints").glob(f"ckpt-{number}.*"):
+        shutil.copy(path, target / "checkpoints" / path.name)
+    (target / "checkpoints" / "checkpoint").write_text(
+        f'model_checkpoint_path: "ckpt-{number}"\nall_model_checkpoint_paths: "ckpt-{number}"\n'
+    )
