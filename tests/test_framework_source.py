@@ -3,6 +3,7 @@ deblur.py and export.py (inference/framework_io.py): an RP-GAN run directory (te
 writes a tiny fake one per the contract), the framework flags, true flows from a data set's labels,
 tiling, the whole-framework SavedModel, and the one-line refusals."""
 
+import csv
 import json
 import os
 
@@ -196,9 +197,10 @@ def test_evaluate_levels_and_true_flow(run, restorer, flow_set, tmp_path):
     fw = BlindDeblurFramework(None, generator, 1, 1, None, "true", cg_max_iter=20)
     restored = fw(blur[None].astype(np.float32) / 255, label[None]).numpy()[0]
     sharp = cv2.imread(str(seq / "sharp" / "000001.png"))[..., ::-1]
-    rows = [line.split(",") for line in (tmp_path / "t" / "per_image.csv").read_text().split()]
+    with open(tmp_path / "t" / "per_image.csv") as handle:
+        rows = list(csv.DictReader(handle))
     expected = metrics.psnr(metrics.to_uint8(restored), sharp)
-    assert float(rows[2][1]) == pytest.approx(expected, abs=1e-3)
+    assert float(rows[1]["psnr"]) == pytest.approx(expected, abs=1e-3)
 
 
 def test_evaluate_true_flow_without_labels_names_the_missing_file(run, tmp_path):
