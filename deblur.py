@@ -353,7 +353,10 @@ def deblur_file(restorer, path, target, tile=0, overlap=32, budget_gb=2.0, compa
         hint = "" if side else " (for large images try --tile 512 or a smaller --memory_budget_gb)"
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ImageError(f"{path}: restoration failed{hint}: {first}") from error
-    del values  # the tiled result is ``values`` itself; the whole one replaced it
+    # The tiled result is ``values`` itself, the whole one replaced it; the alpha plane is a view
+    # of ``values``, so only the layout's dtype and gray flag are kept (--compare's crops).
+    layout = dict(layout, alpha=None)
+    del values
     after = box = restored_crop = None
     if compare:
         after = preview(restored, layout)

@@ -588,11 +588,6 @@ def _mean(values):
     return float(np.mean(values)) if values else None
 
 
-def definitions(convention):
-    """The project's metric definitions (gopro / plain protocols), as strings for the summary."""
-    return scorers.metric_definitions(convention)
-
-
 # --------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------
