@@ -248,6 +248,14 @@ def _define_run_flags():
     )
     define_once(i, "summary_images", 2, "Validation images written to TensorBoard.", lower_bound=0)
     define_once(
+        i,
+        "bn_refresh_batches",
+        0,
+        "Before each validation and the final weights, re-estimate BatchNormalization statistics "
+        "as the average over N training batches (0 = off: the moving averages of training).",
+        lower_bound=0,
+    )
+    define_once(
         flags.DEFINE_enum,
         "strategy",
         "default",

@@ -354,9 +354,11 @@ def test_data_dir_without_the_u_max_set_is_named(tmp_path):
 @pytest.mark.slow
 def test_stage1_run_resume_and_stage2_run(flow_root, tmp_path, capsys):
     run1 = tmp_path / "stage1"
-    common = [f"--data_dir={flow_root}", "--u_max=23", *TINY_ARGS]
+    # With BatchNormalization statistics refreshed before validation and the final weights.
+    common = [f"--data_dir={flow_root}", "--u_max=23", "--bn_refresh_batches=2", *TINY_ARGS]
     assert run_main(train_sen, *common, f"--run_dir={run1}", "--max_steps=2") == 0
     config = json.loads((run1 / "run_config.json").read_text())
+    assert config["config"]["loop"]["bn_refresh_batches"] == 2
     assert config["model"] == "sen" and config["stage"] == 1 and config["u_max"] == 23
     assert config["model_kwargs"] == {
         "num_stacks": 1,

@@ -78,6 +78,7 @@ class LoopOptions:
     summary_images: int = 2
     strategy: str = "default"
     precision: str = "float32"
+    bn_refresh_batches: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

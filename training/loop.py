@@ -56,8 +56,8 @@ import rundir
 from config import ConfigError  # noqa: F401  (a run that cannot start as configured)
 from data.errors import DataError, iterate
 from rundir import BEST, BEST_JSON, CHECKPOINTS, FINAL_WEIGHTS, RUN_CONFIG, TENSORBOARD
+from training import batch_norm, summaries
 from training import strategy as strategy_lib
-from training import summaries
 from training.tracking import track_layer_lists, untrack_model_variables
 
 
@@ -81,6 +81,9 @@ class LoopConfig:
 
     ``max_steps > 0`` overrides ``epochs``; ``checkpoint_every``/``val_every`` of 0 disable the
     periodic checkpoint/validation (epoch-end checkpoints follow ``checkpoint_every_epoch``).
+    ``bn_refresh_batches > 0``: before each validation and the final weights, the inference
+    model's BatchNormalization statistics are re-estimated over that many training batches
+    (:mod:`training.batch_norm`).
     """
 
     run_dir: str
@@ -95,6 +98,7 @@ class LoopConfig:
     val_every: int = 0
     summary_images: int = 2
     global_batch_size: int = 1
+    bn_refresh_batches: int = 0
 
     @property
     def total_steps(self) -> int:
@@ -264,6 +268,7 @@ class Trainer:
         self._baseline = None  # the validation set's baselines (e.g. the blurred inputs' PSNR)
         self._score_names = []  # the step object's validation scores, set by validate()
         self._counters = None
+        self._refreshed_step = -1  # the step whose BatchNormalization statistics were refreshed
         self._stop = StopRequest()
         self._lock, self._created, self._restored = None, None, False
 
@@ -713,6 +718,7 @@ class Trainer:
         if not self.validation or not self.validation.pairs:
             return None
         started = time.monotonic()
+        self._refresh_batch_norm()
         step_obj, mean, images = self.step_obj, metrics.MeanMetrics(), []
         for i in range(len(self.validation.pairs)):
             inputs, target = self.validation.tensors(i)
@@ -798,9 +804,27 @@ class Trainer:
         self.saved_step = self.step
         return path
 
+    def _refresh_batch_norm(self):
+        """Once per step, before the model is validated or saved as final weights: the inference
+        model's BatchNormalization statistics become the average over ``bn_refresh_batches``
+        training batches of an epoch the run never trains on (deterministic, so a resumed run
+        refreshes with the same batches). Training itself is unchanged: a training step
+        normalises with its own batch's statistics."""
+        count = self.config.bn_refresh_batches
+        if count <= 0 or self._refreshed_step == self.step:
+            return
+        self._refreshed_step = self.step
+        model = self.step_obj.inference_model
+        if not batch_norm.batch_norm_layers(model) or not callable(self.make_epoch_dataset):
+            return
+        batches = self.make_epoch_dataset(BN_REFRESH_EPOCH).take(count)
+        with self.strategy.scope():
+            batch_norm.reestimate_batch_norm(model, batches)
+
     def _finish(self, seconds) -> TrainResult:
         if self.validation and self.last_val_step != self.step:
             self.validate()
+        self._refresh_batch_norm()
         self._save(reason="end")
         final = None
         if not self.chief:  # this worker's scratch checkpoints
@@ -837,6 +861,11 @@ class Trainer:
     def _write_final_weights(self, final):
         """Keras weights through a :mod:`fileio`-named temporary, renamed into place."""
         fileio.atomic_save_weights(self.step_obj.inference_model, final)
+
+
+# The epoch whose batches re-estimate BatchNormalization statistics: far past any run's last
+# epoch, so they are not the batches the run trains on, and fixed, so a resumed run uses the same.
+BN_REFRESH_EPOCH = 1_000_000
 
 
 class StopRequest:

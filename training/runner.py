@@ -212,6 +212,7 @@ def loop_config(config: TrainConfig, run_dir: str, steps_per_epoch: int):
         val_every=schedule.val_every_steps or schedule.val_every_epochs * steps_per_epoch,
         summary_images=options.summary_images,
         global_batch_size=config.data.batch_size,
+        bn_refresh_batches=options.bn_refresh_batches,
     )
 
 
