@@ -299,6 +299,11 @@ class Trainer:
             raise ConfigError(
                 "steps_per_epoch must be >= 1 (is the training set smaller than one batch?)."
             )
+        if self.config.bn_refresh_batches and isinstance(self.make_epoch_dataset, SegmentedData):
+            raise ConfigError(
+                "--bn_refresh_batches needs per-epoch training data; this run's comes in "
+                "segments (RP-GAN's replay buffer)."
+            )
         try:
             self._prepare_run_dir()
             latest = self._resumable_checkpoint()
