@@ -546,6 +546,10 @@ def summarize(rows, restorer, data_info, convention, scorer=None, model=None):
     for key in scorer.metrics:
         summary[f"{key}_mean"] = _finite_mean(rows, key)
         summary[f"input_{key}_mean"] = _finite_mean(rows, f"input_{key}")
+    both = [r for r in rows if math.isfinite(r["psnr"]) and math.isfinite(r["input_psnr"])]
+    # Over the images where both PSNRs are finite: psnr_mean and input_psnr_mean each leave out
+    # their own +inf images, so their difference can be over two different sets of images.
+    summary["psnr_gain_mean"] = _mean([r["psnr"] - r["input_psnr"] for r in both])
     summary["num_identical"] = sum(1 for p in psnrs if p == math.inf)
     summary["num_not_aligned"] = sum(1 for p in psnrs if math.isnan(p))
     summary["input_note"] = "the blurred input itself scored under the same protocol (baseline)"

@@ -75,6 +75,7 @@ def test_metrics_outputs_and_identical_images(dataset, tmp_path):
     assert summary["ssim_mean"] == pytest.approx(np.mean([r["ssim"] for r in rows]))
     # The identity restorer's output is the blurred input, so the baseline equals the result.
     assert summary["input_psnr_mean"] == pytest.approx(summary["psnr_mean"])
+    assert summary["psnr_gain_mean"] == pytest.approx(0.0)  # over a.png and b.png only
     assert all(r["input_ssim"] == pytest.approx(r["ssim"]) for r in rows)
     evaluate.write_results(str(tmp_path), rows, summary)
     assert json.loads((tmp_path / "summary.json").read_text())["num_images"] == 3
