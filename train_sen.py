@@ -96,20 +96,21 @@ def stage2(config: TrainConfig) -> TrainConfig:
 def quick(config: TrainConfig) -> TrainConfig:
     """--preset quick: stage 1 of a one-stack SEN at 1/8 width (604,483 parameters) on 128-px
     crops of the small flow-23 set of :func:`data.default_data.default_flow_dir` (1,200 + 200
-    examples), batch 8, 12 epochs of 150 steps, 1e-3 for 6 epochs then linear to 1e-5, validation
-    on all 200 test images (the run ends with the test flow MSE).
+    examples), batch 8, 12 epochs of 150 steps, 5e-4 for 6 epochs then linear to 1e-5, validation
+    on all 200 test images with the batch-norm statistics re-estimated over 100 training batches
+    before each validation and the final weights (``bn_refresh_batches``; the run ends with the
+    test flow MSE).
 
-    The peak was 2e-3 until issue 22: that run sat at the training-mean flow (91.78) for its first
-    third and ended at 54.22, 65.24 or 84.72 depending on the machine. At 1e-3 it leaves the mean
-    flow within 300-600 steps; test flow MSE of seeds 0 / 1 / 2 / 3 on the shared 2-core AMD EPYC:
-    54.08 / 58.93 / 55.52 / 66.21 (docs/sen_rpgan.md, "quick preset: three seeds"; the same 1,800
-    steps as before, 8 min of training on a quiet machine plus 4 min generating the set once). The
-    batch-norm statistics are re-estimated over 100 training batches before each validation and
-    the final weights (``bn_refresh_batches``): the same runs then end at 42.98 / 53.02 / 53.90 /
-    64.51 (seed 3 still above the issue's 60). Stage
-    2 (``--stage 2 --init_from <that run> --preset quick``): 4 epochs, 1e-3 for 2 then linear to
-    1e-5 (the paper's 1.25e-5 barely moves a fresh stack in 600 steps); 3 min 32 s, test MSE 49.68
-    (after the 2e-3 stage-1 run)."""
+    Issue 22 (docs/sen_rpgan.md, "quick preset: seeds"): at a 2e-3 peak the run sat at the
+    training-mean flow (91.78) for its first third and ended at 54.22, 65.24 or 84.72 depending
+    on the machine; at 1e-3 seeds 0-3 ended at 54.08 / 58.93 / 55.52 / 66.21 (42.98 / 53.02 /
+    53.90 / 64.51 with the statistics re-estimated); at 5e-4 with them, today's preset, at
+    **52.90 / 59.33 / 55.63 / 46.89** (the same 1,800 steps; 4 min 19 s alone with the set
+    cached before the three refreshes were added, plus 4 min generating the set once).
+
+    Stage 2 (``--stage 2 --init_from <that run> --preset quick``): 4 epochs, 1e-3 for 2 then
+    linear to 1e-5 (the paper's 1.25e-5 barely moves a fresh stack in 600 steps); 3 min 32 s,
+    test MSE 49.68 (after the 2e-3 stage-1 run)."""
     config = replace(
         config,
         preset="quick",
@@ -118,7 +119,7 @@ def quick(config: TrainConfig) -> TrainConfig:
         batch_size=8,
         crop_size=128,
         epochs=12,
-        learning_rate=1e-3,
+        learning_rate=5e-4,
         lr_end=1e-5,
         lr_hold_epochs=6,
         lr_decay_epochs=6,

@@ -162,10 +162,11 @@ def test_quick_preset_of_each_stage():
     assert quick.data.val_images == 0 and quick.data.crop_size == 128
     assert (quick.schedule.epochs, quick.schedule.learning_rate, quick.paper.lr_end) == (
         12,
-        1e-3,
+        5e-4,
         1e-5,
     )
     assert (quick.paper.lr_hold_epochs, quick.paper.lr_decay_epochs) == (6, 6)
+    assert quick.loop.bn_refresh_batches == 100
     assert train_sen.model_kwargs(quick)["width_divisor"] == 8
     quick2 = train_sen.quick(train_sen.paper_config(2))
     assert quick2.paper.stage == 2 and quick2.schedule.epochs == 4
