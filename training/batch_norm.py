@@ -32,7 +32,13 @@ def batch_norm_layers(model) -> list:
     ]
 
 
-def reestimate_batch_norm(model, batches: Iterable) -> int:
+def training_forward(model):
+    """A traced training-mode forward pass of ``model`` for :func:`reestimate_batch_norm` (keep
+    it to refresh the same model again without tracing again)."""
+    return tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+
+
+def reestimate_batch_norm(model, batches: Iterable, forward=None) -> int:
     """Sets every BatchNormalization's moving mean and variance of ``model`` to the average of
     its batch statistics over ``batches`` (each a network input, NHWC float32, or an
     ``(input, label)`` pair whose label is ignored); returns the number of batches used.
@@ -40,13 +46,15 @@ def reestimate_batch_norm(model, batches: Iterable) -> int:
     Each batch runs through one traced training-mode forward pass with the layers' momentum at 0
     (so the moving statistics become that batch's), and the statistics are averaged here. A model
     without BatchNormalization is left alone (0). The layers' momentum is restored afterwards,
-    also when a batch fails; with no batch the statistics are unchanged.
+    also when a batch fails; with no batch the statistics are unchanged. ``forward``: a
+    :func:`training_forward` of ``model`` from an earlier call (traced with momentum 0, which is
+    what every call sets).
     """
     layers = batch_norm_layers(model)
     if not layers:
         return 0
     momenta = [layer.momentum for layer in layers]
-    forward = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+    forward = forward or training_forward(model)
     sums, count = [0.0] * (2 * len(layers)), 0
     try:
         for layer in layers:

@@ -823,8 +823,10 @@ class Trainer:
         if not batch_norm.batch_norm_layers(model) or not callable(self.make_epoch_dataset):
             return
         batches = self.make_epoch_dataset(BN_REFRESH_EPOCH).take(count)
+        if getattr(self, "_bn_forward", None) is None:
+            self._bn_forward = batch_norm.training_forward(model)  # traced once per run
         with self.strategy.scope():
-            batch_norm.reestimate_batch_norm(model, batches)
+            batch_norm.reestimate_batch_norm(model, batches, self._bn_forward)
 
     def _finish(self, seconds) -> TrainResult:
         if self.validation and self.last_val_step != self.step:
